@@ -1,0 +1,23 @@
+"""Segmentation networks, their registry, metadata and checkpoint loading."""
+
+from .meta import ModelMeta
+from .registry import (
+    ModelEntry,
+    create_model,
+    get_entry,
+    list_aliases,
+    list_models,
+    register_model,
+    resolve_name,
+)
+
+__all__ = [
+    "ModelEntry",
+    "ModelMeta",
+    "create_model",
+    "get_entry",
+    "list_aliases",
+    "list_models",
+    "register_model",
+    "resolve_name",
+]

@@ -1,0 +1,112 @@
+"""Model registry in the timm/torchvision habit: ``register_model`` and ``create_model``.
+
+A registry entry binds a name to a builder (returns an ``nn.Module`` that maps a normalised
+``(N, 3, H, W)`` float tensor to class scores ``(N, C, h, w)``, where a softmax over C gives
+class probabilities), the model's :class:`ModelMeta`, the checkpoint layout its authors
+publish, and optionally weights shipped inside this package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .meta import ModelMeta
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registered network and the facts about it."""
+
+    name: str
+    builder: Builder
+    meta: ModelMeta
+    description: str
+    checkpoint_format: str = "native"
+    shipped_weights: str | None = None  # file name under seg_perception/weights/
+
+    def shipped_weights_path(self) -> Path | None:
+        """Absolute path of the weights shipped in the package, or None if there are none."""
+        if not self.shipped_weights:
+            return None
+        path = Path(__file__).resolve().parent.parent.parent / "weights" / self.shipped_weights
+        return path if path.is_file() else None
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_model(
+    name: str,
+    meta: ModelMeta,
+    description: str,
+    checkpoint_format: str = "native",
+    shipped_weights: str | None = None,
+    aliases: tuple[str, ...] = (),
+) -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder`` under ``name`` (and ``aliases``)."""
+
+    def deco(builder: Builder) -> Builder:
+        if name in _REGISTRY or name in _ALIASES:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = ModelEntry(
+            name, builder, meta, description, checkpoint_format, shipped_weights
+        )
+        for alias in aliases:
+            _ALIASES[alias] = name
+        return builder
+
+    return deco
+
+
+def _ensure_loaded() -> None:
+    # Importing the package registers every built-in network.
+    from . import zoo  # noqa: F401
+
+
+def resolve_name(name: str) -> str:
+    """Canonical registry name for ``name`` or an alias; raises naming the valid choices."""
+    _ensure_loaded()
+    name = _ALIASES.get(name, name)
+    if name not in _REGISTRY:
+        choices = ", ".join(sorted(list(_REGISTRY) + list(_ALIASES)))
+        raise KeyError(f"unknown model {name!r}; registered models: {choices}")
+    return name
+
+
+def get_entry(name: str) -> ModelEntry:
+    return _REGISTRY[resolve_name(name)]
+
+
+def list_models() -> list[str]:
+    """Canonical names of all registered models, sorted."""
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def list_aliases() -> dict[str, str]:
+    _ensure_loaded()
+    return dict(_ALIASES)
+
+
+def create_model(name: str, meta: ModelMeta | None = None, **kwargs: Any) -> nn.Module:
+    """Build the network registered as ``name`` with fresh (random) weights.
+
+    ``meta`` overrides the registered metadata (e.g. from a checkpoint with another class
+    set); its ``num_classes`` is passed to the builder. The returned module carries
+    ``.meta`` (the :class:`ModelMeta`) and ``.model_name``. Loading weights is a separate
+    step (:func:`seg_perception.core.models.checkpoint.load_checkpoint`).
+    """
+    entry = get_entry(name)
+    meta = meta or entry.meta
+    model = entry.builder(num_classes=meta.num_classes, **kwargs)
+    model.meta = meta  # type: ignore[assignment]
+    model.model_name = entry.name  # type: ignore[assignment]
+    return model
