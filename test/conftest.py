@@ -1,25 +1,32 @@
-"""Shared fixtures: paths to ../shared data (tests skip cleanly where it is absent)."""
+"""Shared fixtures, and DDS isolation for the whole test run.
+
+Data paths and ``require`` live in ``shared_data.py`` (importable from tests); they are
+re-exported here for older imports.
+"""
 
 from __future__ import annotations
 
+import os
+import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import (  # noqa: F401 - re-exported
+    BDD,
+    CAMVID,
+    CITYSCAPES,
+    REPO,
+    SHARED,
+    TWINLITENET_WEIGHTS,
+    require,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-CAMVID = SHARED / "data" / "camvid"
-BDD = SHARED / "data" / "bdd100k_samples"
-CITYSCAPES = SHARED / "data" / "cityscapes_samples"
-TWINLITENET_WEIGHTS = SHARED / "models" / "twinlitenet" / "best.pth"
-
-
-def require(path: Path) -> Path:
-    """Skip the calling test with a clear reason unless ``path`` exists."""
-    if not path.exists():
-        pytest.skip(f"{path} is absent (../shared data is not in a fresh clone)")
-    return path
+# Every node this run starts (in-process or as a subprocess) gets a DDS domain of its own and
+# discovery limited to this machine. Set before anything initialises rclpy.
+os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.pop("ROS_LOCALHOST_ONLY", None)
 
 
 @pytest.fixture

@@ -1,0 +1,21 @@
+"""Where the ../shared data lives; tests that need it skip cleanly where it is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+CAMVID = SHARED / "data" / "camvid"
+BDD = SHARED / "data" / "bdd100k_samples"
+CITYSCAPES = SHARED / "data" / "cityscapes_samples"
+TWINLITENET_WEIGHTS = SHARED / "models" / "twinlitenet" / "best.pth"
+
+
+def require(path: Path) -> Path:
+    """Skip the calling test with a clear reason unless ``path`` exists."""
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared data is not in a fresh clone)")
+    return path

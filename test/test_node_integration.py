@@ -1,0 +1,190 @@
+"""seg_node as a separate process over real DDS (isolated domain, see conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from ros_harness import NodeProcess, Probe
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from shared_data import CAMVID
+from std_msgs.msg import Header
+
+from seg_perception.core.image_codec import encode_compressed, encode_raw
+
+pytestmark = pytest.mark.integration
+
+IMAGE_OUTPUTS = {
+    "labels": "mono8", "labels_color": "rgb8", "overlay": "rgb8", "confidence": "mono8",
+    "drivable/mask": "mono8",
+}
+NODE_PARAMS = {"model": "tiny_seg", "device": "cpu"}
+
+
+def driving_frames(n: int = 3) -> list[np.ndarray]:
+    """Real CamVid frames when ../shared is there, else generated 480x360 road-like frames."""
+    files = sorted((CAMVID / "val").glob("*.png"))[:n] if CAMVID.is_dir() else []
+    if files:
+        return [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files]
+    frames = []
+    for i in range(n):
+        img = np.zeros((360, 480, 3), np.uint8)
+        img[:150] = (120 + 10 * i, 160, 220)  # sky
+        img[150:] = (90, 90, 95)  # road
+        cv2.rectangle(img, (60 + 30 * i, 120), (160 + 30 * i, 220), (200, 30, 30), -1)
+        frames.append(img)
+    return frames
+
+
+def header(i: int, frame_id: str = "camera_optical") -> Header:
+    return Header(stamp=Time(sec=1_700_000_000 + i, nanosec=250_000_000 + i), frame_id=frame_id)
+
+
+def raw_msg(rgb: np.ndarray, i: int, encoding: str = "rgb8", padding: int = 0) -> Image:
+    data, step = encode_raw(rgb, encoding, row_padding=padding)
+    return Image(header=header(i), height=rgb.shape[0], width=rgb.shape[1], encoding=encoding,
+                 is_bigendian=0, step=step, data=bytes(data))
+
+
+def stamps(probe: Probe, topic: str) -> set[tuple[int, int]]:
+    return {(m.header.stamp.sec, m.header.stamp.nanosec) for m in probe.messages(topic)}
+
+
+@pytest.fixture(scope="module")
+def probe() -> Iterator[Probe]:
+    p = Probe("seg_test_probe")
+    yield p
+    p.close()
+    rclpy.try_shutdown()
+
+
+def start_node(tmp_path: Path, probe: Probe, ns: str, **params: object) -> NodeProcess:
+    node = NodeProcess(tmp_path / f"{ns.strip('/')}.log", {**NODE_PARAMS, **params},
+                       namespace=ns)
+    for topic in IMAGE_OUTPUTS:
+        probe.subscribe(Image, f"{ns}/{topic}")
+    node.wait_for_log("ready: listening on")
+    return node
+
+
+def send_until_processed(probe: Probe, ns: str, pub: object, msg: object,
+                         timeout: float = 60.0) -> None:
+    """Publish ``msg`` (re-publishing while the node discovers us) until all outputs arrive."""
+    key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+    probe.wait_until(
+        lambda: all(key in stamps(probe, f"{ns}/{t}") for t in IMAGE_OUTPUTS),
+        timeout=timeout, what=f"outputs for stamp {key}", tick=lambda: pub.publish(msg),
+        period=1.0)
+
+
+def check_outputs(probe: Probe, ns: str, msg: object, width: int, height: int) -> None:
+    key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+    for topic, encoding in IMAGE_OUTPUTS.items():
+        out = next(m for m in probe.messages(f"{ns}/{topic}")
+               if (m.header.stamp.sec, m.header.stamp.nanosec) == key)
+        assert out.header.frame_id == msg.header.frame_id, topic
+        assert (out.width, out.height) == (width, height), topic
+        assert out.encoding == encoding, topic
+        channels = 3 if encoding == "rgb8" else 1
+        assert out.step == width * channels and len(out.data) == out.step * height, topic
+        arr = np.frombuffer(out.data, np.uint8)
+        if topic == "labels":
+            assert arr.max() < 11
+        if topic == "drivable/mask":
+            assert set(np.unique(arr)) <= {0, 255}
+
+
+def test_raw_frames_and_malformed_input(tmp_path: Path, probe: Probe) -> None:
+    ns = "/it_raw"
+    probe.subscribe(DiagnosticArray, "/diagnostics")
+    node = start_node(tmp_path, probe, ns)
+    try:
+        pub = probe.publisher(Image, f"{ns}/image")
+        info_pub = probe.publisher(CameraInfo, f"{ns}/camera_info")
+        frames = driving_frames(3)
+        for i, rgb in enumerate(frames):
+            msg = raw_msg(rgb, i)
+            send_until_processed(probe, ns, pub, msg)
+            check_outputs(probe, ns, msg, rgb.shape[1], rgb.shape[0])
+        # Other encodings, with padded rows, reach the same outputs.
+        for j, (enc, pad) in enumerate([("bgr8", 16), ("mono8", 3), ("yuv422", 8),
+                                        ("bayer_rggb8", 0), ("mono16", 4)]):
+            msg = raw_msg(frames[0], 10 + j, enc, pad)
+            send_until_processed(probe, ns, pub, msg)
+            check_outputs(probe, ns, msg, frames[0].shape[1], frames[0].shape[0])
+
+        # Malformed messages: each is warned about and skipped; the node keeps going.
+        good = frames[1]
+        bad_encoding = raw_msg(good, 100)
+        bad_encoding.encoding = "rgb_fancy42"
+        short = raw_msg(good, 101)
+        short.data = bytes(short.data)[: len(short.data) // 2]
+        empty = Image(header=header(102), height=0, width=0, encoding="rgb8", step=0)
+        info = CameraInfo(header=header(103), width=480, height=360,
+                          k=[0.0, 0, 240, 0, 0.0, 180, 0, 0, 1])
+        # The subscription keeps only the newest message, so each goes alone until warned.
+        for bad_pub, bad, text in ((pub, bad_encoding, "rgb_fancy42"),
+                                   (pub, short, "fewer than step*height"),
+                                   (pub, empty, "zero size"),
+                                   (info_pub, info, "focal length")):
+            probe.wait_until(lambda text=text: text in node.log(), timeout=30,
+                             what=f"warning {text!r}", tick=lambda p=bad_pub, m=bad: p.publish(m),
+                             period=1.0)
+        assert node.alive()
+        after = raw_msg(good, 104)
+        send_until_processed(probe, ns, pub, after)
+        check_outputs(probe, ns, after, good.shape[1], good.shape[0])
+
+        probe.wait_until(lambda: bool(probe.messages("/diagnostics")), timeout=10,
+                         what="/diagnostics")
+        status = [s for m in probe.messages("/diagnostics") for s in m.status
+                  if ns.strip("/") in s.name][-1]
+        values = {kv.key: kv.value for kv in status.values}
+        for key in ("input_rate_hz", "processed_rate_hz", "latency_p50_ms", "latency_p95_ms",
+                    "frames_dropped", "model", "device"):
+            assert key in values
+        assert values["model"] == "tiny_seg" and values["device"] == "cpu"
+        assert int(values["frames_bad"]) >= 3
+        assert "RANDOM weights" in node.log()  # it says what it runs
+    finally:
+        assert node.stop() == 0, node.log()
+
+
+def test_compressed_frames(tmp_path: Path, probe: Probe) -> None:
+    ns = "/it_compressed"
+    node = start_node(tmp_path, probe, ns, input_transport="compressed")
+    try:
+        pub = probe.publisher(CompressedImage, f"{ns}/image/compressed")
+        frames = driving_frames(2)
+        for i, (rgb, fmt) in enumerate(zip(frames, ("jpeg", "png"), strict=True)):
+            data, fmt_str = encode_compressed(rgb, fmt)
+            msg = CompressedImage(header=header(200 + i), format=fmt_str, data=bytes(data))
+            send_until_processed(probe, ns, pub, msg)
+            check_outputs(probe, ns, msg, rgb.shape[1], rgb.shape[0])
+        data, fmt_str = encode_compressed(frames[0], "jpeg")
+        corrupt = CompressedImage(header=header(210), format=fmt_str,
+                                  data=bytes(data[:20]) + b"\x00" * 200)
+        text = "/it_compressed/image/compressed: frame skipped"
+        probe.wait_until(lambda: text in node.log(), timeout=30, what="corrupt JPEG warning",
+                         tick=lambda: pub.publish(corrupt), period=1.0)
+        data, fmt_str = encode_compressed(frames[1], "jpeg")
+        after = CompressedImage(header=header(211), format=fmt_str, data=bytes(data))
+        send_until_processed(probe, ns, pub, after)
+        assert node.alive()
+    finally:
+        assert node.stop() == 0, node.log()
+
+
+def test_invalid_parameter_is_refused_naming_valid_values(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path / "bad.log", {"device": "gpu0"}, namespace="/it_bad")
+    node.proc.wait(timeout=60)
+    log = node.log()
+    node.stop()
+    assert node.proc.returncode != 0
+    assert "gpu0" in log and "auto" in log and "cuda" in log
