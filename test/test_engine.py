@@ -159,3 +159,24 @@ def test_malformed_checkpoints_give_clear_errors(tmp_path: Path) -> None:
     torch.save({"state_dict": Evil()}, tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match="weights_only"):
         load_checkpoint(model, tmp_path / "evil.pth")
+
+
+class _TwoHeads(torch.nn.Module):
+    """Class scores plus a separate drivable head, as multi-task networks return them."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, _, h, w = x.shape
+        scores = torch.zeros(n, 3, h, w)
+        scores[:, 2, : h // 2] = 1.0  # class 2 in the top half
+        drivable = torch.zeros(n, 2, h, w)
+        drivable[:, 1, :, : w // 2] = 1.0  # head says drivable in the left half
+        return scores, drivable
+
+
+def test_multitask_drivable_head_defines_the_mask() -> None:
+    meta = ModelMeta(arch="two", num_classes=3, class_names=("a", "b", "c"),
+                     palette=((0, 0, 0),) * 3, drivable_classes=(1,), input_size=(64, 32))
+    engine = SegEngine(_TwoHeads(), meta, "cpu", "fp32")
+    result = engine(np.zeros((64, 128, 3), np.uint8))
+    assert (result.labels[:32] == 2).all() and (result.labels[32:] == 0).all()
+    assert (result.drivable[:, :64] == 255).all() and (result.drivable[:, 64:] == 0).all()

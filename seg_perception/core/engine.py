@@ -152,31 +152,54 @@ class SegEngine:
             x = x.contiguous(memory_format=torch.channels_last)
         return x.to(self.dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class scores (N, C, h, w) for a preprocessed batch."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Class scores (N, C, h, w) for a preprocessed batch.
+
+        Multi-task networks (e.g. TwinLiteNet) return ``(scores, drivable_scores)`` where
+        ``drivable_scores`` is (N, 2, h, w) from a dedicated drivable-area head; the drivable
+        mask then comes from that head rather than from the classes.
+        """
         with torch.inference_mode():
             return self.model(x)
 
+    def _at_input_size(self, scores: torch.Tensor) -> torch.Tensor:
+        w, h = self.input_size
+        scores = scores.float()
+        if scores.shape[-2:] != (h, w):
+            scores = F.interpolate(scores, size=(h, w), mode="bilinear", align_corners=False)
+        return scores
+
     def postprocess(
-        self, scores: torch.Tensor, out_hw: tuple[int, int], want_confidence: bool = True
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Argmax/confidence on the device at input size, nearest resize, one host copy."""
+        self,
+        scores: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+        out_hw: tuple[int, int],
+        want_confidence: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Argmax/confidence on the device at input size, nearest resize, one host copy.
+
+        Returns labels, confidence (or None) and, for multi-task networks, the drivable head's
+        mask (uint8 0/255, else None).
+        """
+        drivable_scores = None
+        if isinstance(scores, (tuple, list)):
+            scores, drivable_scores = scores
         with torch.inference_mode():
-            scores = scores.float()
-            w, h = self.input_size
-            if scores.shape[-2:] != (h, w):
-                scores = F.interpolate(scores, size=(h, w), mode="bilinear",
-                                       align_corners=False)
+            scores = self._at_input_size(scores)
             top, labels = scores.max(dim=1)  # (1, h, w)
             planes = [labels.to(torch.uint8)]
             if want_confidence:
                 prob = torch.exp(top - torch.logsumexp(scores, dim=1))
                 planes.append((prob * 255.0).round_().to(torch.uint8))
+            if drivable_scores is not None:
+                head = self._at_input_size(drivable_scores).argmax(dim=1)
+                planes.append((head == 1).to(torch.uint8) * 255)
             stacked = torch.cat(planes, dim=0).unsqueeze(1)  # (P, 1, h, w) uint8
             if stacked.shape[-2:] != tuple(out_hw):
                 stacked = F.interpolate(stacked, size=tuple(out_hw), mode="nearest-exact")
             host = stacked[:, 0].cpu().numpy()  # the one copy back
-        return host[0], (host[1] if want_confidence else None)
+        conf = host[1] if want_confidence else None
+        drivable = host[-1] if drivable_scores is not None else None
+        return host[0], conf, drivable
 
     def __call__(self, rgb: np.ndarray, want_confidence: bool = True) -> SegResult:
         """Segment one RGB uint8 frame; outputs at the frame's own resolution."""
@@ -187,8 +210,9 @@ class SegEngine:
         scores = self.forward(x)
         self._sync()
         t2 = time.perf_counter()
-        labels, conf = self.postprocess(scores, rgb.shape[:2], want_confidence)
-        drivable = self._drivable_lut[labels]
+        labels, conf, drivable = self.postprocess(scores, rgb.shape[:2], want_confidence)
+        if drivable is None:
+            drivable = self._drivable_lut[labels]
         t3 = time.perf_counter()
         timings = {
             "preprocess": (t1 - t0) * 1e3,
