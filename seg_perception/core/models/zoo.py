@@ -1,6 +1,7 @@
 """Imports every module that registers networks; add one line per new model family."""
 
-from . import tiny  # noqa: F401
+from . import lightfpn, tiny  # noqa: F401
 
 # The model the node and CLI use when asked for "default".
-DEFAULT_MODEL = "tiny_seg"
+# LightFPN: CPU real-time, trained on CamVid (weights shipped as camvid_default.safetensors).
+DEFAULT_MODEL = "lightfpn"

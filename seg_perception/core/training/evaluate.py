@@ -1,0 +1,100 @@
+"""Evaluation at the dataset's native resolution, as the benchmarks define it.
+
+Each frame is resized to the model's input size, normalised with the model's mean/std, the
+logits are upsampled bilinearly back to the annotation's size and the argmax is compared
+with the annotation (ignore pixels excluded). This is the same forward the trainer uses for
+its validation, so training logs and ``seg-perception eval`` agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.meta import ModelMeta
+from .datasets import SegDataset
+from .metrics import ConfusionMatrix
+from .transforms import resize_to_input, to_tensor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    """Confusion matrix plus timing of the evaluation pass."""
+
+    confusion: ConfusionMatrix
+    frames: int
+    seconds: float
+
+    @property
+    def miou(self) -> float:
+        return self.confusion.miou()
+
+
+@torch.inference_mode()
+def predict_labels(
+    model: nn.Module, meta: ModelMeta, images: list[np.ndarray], device: torch.device
+) -> torch.Tensor:
+    """Label maps (N, H, W) at the images' native size (all images must share one size)."""
+    h, w = images[0].shape[:2]
+    batch = torch.stack(
+        [to_tensor(resize_to_input(im, meta.input_size), meta.mean, meta.std) for im in images]
+    ).to(device)
+    logits = model(batch)
+    logits = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False)
+    return logits.argmax(1)
+
+
+def evaluate(
+    model: nn.Module,
+    meta: ModelMeta,
+    dataset: SegDataset,
+    device: torch.device | str = "cpu",
+    batch_size: int = 4,
+    progress: bool = False,
+) -> EvalResult:
+    """Confusion matrix of ``model`` over ``dataset`` (ignore id from the dataset)."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(dataset.info.num_classes, dataset.info.ignore_index)
+    if meta.num_classes != dataset.info.num_classes:
+        raise ValueError(
+            f"model has {meta.num_classes} classes, dataset {dataset.info.name} has "
+            f"{dataset.info.num_classes}"
+        )
+    indices = range(len(dataset))
+    if progress:
+        from tqdm import tqdm
+
+        indices = tqdm(indices, desc="eval", unit="frame", leave=False)
+    start = time.perf_counter()
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def flush() -> None:
+        if pending:
+            pred = predict_labels(model, meta, [p[0] for p in pending], device)
+            target = torch.from_numpy(np.stack([p[1] for p in pending])).to(device)
+            cm.update(pred, target)
+            pending.clear()
+
+    for i in indices:
+        img, lab = dataset.load(i)
+        if pending and pending[0][0].shape != img.shape:
+            flush()
+        pending.append((img, lab))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    model.train(was_training)
+    return EvalResult(cm, len(dataset), time.perf_counter() - start)
+
+
+__all__ = ["EvalResult", "evaluate", "predict_labels"]
