@@ -1,0 +1,92 @@
+"""Drivable-area geometry without ROS: camera model, ground grid, free space, test scenes.
+
+Typical use (the node does this with CameraInfo and its parameters)::
+
+    mapper = DrivableAreaMapper(GridSpec(0.1, 0.0, 40.0, -10.0, 10.0),
+                                CameraMounting(x=1.2, z=1.5, pitch=0.1))
+    mapper.set_camera(CameraModel.from_camera_info_fields(msg.width, msg.height, msg.k,
+                                                          msg.d, msg.distortion_model))
+    grid = mapper.grid_from_mask(mask)          # int8 (height, width): OccupancyGrid.data
+    polygon = mapper.boundary_from_grid(grid)   # (N, 2) x, y in grid_frame
+"""
+
+from .camera import (
+    BODY_FROM_OPTICAL,
+    SUPPORTED_DISTORTION,
+    CameraModel,
+    CameraMounting,
+    ground_point,
+    rotate,
+    rpy_matrix,
+)
+from .freespace import boundary_polygon, clean_mask, ego_component, open_holes
+from .grid import (
+    BEHIND,
+    BEYOND_RANGE,
+    FOOTPRINT,
+    FREE,
+    OCCUPIED,
+    OUTSIDE_IMAGE,
+    SEEN,
+    UNKNOWN,
+    CellVisibility,
+    GridSpec,
+    GroundLookup,
+    cell_visibility,
+)
+from .mapper import (
+    DEFAULT_MAX_PIXEL_FOOTPRINT,
+    DEFAULT_MAX_RANGE,
+    DEFAULT_MAX_VERTICES,
+    DEFAULT_MIN_REGION_AREA,
+    DEFAULT_SPECKLE_AREA,
+    DrivableAreaMapper,
+)
+from .scene import (
+    BoxObstacle,
+    RoadGeometry,
+    SceneRender,
+    SceneSpec,
+    drive_sequence,
+    make_route,
+    render_scene,
+)
+
+__all__ = [
+    "BEHIND",
+    "BEYOND_RANGE",
+    "BODY_FROM_OPTICAL",
+    "DEFAULT_MAX_PIXEL_FOOTPRINT",
+    "DEFAULT_MAX_RANGE",
+    "DEFAULT_MAX_VERTICES",
+    "DEFAULT_MIN_REGION_AREA",
+    "DEFAULT_SPECKLE_AREA",
+    "FOOTPRINT",
+    "FREE",
+    "OCCUPIED",
+    "OUTSIDE_IMAGE",
+    "SEEN",
+    "SUPPORTED_DISTORTION",
+    "UNKNOWN",
+    "BoxObstacle",
+    "CameraModel",
+    "CameraMounting",
+    "CellVisibility",
+    "DrivableAreaMapper",
+    "GridSpec",
+    "GroundLookup",
+    "RoadGeometry",
+    "SceneRender",
+    "SceneSpec",
+    "boundary_polygon",
+    "cell_visibility",
+    "clean_mask",
+    "drive_sequence",
+    "ego_component",
+    "ground_point",
+    "make_route",
+    "open_holes",
+    "render_scene",
+    "rotate",
+    "rpy_matrix",
+]
