@@ -5,8 +5,12 @@ efficiently per FLOP than depthwise or asymmetric ones (ENet/ESPNet/DABNet/Fast-
 and a ResNet-like encoder trains quickly from scratch with BatchNorm. The encoder is a
 ResNet-18 layout at reduced width (16-32-64-128-160 channels, output stride 32) with a
 global-pooling context branch; the decoder fuses the 1/16, 1/8 and 1/4 features in the
-manner of SwiftNet/FPN and predicts at 1/4 resolution. 1.6 M parameters, about 19 ms per
-480x352 frame with two CPU threads (see the README of the weights for measured figures).
+manner of SwiftNet/FPN and predicts at 1/4 resolution.
+
+Measured (torch 2.13, 2 threads of a shared AMD EPYC core pair): 1.62 M parameters (6.5 MB in
+fp32), 1.16 GMACs (2.3 GFLOPs) at 480x352; forward 10 ms channels-last / 15 ms NCHW, and a
+whole 480x360 frame (resize, normalise, forward, bilinear upsampling, argmax) 14 ms with
+channels-last tensors. Weights were trained from scratch on CamVid train only (no ImageNet).
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ CITYSCAPES_ID_TO_TRAINID: dict[int, int] = {
     24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
 }
 CITYSCAPES_IGNORE = 255
+# Decoded frames are kept in memory when the whole split fits in this (CamVid: ~250 MB).
+CACHE_LIMIT_BYTES = 1_500_000_000
 
 _CITYSCAPES_LUT = np.full(256, CITYSCAPES_IGNORE, np.uint8)
 for _label_id, _train_id in CITYSCAPES_ID_TO_TRAINID.items():
@@ -96,7 +98,7 @@ class SegDataset:
             raise ValueError(f"{info.name}: no image/annotation pairs found")
         self.pairs = pairs
         self.info = info
-        self.cache = len(pairs) <= 1000 if cache is None else cache
+        self.cache = cache  # None: decided on the first frame from the set's size in memory
         self._cached: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
@@ -115,6 +117,8 @@ class SegDataset:
         lab = self.convert_label(read_label(lab_path)).astype(np.uint8)
         if lab.shape != img.shape[:2]:
             raise ValueError(f"{lab_path}: size {lab.shape} differs from image {img.shape[:2]}")
+        if self.cache is None:
+            self.cache = (img.nbytes + lab.nbytes) * len(self) <= CACHE_LIMIT_BYTES
         if self.cache:
             self._cached[index] = (img, lab)
         return img, lab

@@ -47,8 +47,11 @@ def predict_labels(
     batch = torch.stack(
         [to_tensor(resize_to_input(im, meta.input_size), meta.mean, meta.std) for im in images]
     ).to(device)
-    logits = model(batch)
-    logits = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False)
+    logits = model(batch).float()
+    # Channels-last makes the upsampling and the argmax over classes several times faster
+    # on a CPU (the class scores of one pixel become contiguous).
+    logits = logits.contiguous(memory_format=torch.channels_last)
+    logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
     return logits.argmax(1)
 
 
