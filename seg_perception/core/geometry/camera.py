@@ -137,7 +137,8 @@ class CameraModel:
         if len(k) != 9:
             raise ValueError(f"camera K needs 9 values (3x3 row-major), got {len(k)}")
         object.__setattr__(self, "K", k)
-        d = _as_tuple(self.D, "D") if len(np.asarray(self.D).ravel()) else ()
+        raw_d = () if self.D is None else self.D
+        d = _as_tuple(raw_d, "D") if len(np.asarray(raw_d).ravel()) else ()
         if not any(d):
             d = ()
         object.__setattr__(self, "D", d)

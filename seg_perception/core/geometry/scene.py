@@ -351,7 +351,7 @@ def _roadside_boxes(spec: SceneSpec, road: RoadGeometry, s_ego: float) -> list[_
                 lat = side * (edge + rng.uniform(1.0, 3.0))
                 tx, ty = x + nx * lat, y + ny * lat
                 crown = rng.uniform(2.5, 4.5)
-                top = rng.uniform(5.0, 8.0)
+                top = crown + rng.uniform(2.5, 4.0)  # crowns start 2.5 m up or higher
                 parts = [
                     _Box(tx, ty, h, 0.35, 0.35, 0.0, top - crown * 0.8, TREE,
                          (90.0, 70.0, 50.0), _KIND_TRUNK),
@@ -367,8 +367,13 @@ def _roadside_boxes(spec: SceneSpec, road: RoadGeometry, s_ego: float) -> list[_
             for b in parts:
                 pts = b.corners(3)
                 _, lat_c = road.coords(np.append(pts[:, 0], b.x), np.append(pts[:, 1], b.y))
-                if np.all(np.abs(lat_c) >= edge - 0.45):
-                    out.append(b)
+                # crowns may overhang the pavement, nothing may stand on or over the road
+                limit = half + 0.3 if b.kind == _KIND_CROWN else edge - 0.45
+                if not np.all(np.abs(lat_c) >= limit):
+                    if b.kind == _KIND_TRUNK:
+                        break  # no tree at all rather than a crown floating on its own
+                    continue
+                out.append(b)
     return out
 
 
@@ -439,14 +444,7 @@ def _box_pixels(
         r = np.hypot(pts_all[:, 0], pts_all[:, 1]) / pts_all[:, 2]
         if np.any(r > camera.max_valid_radius):
             return np.arange(camera.width * camera.height)
-    k = camera.matrix
-    if camera.has_distortion:
-        uv = camera.project(pts_all)
-    else:
-        uv = np.stack(
-            [k[0, 0] * pts_all[:, 0] / pts_all[:, 2] + k[0, 2],
-             k[1, 1] * pts_all[:, 1] / pts_all[:, 2] + k[1, 2]], axis=1,
-        )
+    uv = camera.project(pts_all)
     w, h = camera.width, camera.height
     lo = np.floor(np.clip(uv.min(axis=0) - 2, -1, [w, h])).astype(int)
     hi = np.ceil(np.clip(uv.max(axis=0) + 2, -1, [w, h])).astype(int)
