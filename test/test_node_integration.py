@@ -188,3 +188,77 @@ def test_invalid_parameter_is_refused_naming_valid_values(tmp_path: Path) -> Non
     node.stop()
     assert node.proc.returncode != 0
     assert "gpu0" in log and "auto" in log and "cuda" in log
+
+
+def test_grid_and_boundary_follow_parameters_and_camera_info(tmp_path: Path,
+                                                              probe: Probe) -> None:
+    from geometry_msgs.msg import PolygonStamped
+    from nav_msgs.msg import OccupancyGrid
+
+    from seg_perception.core.geometry import (
+        CameraModel,
+        CameraMounting,
+        GridSpec,
+        SceneSpec,
+        render_scene,
+    )
+
+    ns = "/it_grid"
+    camera = CameraModel.from_fov(480, 270, 75.0)
+    mounting = CameraMounting(x=0.5, y=0.0, z=1.6, roll=0.0, pitch=0.08, yaw=0.0)
+    spec = GridSpec(0.2, -2.0, 30.0, -8.0, 8.0)
+    scene = render_scene(SceneSpec(), camera, mounting, spec)
+    params = {"grid_frame": "ego", "camera.x": 0.5, "camera.z": 1.6, "camera.pitch": 0.08,
+              "grid.resolution": 0.2, "grid.x_min": -2.0, "grid.x_max": 30.0,
+              "grid.y_min": -8.0, "grid.y_max": 8.0}
+    probe.subscribe(OccupancyGrid, f"{ns}/drivable/grid")
+    probe.subscribe(PolygonStamped, f"{ns}/drivable/boundary")
+    node = start_node(tmp_path, probe, ns, **params)
+    try:
+        pub = probe.publisher(Image, f"{ns}/image")
+        info_pub = probe.publisher(CameraInfo, f"{ns}/camera_info")
+        # Before any camera_info: image outputs flow, the grid waits with a warning.
+        first = raw_msg(scene.rgb, 300)
+        send_until_processed(probe, ns, pub, first)
+        node.wait_for_log("no valid camera_info", timeout=30)
+        info = CameraInfo(header=header(301), width=camera.width, height=camera.height,
+                          distortion_model="plumb_bob", d=[0.0] * 5, k=list(camera.K))
+        msg = raw_msg(scene.rgb, 302)
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+
+        def tick() -> None:
+            info_pub.publish(info)
+            pub.publish(msg)
+
+        probe.wait_until(lambda: key in stamps(probe, f"{ns}/drivable/grid")
+                         and key in stamps(probe, f"{ns}/drivable/boundary"),
+                         timeout=60, what="grid and boundary", tick=tick, period=1.0)
+        grid = next(m for m in probe.messages(f"{ns}/drivable/grid")
+                    if (m.header.stamp.sec, m.header.stamp.nanosec) == key)
+        assert grid.header.frame_id == "ego"
+        assert abs(grid.info.resolution - 0.2) < 1e-6
+        assert (grid.info.width, grid.info.height) == (spec.width, spec.height) == (160, 80)
+        assert grid.info.origin.position.x == -2.0 and grid.info.origin.position.y == -8.0
+        assert grid.info.origin.orientation.w == 1.0
+        cells = np.asarray(grid.data, dtype=np.int8).reshape(spec.height, spec.width)
+        assert set(np.unique(cells)) <= {-1, 0, 100}
+        # What the camera can see depends only on the camera and its mounting.
+        np.testing.assert_array_equal(cells == -1, scene.grid == -1)
+        boundary = next(m for m in probe.messages(f"{ns}/drivable/boundary")
+                        if (m.header.stamp.sec, m.header.stamp.nanosec) == key)
+        assert boundary.header.frame_id == "ego"
+        assert len(boundary.polygon.points) <= 64
+        assert node.alive()
+    finally:
+        assert node.stop() == 0, node.log()
+
+
+def test_inconsistent_grid_parameters_are_refused(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path / "grid_bad.log",
+                       {**NODE_PARAMS, "grid.x_min": 10.0, "grid.x_max": 5.0},
+                       namespace="/it_grid_bad")
+    node.proc.wait(timeout=60)
+    log = node.log()
+    node.stop()
+    assert node.proc.returncode != 0
+    assert "grid.x_min" in log, log

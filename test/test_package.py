@@ -60,3 +60,10 @@ def test_colcon_build_installs_node_launch_and_config(tmp_path: Path) -> None:
     assert (share / "package.xml").is_file()
     index = tmp_path / "install" / "seg_perception" / "share" / "ament_index"
     assert (index / "resource_index" / "packages" / "seg_perception").is_file()
+
+
+def test_config_yaml_is_generated_from_the_parameter_table() -> None:
+    from seg_perception.ros.params import params_yaml
+
+    assert (REPO / "config" / "seg.yaml").read_text() == params_yaml(), (
+        "regenerate with: python -m seg_perception.ros.params > config/seg.yaml")

@@ -7,6 +7,7 @@ take new frames and a slow model drops stale frames (counted) instead of queuein
 
 from __future__ import annotations
 
+import array
 import re
 import threading
 import time
@@ -16,6 +17,8 @@ from typing import Any
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point32, PolygonStamped
+from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -33,6 +36,7 @@ from rclpy.qos import (
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..core.engine import EngineConfigError, build_engine
+from ..core.geometry import CameraModel, CameraMounting, DrivableAreaMapper, GridSpec
 from ..core.image_codec import ImageDecodeError, validate_raw
 from ..core.render import colorize, overlay, palette_lut
 from ..core.stats import Percentiles, RateMeter, WarningLimiter
@@ -103,10 +107,15 @@ class SegNode(Node):
                 f"model {self.info.model} runs with RANDOM weights: its labels are meaningless. "
                 "Pass `checkpoint` or use a model with shipped weights.")
         self._palette = palette_lut(self.engine.meta.palette)
+        self.mapper = self._make_mapper()
+        self._camera_model: CameraModel | None = None  # written by callback, read by worker
+        self._warned_no_info = False
 
         in_qos = _qos(self.p["image_qos.reliability"], self.p["image_qos.depth"])
         out_qos = _qos(self.p["output_qos.reliability"], self.p["output_qos.depth"])
         self.pubs = {t: self.create_publisher(Image, t, out_qos) for t in OUTPUT_TOPICS}
+        self.grid_pub = self.create_publisher(OccupancyGrid, "drivable/grid", out_qos)
+        self.boundary_pub = self.create_publisher(PolygonStamped, "drivable/boundary", out_qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         if self.p["input_transport"] == "compressed":
             self.image_topic = "image/compressed"
@@ -116,7 +125,6 @@ class SegNode(Node):
             self.create_subscription(Image, self.image_topic, self._on_image, in_qos)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
                                  _qos(self.p["image_qos.reliability"], 1))
-        self.camera_info: CameraInfo | None = None
 
         # Latest-frame slot shared with the worker thread.
         self._slot: _Frame | None = None
@@ -125,7 +133,7 @@ class SegNode(Node):
         self.rx = RateMeter()
         self.done = RateMeter()
         self.latency = Percentiles()
-        self.stage_ms = {k: Percentiles() for k in ("decode", "inference", "publish")}
+        self.stage_ms = {k: Percentiles() for k in ("decode", "inference", "publish", "grid")}
         self.dropped = 0
         self.bad = 0
         self.idle = 0
@@ -148,6 +156,24 @@ class SegNode(Node):
                 raise StartupError(problem)
             values[spec.name] = value
         return values
+
+    def _make_mapper(self) -> DrivableAreaMapper:
+        """Grid geometry from the parameters; inconsistent values stop the start-up."""
+        p = self.p
+        try:
+            return DrivableAreaMapper(
+                GridSpec(p["grid.resolution"], p["grid.x_min"], p["grid.x_max"],
+                         p["grid.y_min"], p["grid.y_max"]),
+                CameraMounting(p["camera.x"], p["camera.y"], p["camera.z"],
+                               p["camera.roll"], p["camera.pitch"], p["camera.yaw"]),
+                max_range=p["grid.max_range"],
+                max_pixel_footprint=p["grid.max_pixel_footprint"],
+                speckle_area=p["mask.speckle_area"],
+                max_vertices=p["boundary.max_vertices"],
+                min_region_area=p["boundary.min_region_area"],
+            )
+        except ValueError as exc:
+            raise StartupError(f"invalid drivable-area parameters: {exc}") from exc
 
     def _on_set_parameters(self, params: list[rclpy.parameter.Parameter]) -> SetParametersResult:
         from .params import PARAMS_BY_NAME
@@ -206,7 +232,13 @@ class SegNode(Node):
             self._warn("camera_info.focal", f"{topic}: camera_info with a non-positive focal "
                        f"length (fx={msg.k[0]}, fy={msg.k[4]}) ignored")
             return
-        self.camera_info = msg
+        try:
+            model = CameraModel.from_camera_info_fields(
+                msg.width, msg.height, msg.k, msg.d, msg.distortion_model).validate()
+        except ValueError as exc:
+            self._warn("camera_info.invalid", f"{topic}: camera_info ignored: {exc}")
+            return
+        self._camera_model = model  # the worker rebuilds its lookup when this changes
 
     # ----------------------------------------------------------------- worker
     def _work_loop(self) -> None:
@@ -226,7 +258,12 @@ class SegNode(Node):
                            f"{type(exc).__name__}: {exc}")
 
     def _wanted(self) -> set[str]:
-        return {t for t, pub in self.pubs.items() if pub.get_subscription_count() > 0}
+        wanted = {t for t, pub in self.pubs.items() if pub.get_subscription_count() > 0}
+        if self.grid_pub.get_subscription_count() > 0:
+            wanted.add("drivable/grid")
+        if self.boundary_pub.get_subscription_count() > 0:
+            wanted.add("drivable/boundary")
+        return wanted
 
     def _process(self, frame: _Frame) -> None:
         msg = frame.msg
@@ -248,6 +285,9 @@ class SegNode(Node):
         t2 = time.perf_counter()
         self._publish_outputs(msg.header, rgb, result, wanted)
         t3 = time.perf_counter()
+        if wanted & {"drivable/grid", "drivable/boundary"}:
+            self._publish_grid(msg.header, result.drivable, wanted)
+            self.stage_ms["grid"].add((time.perf_counter() - t3) * 1e3)
         self.stage_ms["decode"].add((t1 - t0) * 1e3)
         self.stage_ms["inference"].add((t2 - t1) * 1e3)
         self.stage_ms["publish"].add((t3 - t2) * 1e3)
@@ -273,6 +313,44 @@ class SegNode(Node):
             if "overlay" in wanted:
                 blended = overlay(rgb, color, float(self.p["overlay_alpha"]))
                 pubs["overlay"].publish(numpy_to_imgmsg(blended, "rgb8", header))
+
+    def _publish_grid(self, header: Any, drivable: np.ndarray, wanted: set[str]) -> None:
+        """Bird's-eye grid and free-space boundary in grid_frame, once camera_info is known."""
+        model = self._camera_model
+        if model is None:
+            if not self._warned_no_info:
+                self._warned_no_info = True
+                self.get_logger().warning(
+                    f"no valid camera_info on {self.resolve_topic_name('camera_info')} yet: "
+                    "drivable/grid and drivable/boundary are published once it arrives")
+            return
+        if self.mapper.set_camera(model):
+            self.get_logger().info(
+                f"camera model {model.width}x{model.height} fx={model.K[0]:.1f}: "
+                "ground lookup rebuilt")
+        grid = self.mapper.grid_from_mask(drivable)
+        frame_id = str(self.p["grid_frame"])
+        if "drivable/grid" in wanted:
+            spec = self.mapper.grid
+            msg = OccupancyGrid()
+            msg.header.stamp = header.stamp
+            msg.header.frame_id = frame_id
+            msg.info.map_load_time = header.stamp
+            msg.info.resolution = float(spec.resolution)
+            msg.info.width = spec.width
+            msg.info.height = spec.height
+            msg.info.origin.position.x = float(spec.x_min)
+            msg.info.origin.position.y = float(spec.y_min)
+            msg.info.origin.orientation.w = 1.0
+            msg.data = array.array("b", grid.tobytes())
+            self.grid_pub.publish(msg)
+        if "drivable/boundary" in wanted:
+            poly = PolygonStamped()
+            poly.header.stamp = header.stamp
+            poly.header.frame_id = frame_id
+            poly.polygon.points = [Point32(x=float(x), y=float(y), z=0.0)
+                                   for x, y in self.mapper.boundary_from_grid(grid)]
+            self.boundary_pub.publish(poly)
 
     # ----------------------------------------------------------------- start-up, shutdown
     def _warmup(self) -> None:

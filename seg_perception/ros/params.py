@@ -94,6 +94,59 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("grid.x_max", 40.0, "Grid extent: farthest x (m, forward)."),
     ParamSpec("grid.y_min", -10.0, "Grid extent: rightmost y (m, left positive)."),
     ParamSpec("grid.y_max", 10.0, "Grid extent: leftmost y (m, left positive)."),
+    ParamSpec("grid.max_range", 50.0,
+              "Cells farther than this from the point below the camera are unseen (-1) (m).",
+              min=0.0),
+    ParamSpec("grid.max_pixel_footprint", 1.0,
+              "Cells where one image pixel covers more ground than this are unseen (-1): "
+              "limits the grid before the horizon, where a pixel spans metres (m).", min=0.0),
+    ParamSpec("mask.speckle_area", 9,
+              "Drivable-mask blobs and gaps smaller than about this many pixels are removed "
+              "before projection (0: no cleaning).", min=0, max=10000),
+    ParamSpec("boundary.max_vertices", 64,
+              "Most vertices of the free-space boundary polygon.", min=4, max=4096),
+    ParamSpec("boundary.min_region_area", 1.0,
+              "Free-space regions smaller than this are ignored when choosing the region "
+              "connected to the vehicle (m^2).", min=0.0),
 )
 
 PARAMS_BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+
+
+def params_yaml() -> str:
+    """``config/seg.yaml``: every parameter with its default and its description as comments.
+
+    Regenerate the file with ``python -m seg_perception.ros.params > config/seg.yaml``.
+    """
+    import textwrap
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return f'"{v}"' if isinstance(v, str) else repr(v)
+
+    lines = [
+        "# Parameters of seg_node: every parameter the node declares, with its default.",
+        "# Use: ros2 launch seg_perception seg.launch.py params_file:=/path/to/copy.yaml",
+        "#  or: seg_node --ros-args --params-file config/seg.yaml",
+        "# Model facts (input size, normalisation, classes, palette, drivable classes) travel",
+        "# with the weights and are not parameters.",
+        "/**:",
+        "  ros__parameters:",
+    ]
+    for p in PARAMS:
+        desc = p.description
+        if p.choices:
+            desc += f" Valid: {', '.join(p.choices)}."
+        if p.min is not None or p.max is not None:
+            lo = "-inf" if p.min is None else p.min
+            hi = "inf" if p.max is None else p.max
+            desc += f" Range: [{lo}, {hi}]."
+        desc += " Read-only." if p.read_only else " Can be changed at run time."
+        lines += ["    # " + line for line in textwrap.wrap(desc, 90, break_on_hyphens=False)]
+        lines.append(f"    {p.name}: {fmt(p.default)}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(params_yaml(), end="")
