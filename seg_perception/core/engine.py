@@ -259,8 +259,10 @@ def build_engine(
 
         dev = resolve_device(device)
         backend = OnnxBackend(model, dev)
-        engine = SegEngine(backend, backend.meta, dev, "fp32", input_size)
-        info = EngineInfo(backend.meta.arch, str(model), True, str(dev), "fp32")
+        # A fixed-size export only accepts its own size (clear error for any other).
+        size = backend.resolve_input_size(input_size)
+        engine = SegEngine(backend, backend.meta, dev, "fp32", size)
+        info = EngineInfo(backend.model_name, backend.weights, backend.trained, str(dev), "fp32")
         return engine, info
     from .models.checkpoint import load_model
 

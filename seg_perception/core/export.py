@@ -1,0 +1,160 @@
+"""ONNX export that carries everything the engine needs inside the file.
+
+The exported graph takes ``input`` (N, 3, H, W) float32, already normalised with the model's
+mean/std, and returns ``scores`` (and ``drivable_scores`` for multi-task networks) exactly as
+the PyTorch module does. The :class:`ModelMeta` JSON and the model name go into the ONNX
+``metadata_props`` so a ``.onnx`` file alone is enough to run the node (classes, palette,
+normalisation and input size come with it).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .models.checkpoint import META_KEY, MODEL_KEY
+from .models.meta import ModelMeta
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "input"
+OUTPUT_NAMES = ("scores", "drivable_scores")
+WEIGHTS_KEY = "seg_perception.weights"
+TRAINED_KEY = "seg_perception.trained"
+DYNAMIC_KEY = "seg_perception.dynamic"
+EXPORT_FORMATS = ("onnx",)
+
+
+class ExportError(ValueError):
+    """A model that cannot be exported as asked (message says why)."""
+
+
+def _outputs(result: object) -> tuple[torch.Tensor, ...]:
+    """The engine's contract: a score tensor, or a (scores, drivable_scores) pair."""
+    if isinstance(result, torch.Tensor):
+        return (result,)
+    if (isinstance(result, (tuple, list)) and len(result) == 2
+            and all(isinstance(t, torch.Tensor) for t in result)):
+        return tuple(result)
+    raise ExportError(
+        f"the model returns {type(result).__name__}; expected a score tensor (N, C, h, w) "
+        "or a (scores, drivable_scores) pair"
+    )
+
+
+def export_onnx(
+    model: nn.Module,
+    meta: ModelMeta,
+    path: str | Path,
+    width: int | None = None,
+    height: int | None = None,
+    opset: int = 17,
+    dynamic: bool = False,
+    *,
+    model_name: str | None = None,
+    weights: str | None = None,
+    trained: bool | None = None,
+) -> Path:
+    """Write ``model`` as ONNX at ``width`` x ``height`` (default: the meta's input size).
+
+    A fixed-size export must be fed that size, so the stored meta's ``input_size`` becomes
+    the export size; ``dynamic=True`` leaves batch, height and width free. ``weights`` and
+    ``trained`` describe the weights so tools can warn about random ones later. The file is
+    checked with ``onnx.checker`` before it is written.
+    """
+    import onnx
+
+    w = int(width or meta.input_size[0])
+    h = int(height or meta.input_size[1])
+    if w <= 0 or h <= 0:
+        raise ExportError(f"export size must be positive, got {w}x{h}")
+    path = Path(path)
+    name = model_name or str(getattr(model, "model_name", meta.arch))
+    meta = meta.replace(input_size=(w, h))
+
+    # Export a CPU fp32 copy so the caller's module (maybe on CUDA, fp16) is left untouched.
+    net = copy.deepcopy(model).float().cpu().eval()
+    x = torch.zeros(1, 3, h, w)
+    with torch.inference_mode():
+        reference = _outputs(net(x))
+    names = list(OUTPUT_NAMES[: len(reference)])
+    for out_name, out in zip(names, reference, strict=True):
+        if out.ndim != 4 or out.shape[0] != 1:
+            raise ExportError(f"output {out_name} has shape {tuple(out.shape)}; expected "
+                              "(N, C, h, w)")
+    if reference[0].shape[1] != meta.num_classes:
+        raise ExportError(f"{name}: the network outputs {reference[0].shape[1]} classes but "
+                          f"its metadata lists {meta.num_classes}")
+
+    dynamic_axes = None
+    if dynamic:
+        dynamic_axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+        for out_name in names:
+            dynamic_axes[out_name] = {0: "batch", 2: f"{out_name}_height",
+                                      3: f"{out_name}_width"}
+    buf = io.BytesIO()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # The TorchScript exporter needs nothing beyond torch and onnx (the dynamo one needs
+        # onnxscript) and handles every network in the zoo.
+        torch.onnx.export(
+            net, (x,), buf, dynamo=False, input_names=[INPUT_NAME], output_names=names,
+            opset_version=opset, dynamic_axes=dynamic_axes, do_constant_folding=True,
+        )
+    for warning in caught:
+        if not issubclass(warning.category, DeprecationWarning):
+            log.debug("onnx export: %s", warning.message)
+
+    proto = onnx.load_from_string(buf.getvalue())
+    props = {
+        META_KEY: meta.to_json(),
+        MODEL_KEY: name,
+        DYNAMIC_KEY: "true" if dynamic else "false",
+    }
+    if weights is not None:
+        props[WEIGHTS_KEY] = weights
+    if trained is not None:
+        props[TRAINED_KEY] = "true" if trained else "false"
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = f"seg-perception {name}: {meta.num_classes} classes, input {w}x{h}"
+    onnx.checker.check_model(proto, full_check=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(path))
+    log.info("exported %s (%s, opset %d, %s) to %s", name, f"{w}x{h}", opset,
+             "dynamic size" if dynamic else "fixed size", path)
+    return path
+
+
+def max_abs_difference(
+    path: str | Path, model: nn.Module, width: int, height: int, seed: int = 0
+) -> float:
+    """Largest |ONNX Runtime - PyTorch| over all outputs for one random normalised input."""
+    from .onnx_backend import OnnxBackend
+
+    backend = OnnxBackend(path, torch.device("cpu"))
+    net = copy.deepcopy(model).float().cpu().eval()
+    x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        expected = _outputs(net(x))
+    got = backend(x)
+    got = got if isinstance(got, tuple) else (got,)
+    return max(float((a - b).abs().max()) for a, b in zip(expected, got, strict=True))
+
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "INPUT_NAME",
+    "OUTPUT_NAMES",
+    "ExportError",
+    "export_onnx",
+    "max_abs_difference",
+]
