@@ -1,0 +1,112 @@
+"""``seg-perception bench``: per-stage speed, FLOPs and the fraction of peak it reaches."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from exc
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return w, h
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="time the engine's stages; FLOPs per frame and fraction of the measured peak",
+        description="Run the inference engine on many frames after a warm-up and print the "
+        "median and p95 of each stage (upload + preprocess, inference, postprocess + copy "
+        "back), end-to-end frames per second, the network's GFLOPs per frame at the input "
+        "size run (FLOPs = 2 x MACs), the achieved GFLOP/s and the peak of a large matrix "
+        "product measured on the same device and dtype in the same run.",
+    )
+    p.add_argument("--model", default="default",
+                   help="registered model or exported .onnx file (default: %(default)s)")
+    p.add_argument("--checkpoint", default=None,
+                   help="weights file (default: the weights shipped with the model)")
+    p.add_argument("--width", type=int, default=None,
+                   help="network input width (default: the model's)")
+    p.add_argument("--height", type=int, default=None,
+                   help="network input height (default: the model's)")
+    p.add_argument("--camera", type=_size, default=None, metavar="WxH",
+                   help="camera frame size fed to the engine (default: the input size)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="auto", help="auto, fp32 or fp16 (CUDA only)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="torch, or onnx (exported to a temporary file, run by ONNX Runtime)")
+    p.add_argument("--frames", type=int, default=100, help="timed frames (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=10,
+                   help="untimed frames first (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch and ONNX Runtime (default: torch's)")
+    p.add_argument("--peak-size", type=int, default=None, metavar="N",
+                   help="matrix size for the peak measurement (default: 4096 CPU, 8192 CUDA)")
+    p.add_argument("--json", default=None, metavar="FILE", help="write all figures as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..core.bench import format_report, run_bench
+    from ..core.engine import EngineConfigError, build_engine, is_onnx_path
+    from ..core.export import export_onnx
+    from ..core.models.checkpoint import CheckpointError, load_model
+
+    if args.frames < 1 or args.warmup < 0:
+        log.error("--frames must be >= 1 and --warmup >= 0")
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size = (args.width, args.height) if args.width and args.height else None
+    backend = "onnx" if is_onnx_path(args.model) else args.backend
+    if backend == "onnx" and args.precision not in ("auto", "fp32"):
+        log.warning("the onnx backend runs fp32; --precision %s ignored", args.precision)
+    with tempfile.TemporaryDirectory(prefix="seg-bench-") as tmp:
+        try:
+            flops_model = None
+            if is_onnx_path(args.model):
+                engine, info = build_engine(args.model, None, args.device, "fp32", size)
+            else:
+                loaded = load_model(args.model, args.checkpoint)
+                w = args.width or loaded.meta.input_size[0]
+                h = args.height or loaded.meta.input_size[1]
+                if backend == "onnx":
+                    path = export_onnx(loaded.model, loaded.meta, Path(tmp) / "model.onnx", w,
+                                       h, model_name=loaded.name, weights=loaded.weights,
+                                       trained=loaded.trained)
+                    engine, info = build_engine(str(path), None, args.device, "fp32")
+                    flops_model = loaded.model  # same network; FLOPs counted on CPU fp32
+                else:
+                    engine, info = build_engine(args.model, args.checkpoint, args.device,
+                                                args.precision, (w, h))
+        except (EngineConfigError, CheckpointError, FileNotFoundError, ValueError,
+                KeyError) as exc:
+            log.error("%s", exc.args[0] if isinstance(exc, KeyError) else exc)
+            return 2
+        log.info("model %s, weights: %s; %s, backend %s", info.model, info.weights,
+                 engine.description, backend)
+        if not info.trained:
+            log.info("random weights: speed is unaffected, labels would be meaningless")
+        report = {"model": info.model, "weights": info.weights, "trained": info.trained,
+                  "backend": backend}
+        report.update(run_bench(engine, args.frames, args.warmup, args.camera, flops_model,
+                                args.peak_size))
+    print(format_report(report))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2))
+        log.info("figures written to %s", path)
+    return 0

@@ -1,0 +1,268 @@
+"""Speed of the engine per stage, read against what the network costs and the hardware allows.
+
+A bench report holds: per-stage times (median, p95, mean, in ms) of the engine's own stages
+(``preprocess`` = upload + resize + normalise, ``inference``, ``postprocess`` = argmax,
+confidence, resize back and the one copy to the host, ``total`` = the whole call), end-to-end
+frames per second, the network's FLOPs per frame at the input size actually run (counted by
+``torch.utils.flop_counter``; FLOPs = 2 x multiply-accumulates, convolutions and matrix
+products only), the FLOP rate achieved, and the peak rate of a large matrix product measured
+on the same device and dtype in the same run, so that a speed reads as a fraction of what
+the machine allows. JSON keys: ``model``, ``weights``, ``trained``, ``backend``, ``device``,
+``precision``, ``input_size``, ``frame_size``, ``frames``, ``warmup``, ``stages_ms``,
+``fps``, ``gflops_per_frame``, ``achieved_gflops_per_s`` (at the median inference time),
+``achieved_gflops_per_s_end_to_end``, ``peak`` (``size``, ``dtype``, ``gflops_per_s``),
+``peak_fraction``, ``machine``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .engine import SegEngine
+
+STAGES = ("preprocess", "inference", "postprocess", "total")
+STAGE_LABELS = {
+    "preprocess": "upload + preprocess",
+    "inference": "inference",
+    "postprocess": "postprocess + copy back",
+    "total": "end to end",
+}
+
+
+def stage_stats(values_ms: list[float]) -> dict[str, float]:
+    """Median, 95th percentile and mean of a list of milliseconds."""
+    a = np.asarray(values_ms, dtype=np.float64)
+    return {"median": float(np.median(a)), "p95": float(np.percentile(a, 95)),
+            "mean": float(a.mean())}
+
+
+def time_engine(
+    engine: SegEngine, frame: np.ndarray, frames: int, warmup: int,
+    want_confidence: bool = True,
+) -> dict[str, list[float]]:
+    """Per-frame stage times (ms) over ``frames`` calls after ``warmup`` untimed ones.
+
+    The engine synchronises CUDA between stages, so each stage's time is its own.
+    """
+    if frames < 1:
+        raise ValueError("frames must be at least 1")
+    for _ in range(max(0, warmup)):
+        engine(frame, want_confidence)
+    times: dict[str, list[float]] = {s: [] for s in STAGES}
+    for _ in range(frames):
+        t0 = time.perf_counter()
+        result = engine(frame, want_confidence)
+        total = (time.perf_counter() - t0) * 1e3
+        for stage in STAGES[:-1]:
+            times[stage].append(result.timings[stage])
+        times["total"].append(total)
+    return times
+
+
+def count_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one forward pass on ``x`` (2 per multiply-accumulate)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(x)
+    return int(counter.get_total_flops())
+
+
+@dataclass
+class Peak:
+    """Best rate of an ``size`` x ``size`` matrix product on a device and dtype."""
+
+    size: int
+    dtype: str
+    gflops_per_s: float
+    seconds_per_product: float
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_peak(
+    device: torch.device, dtype: torch.dtype, size: int | None = None, min_seconds: float = 1.0
+) -> Peak:
+    """The machine's practical peak: the fastest of repeated large matrix products.
+
+    One untimed product warms up the library (thread pool, cuBLAS heuristics); then blocks
+    of products are timed until ``min_seconds`` pass (at least two blocks); the best block
+    counts, since the question is what the hardware allows.
+    """
+    size = size or (8192 if device.type == "cuda" else 4096)
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
+    per_block = 10 if device.type == "cuda" else 1
+    with torch.inference_mode():
+        torch.mm(a, b)
+        _sync(device)
+        best, spent, blocks = float("inf"), 0.0, 0
+        while blocks < 2 or spent < min_seconds:
+            t0 = time.perf_counter()
+            for _ in range(per_block):
+                torch.mm(a, b)
+            _sync(device)
+            dt = (time.perf_counter() - t0) / per_block
+            best, spent, blocks = min(best, dt), spent + dt * per_block, blocks + 1
+    name = str(dtype).replace("torch.", "").replace("float32", "fp32").replace("float16", "fp16")
+    return Peak(size, name, 2.0 * size**3 / best / 1e9, best)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """What the figures were measured on (and how busy the machine was)."""
+    info: dict[str, Any] = {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    try:
+        import onnxruntime
+
+        info["onnxruntime_version"] = onnxruntime.__version__
+        info["onnxruntime_providers"] = onnxruntime.get_available_providers()
+    except ImportError:
+        info["onnxruntime_version"] = None
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+    else:
+        info["device_name"] = info["cpu_model"]
+    if hasattr(os, "getloadavg"):
+        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    return info
+
+
+def run_bench(
+    engine: SegEngine,
+    frames: int = 100,
+    warmup: int = 10,
+    frame_size: tuple[int, int] | None = None,
+    flops_model: nn.Module | None = None,
+    peak_size: int | None = None,
+    want_confidence: bool = True,
+) -> dict[str, Any]:
+    """Time ``engine`` on a camera-sized frame and put the figures in context.
+
+    ``frame_size`` (width, height) is the camera resolution (default: the network input
+    size, so no resize happens); ``flops_model`` is the torch network to count FLOPs on
+    (default: the engine's own, if it is a torch module; None for foreign backends).
+    """
+    w, h = frame_size or engine.input_size
+    frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    times = time_engine(engine, frame, frames, warmup, want_confidence)
+    stages = {s: stage_stats(v) for s, v in times.items()}
+    fps = 1e3 * frames / sum(times["total"])
+
+    flops = None
+    net = flops_model if flops_model is not None else engine.model
+    if isinstance(net, nn.Module):
+        iw, ih = engine.input_size
+        param = next(net.parameters(), None)
+        dev = param.device if param is not None else torch.device("cpu")
+        dtype = param.dtype if param is not None else torch.float32
+        x = torch.zeros(1, 3, ih, iw, device=dev, dtype=dtype)
+        flops = count_flops(net, x)
+    peak = measure_peak(engine.device, engine.dtype, peak_size)
+    gflops = flops / 1e9 if flops is not None else None
+    achieved = gflops / (stages["inference"]["median"] / 1e3) if gflops is not None else None
+    precision = "fp16" if engine.dtype == torch.float16 else "fp32"
+    machine = machine_info(engine.device)
+    if load_before is not None:
+        machine["load_average_before"] = [round(v, 2) for v in load_before]
+    return {
+        "device": str(engine.device),
+        "precision": precision,
+        "input_size": list(engine.input_size),
+        "frame_size": [w, h],
+        "frames": frames,
+        "warmup": warmup,
+        "stages_ms": stages,
+        "fps": fps,
+        "gflops_per_frame": gflops,
+        "flops_note": "FLOPs = 2 x multiply-accumulates of convolutions and matrix products",
+        "achieved_gflops_per_s": achieved,
+        "achieved_gflops_per_s_end_to_end": gflops * fps if gflops is not None else None,
+        "peak": {"size": peak.size, "dtype": peak.dtype, "gflops_per_s": peak.gflops_per_s},
+        "peak_fraction": achieved / peak.gflops_per_s if achieved is not None else None,
+        "machine": machine,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The human-readable table printed by ``seg-perception bench``."""
+    iw, ih = report["input_size"]
+    fw, fh = report["frame_size"]
+    lines = [
+        f"{report.get('model', '?')} ({report.get('backend', 'torch')}) on {report['device']} "
+        f"{report['precision']}, input {iw}x{ih}, frames {fw}x{fh}: {report['frames']} frames "
+        f"after {report['warmup']} warm-up",
+        f"{'stage':<26}{'median ms':>10}{'p95 ms':>10}",
+    ]
+    for stage in STAGES:
+        s = report["stages_ms"][stage]
+        lines.append(f"{STAGE_LABELS[stage]:<26}{s['median']:>10.2f}{s['p95']:>10.2f}")
+    lines.append(f"throughput: {report['fps']:.1f} frames/s (one frame at a time)")
+    peak = report["peak"]
+    if report["gflops_per_frame"] is not None:
+        lines.append(f"network: {report['gflops_per_frame']:.3f} GFLOPs per frame at {iw}x{ih} "
+                     "(FLOPs = 2 x MACs)")
+        lines.append(f"achieved: {report['achieved_gflops_per_s']:.1f} GFLOP/s in inference "
+                     f"(median), {report['achieved_gflops_per_s_end_to_end']:.1f} GFLOP/s "
+                     "end to end")
+        lines.append(f"peak: {peak['size']}x{peak['size']} {peak['dtype']} matrix product "
+                     f"{peak['gflops_per_s']:.1f} GFLOP/s; inference runs at "
+                     f"{report['peak_fraction'] * 100:.1f}% of it")
+    else:
+        lines.append(f"network FLOPs not counted (no torch module); peak: {peak['size']}x"
+                     f"{peak['size']} {peak['dtype']} matrix product "
+                     f"{peak['gflops_per_s']:.1f} GFLOP/s")
+    m = report["machine"]
+    load = m.get("load_average")
+    lines.append(
+        f"machine: {m['device_name']}, {m['torch_threads']} torch threads of "
+        f"{m['cpus_available']} CPUs, torch {m['torch_version']}, onnxruntime "
+        f"{m.get('onnxruntime_version')}" + (f", load average {load[0]:.2f}" if load else "")
+    )
+    return "\n".join(lines)
+
+
+__all__ = [
+    "Peak",
+    "count_flops",
+    "format_report",
+    "machine_info",
+    "measure_peak",
+    "run_bench",
+    "stage_stats",
+    "time_engine",
+]
