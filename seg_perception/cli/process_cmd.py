@@ -1,0 +1,239 @@
+"""``seg-perception process``: run the node's pipeline on every frame of a rosbag2 bag.
+
+Offline and frame-exact: no frame is dropped, each output message carries its input frame's
+header and log time. The heavy lifting is in :mod:`seg_perception.core.bagio`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_INCOMPLETE = 1  # bad frames (without --skip-bad-frames) or an input unreadable part-way
+EXIT_USAGE = 2  # nothing processed: unreadable bag, no camera, output exists, bad options
+EXIT_INTERRUPTED = 130
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "process",
+        help="segment every frame of a rosbag2 bag into a new bag (offline, frame-exact)",
+        description="Read a rosbag2 bag (directory, .mcap or .db3, any ROS 2 distro), run the "
+        "segmentation on every frame of its image topics (sensor_msgs/Image or "
+        "CompressedImage) and write the node's outputs to a new rosbag2 bag (.mcap). Each "
+        "camera's outputs go to the namespace of its image topic, i.e. the topic's parent "
+        "after dropping a trailing /compressed: /cam_front/image_raw and "
+        "/cam_front/image_raw/compressed both give /cam_front/labels, /cam_front/overlay, "
+        "/cam_front/drivable/grid, ...; a top-level /image gives /labels, /overlay, ... . "
+        "Every output has the input frame's header stamp and log time (the grid and boundary "
+        "are in grid_frame). Exit status: 0 done, 1 undecodable frames (unless "
+        "--skip-bad-frames) or input truncated part-way, 2 nothing processed, 130 "
+        "interrupted (the output bag stays valid).",
+    )
+    p.add_argument("input", type=Path, metavar="INPUT",
+                   help="bag directory (with metadata.yaml) or .mcap/.db3 file")
+    p.add_argument("output", type=Path, metavar="OUTPUT",
+                   help="bag directory to create (OUTPUT/metadata.yaml, OUTPUT/<name>.mcap)")
+    p.add_argument("--image-topic", action="extend", nargs="+", default=None, metavar="T",
+                   help="image topic(s) to process (default: every image topic; where a "
+                   "camera has raw and compressed topics, the raw one)")
+    p.add_argument("--camera-info-topic", action="extend", nargs="+", default=None,
+                   metavar="T", help="CameraInfo topic(s), one per --image-topic in the same "
+                   "order (default: <namespace>/camera_info when present)")
+    p.add_argument("--model", default=None,
+                   help="registered model or .onnx file (default: the params file's, else "
+                   "'default')")
+    p.add_argument("--checkpoint", default=None, help="weights file for --model")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--precision", default=None, help="auto, fp32 or fp16 (default: auto)")
+    p.add_argument("--params-file", type=Path, default=None, metavar="YAML",
+                   help="the node's parameter file (e.g. config/seg.yaml): overlay_alpha, "
+                   "grid_frame, camera.* and grid.* come from it; a section "
+                   "'<namespace>/seg_node' or '<namespace>/**' overrides '/**' per camera")
+    p.add_argument("--hfov", type=float, default=None, metavar="DEG",
+                   help="horizontal field of view for cameras without CameraInfo in the bag "
+                   "(pinhole, centred); without it such cameras get no grid or boundary")
+    p.add_argument("--no-grid", action="store_true",
+                   help="do not write drivable/grid and drivable/boundary")
+    p.add_argument("--keep-input", action="store_true",
+                   help="copy every message of the input bag into the output as well")
+    p.add_argument("--skip-bad-frames", action="store_true",
+                   help="exit 0 even when frames cannot be decoded (they are still listed)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+# --- parameters file -------------------------------------------------------------------------
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def read_params_file(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``(global, per_namespace)`` parameters of a ROS 2 parameter file.
+
+    Global: sections ``/**``, ``**``, ``seg_node``, ``/seg_node``, ``/**/seg_node``.
+    Per namespace: ``/<ns>/seg_node`` and ``/<ns>/**`` (the latter applied first).
+    """
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read parameters file {path}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: not a ROS 2 parameters file (top level must be a mapping)")
+    glob: dict[str, Any] = {}
+    per_ns: dict[str, dict[str, Any]] = {}
+    order = sorted(doc, key=lambda k: (not str(k).endswith("**"), str(k)))
+    for key in order:
+        section = doc[key]
+        if not isinstance(section, dict) or not isinstance(section.get("ros__parameters"),
+                                                           dict):
+            continue
+        params = _flatten(section["ros__parameters"])
+        name = "/" + str(key).strip("/")
+        if name in ("/**", "/seg_node", "/**/seg_node"):
+            glob.update(params)
+        elif name.endswith("/seg_node") or name.endswith("/**"):
+            ns = name.rsplit("/", 1)[0]
+            per_ns.setdefault(ns, {}).update(params)
+    return glob, per_ns
+
+
+def _checked(params: dict[str, Any], where: str) -> dict[str, Any]:
+    from ..ros.params import PARAMS_BY_NAME
+
+    for name, value in params.items():
+        spec = PARAMS_BY_NAME.get(name)
+        problem = spec.check(value) if spec is not None else None
+        if problem:
+            raise ValueError(f"{where}: {problem}")
+    return params
+
+
+def build_options(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """ProcessOptions from the command line and the parameters file; also the node params."""
+    from ..core.bagio import ProcessOptions
+    from ..core.geometry import CameraMounting, GridSpec
+    from ..ros.params import PARAMS
+
+    glob: dict[str, Any] = {}
+    per_ns: dict[str, dict[str, Any]] = {}
+    if args.params_file is not None:
+        glob, per_ns = read_params_file(args.params_file)
+    p = {s.name: s.default for s in PARAMS}
+    p.update(_checked(glob, str(args.params_file)))
+
+    def mounting(values: dict[str, Any]) -> CameraMounting:
+        return CameraMounting(*(float(values[f"camera.{k}"])
+                                for k in ("x", "y", "z", "roll", "pitch", "yaw")))
+
+    grid = None if args.no_grid else GridSpec(*(float(p[f"grid.{k}"]) for k in
+                                                ("resolution", "x_min", "x_max", "y_min",
+                                                 "y_max")))
+    options = ProcessOptions(
+        overlay_alpha=float(p["overlay_alpha"]),
+        grid_frame=str(p["grid_frame"]),
+        grid=grid,
+        mounting=mounting(p),
+        mountings={ns: mounting({**p, **_checked(v, f"{args.params_file} ({ns})")})
+                   for ns, v in per_ns.items()},
+        hfov_deg=args.hfov,
+        keep_input=args.keep_input,
+    )
+    if args.hfov is not None and not 0.0 < args.hfov < 180.0:
+        raise ValueError(f"--hfov {args.hfov} must be between 0 and 180 degrees")
+    return options, p
+
+
+# --- run -------------------------------------------------------------------------------------
+
+def _report(summary: Any, skip_bad: bool) -> int:
+    cams = summary.cameras
+    frames = sum(summary.frames.values())
+    total = sum(c.count for c in cams)
+    print(f"{summary.input} -> {summary.output}")
+    for cam in cams:
+        n = summary.frames.get(cam.image_topic, 0)
+        out_ns = cam.namespace or "/"
+        info = cam.camera_info_topic or "no camera_info"
+        grid = "with grid" if summary.written.get(cam.output("drivable/grid")) else "no grid"
+        print(f"  {cam.image_topic} ({cam.transport}, {info}): {n} of {cam.count} frames read, "
+              f"{summary.written.get(cam.output('labels'), 0)} written to {out_ns}/* ({grid})")
+    print(f"{summary.processed} frames processed of {total} in {summary.seconds:.1f} s "
+          f"({summary.fps:.1f} frames/s); {sum(summary.written.values())} messages written"
+          + (f", {summary.copied} input messages copied" if summary.copied else ""))
+    for text in summary.warnings:
+        print(f"warning: {text}")
+    if summary.bad:
+        print(f"{len(summary.bad)} bad frame(s), no output for them:")
+        for bad in summary.bad:
+            print(f"  {bad.describe()}")
+    if summary.interrupted:
+        print(f"interrupted after {frames} frames; {summary.output} is a valid bag with every "
+              "frame processed so far")
+        return EXIT_INTERRUPTED
+    if summary.error:
+        print(f"error: {summary.error}")
+        print(f"{summary.output} holds the {frames} frames read before the error")
+        return EXIT_INCOMPLETE
+    if summary.bad and not skip_bad:
+        print("exit status 1 because of the bad frames (--skip-bad-frames accepts them)")
+        return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.bagio import BagError, process_bag
+    from ..core.engine import EngineConfigError, build_engine
+
+    try:
+        options, params = build_options(args)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    if args.output.exists():
+        log.error("output %s exists; rosbag2 bags are never overwritten (remove it or choose "
+                  "another name)", args.output)
+        return EXIT_USAGE
+    if not args.input.exists():
+        log.error("input bag %s does not exist", args.input)
+        return EXIT_USAGE
+    model = args.model or params["model"]
+    checkpoint = args.checkpoint or params["checkpoint"] or None
+    try:
+        engine, info = build_engine(model, checkpoint, args.device or params["device"],
+                                    args.precision or params["precision"])
+    except (EngineConfigError, KeyError, ValueError, FileNotFoundError, OSError) as exc:
+        log.error("cannot load model %s: %s", model, exc)
+        return EXIT_USAGE
+    log.info("model %s (%s) on %s, %s", info.model, info.weights, info.device, info.precision)
+    if not info.trained:
+        log.warning("model %s has random weights: its labels are meaningless", info.model)
+    engine.warmup()
+    custom = {"seg_perception.model": info.model, "seg_perception.weights": info.weights,
+              "seg_perception.device": info.device,
+              "seg_perception.precision": info.precision,
+              "seg_perception.input": str(args.input)}
+    try:
+        summary = process_bag(
+            args.input, args.output, engine, image_topics=args.image_topic,
+            camera_info_topics=args.camera_info_topic, options=options,
+            progress=not args.no_progress, custom_data=custom)
+    except BagError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    return _report(summary, args.skip_bad_frames)

@@ -1,0 +1,844 @@
+"""rosbag2 in, rosbag2 out, without ROS: the frame-exact offline path behind ``process``.
+
+The live node drops stale frames to bound latency; offline there is no deadline, so every
+frame of a recording gets exactly one message on every output topic, stamped with the
+input's header and written at the input's log time. That makes the output bag line up with
+the input frame for frame (``ros2 bag play`` of both shows matching pairs).
+
+Bags are read and written with ``rosbags`` (pure Python: ``.mcap`` and ``.db3``, bag
+directories or single files, from Foxy to today) and (de)serialised with its ROS 2 type
+store, so nothing here needs a ROS install or imports rclpy.
+
+Output topics. Each camera's outputs go to the namespace of its image topic: the topic's
+parent after dropping an image_transport ``/compressed`` suffix. ``/cam_front/image_raw``
+and ``/cam_front/image_raw/compressed`` both give ``/cam_front``, whose outputs are
+``/cam_front/labels``, ``/cam_front/overlay``, ... (the names of CONTRACT.md); a top-level
+``/image`` gives ``/labels``, ``/overlay``, ... exactly as a node without namespace would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import signal
+import struct
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .geometry import CameraModel, CameraMounting, DrivableAreaMapper, GridSpec
+from .image_codec import ImageDecodeError, decode_compressed, decode_raw, encode_compressed
+from .render import colorize, overlay, palette_lut
+
+if TYPE_CHECKING:
+    from rosbags.interfaces import Connection, Qos
+    from rosbags.rosbag2 import Reader
+
+    from .engine import SegEngine
+
+log = logging.getLogger(__name__)
+
+RAW = "sensor_msgs/msg/Image"
+COMPRESSED = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+OCCUPANCY_GRID = "nav_msgs/msg/OccupancyGrid"
+POLYGON_STAMPED = "geometry_msgs/msg/PolygonStamped"
+IMAGE_TYPES = {RAW: "raw", COMPRESSED: "compressed"}
+
+#: Image outputs (relative names from CONTRACT.md) and their encodings.
+IMAGE_OUTPUTS: dict[str, str] = {
+    "labels": "mono8",
+    "labels_color": "rgb8",
+    "overlay": "rgb8",
+    "confidence": "mono8",
+    "drivable/mask": "mono8",
+}
+#: Bird's-eye outputs, written when the camera's intrinsics are known.
+GRID_OUTPUTS: dict[str, str] = {
+    "drivable/grid": OCCUPANCY_GRID,
+    "drivable/boundary": POLYGON_STAMPED,
+}
+OUTPUT_TYPES: dict[str, str] = {**dict.fromkeys(IMAGE_OUTPUTS, RAW), **GRID_OUTPUTS}
+
+#: rosbag2 metadata version written: 8 keeps Humble/Iron able to read our bags (9 changed the
+#: QoS serialisation that older rosbag2 releases cannot parse); rosbags reads every version.
+WRITE_VERSION = 8
+
+
+class BagError(RuntimeError):
+    """A bag cannot be read or written; the message says which bag and why."""
+
+
+@functools.cache
+def typestore() -> Any:
+    """The ROS 2 type store used for every (de)serialisation (Jazzy: current LTS).
+
+    Jazzy's store holds sensor_msgs, nav_msgs, geometry_msgs, diagnostic_msgs and
+    rosgraph_msgs; their CDR layouts are the same in every ROS 2 distro, so bags from older
+    distros deserialise with it too.
+    """
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_JAZZY)
+
+
+def _types() -> Any:
+    return typestore().types
+
+
+# --- topic naming ----------------------------------------------------------------------------
+
+def camera_namespace(image_topic: str) -> str:
+    """The namespace a camera's outputs go to: the image topic's parent.
+
+    A trailing image_transport ``compressed`` segment is dropped first, so the raw and the
+    compressed topic of one camera share a namespace. Returns ``""`` for a top-level topic.
+    """
+    parts = [p for p in image_topic.split("/") if p]
+    if len(parts) > 1 and parts[-1] == "compressed":
+        parts = parts[:-1]
+    return "/" + "/".join(parts[:-1]) if len(parts) > 1 else ""
+
+
+def output_topic(namespace: str, name: str) -> str:
+    """Absolute output topic ``name`` (e.g. ``drivable/grid``) under ``namespace``."""
+    return f"{namespace.rstrip('/')}/{name}"
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BagTopic:
+    """One topic of a bag: name, type, message count and the QoS it was recorded with."""
+
+    name: str
+    msgtype: str
+    count: int
+    qos: tuple[Any, ...] = ()
+
+
+def _bag_hint(path: Path, exc: BaseException, midway: bool = False) -> str:
+    text = str(exc).strip().rstrip(".") or type(exc).__name__
+    suffix = path.suffix if path.is_file() else ""
+    if path.is_dir():
+        files = [p.suffix for p in path.iterdir() if p.suffix in (".mcap", ".db3")]
+        suffix = files[0] if files else suffix
+    if midway:
+        hint = "the data is corrupt or cut off from here on"
+    elif suffix == ".mcap":
+        hint = ("the file is truncated or corrupt (a recording that was not closed "
+                "cleanly lacks its summary; `mcap recover` can repair it)")
+    elif suffix == ".db3":
+        hint = "the SQLite file is truncated, corrupt or not a rosbag2 database"
+    else:
+        hint = "expected a rosbag2 directory (metadata.yaml) or a .mcap/.db3 file"
+    return f"{text}; {hint}"
+
+
+@contextlib.contextmanager
+def open_bag(path: str | Path) -> Iterator[Reader]:
+    """Open a rosbag2 bag (directory, ``.mcap`` or ``.db3``) for reading.
+
+    Any failure to open becomes a :class:`BagError` naming the bag and the likely cause, so
+    callers can show one line instead of a traceback from deep inside the storage plugin.
+    """
+    from rosbags.rosbag2 import Reader
+
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f"bag {path} does not exist")
+    try:
+        reader = Reader(path)
+        reader.open()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # ReaderError, OSError, struct/apsw/yaml errors: all "unreadable"
+        raise BagError(f"cannot read bag {path}: {_bag_hint(path, exc)}") from exc
+    try:
+        yield reader
+    finally:
+        with contextlib.suppress(Exception):
+            reader.close()
+
+
+def bag_topics(reader: Reader) -> dict[str, BagTopic]:
+    """Topics of an open bag by name (first type wins where a topic has several)."""
+    topics: dict[str, BagTopic] = {}
+    for conn in reader.connections:
+        qos = tuple(getattr(conn.ext, "offered_qos_profiles", ()) or ())
+        old = topics.get(conn.topic)
+        if old is None:
+            topics[conn.topic] = BagTopic(conn.topic, conn.msgtype, conn.msgcount, qos)
+        elif old.msgtype == conn.msgtype:
+            topics[conn.topic] = BagTopic(conn.topic, conn.msgtype, old.count + conn.msgcount,
+                                          old.qos + qos)
+    return topics
+
+
+def _guarded(messages: Iterator[tuple[Connection, int, bytes]],
+             path: Path) -> Iterator[tuple[Connection, int, bytes]]:
+    """Re-raise storage errors met while iterating as :class:`BagError` (truncated data)."""
+    count = 0
+    while True:
+        try:
+            item = next(messages)
+        except StopIteration:
+            return
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            raise BagError(f"bag {path} is unreadable after {count} messages: "
+                           f"{_bag_hint(path, exc, midway=True)}") from exc
+        count += 1
+        yield item
+
+
+@dataclass(frozen=True)
+class CameraStream:
+    """One camera to process: its image topic, transport, output namespace, camera_info."""
+
+    image_topic: str
+    transport: str  # "raw" or "compressed"
+    namespace: str
+    camera_info_topic: str | None
+    count: int = 0
+
+    def output(self, name: str) -> str:
+        """Absolute topic of output ``name`` (e.g. ``overlay``) for this camera."""
+        return output_topic(self.namespace, name)
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        """Relative output name -> absolute topic, every output this camera may write."""
+        return {name: self.output(name) for name in OUTPUT_TYPES}
+
+
+def select_cameras(
+    topics: dict[str, BagTopic],
+    image_topics: Sequence[str] | None = None,
+    camera_info_topics: Sequence[str] | None = None,
+) -> list[CameraStream]:
+    """Pick the cameras to process and pair each with its camera_info topic.
+
+    Default: every Image/CompressedImage topic; where a camera has both a raw and a
+    compressed topic only the raw one is used. Explicit topics must exist and be images.
+    ``camera_info_topics`` pairs with ``image_topics`` by position (one for each, or one
+    for a single camera); by default ``<namespace>/camera_info`` is used when it exists.
+    Raises :class:`BagError` for unknown topics and for cameras whose outputs would collide.
+    """
+    images = {n: t for n, t in topics.items() if t.msgtype in IMAGE_TYPES}
+    listing = ", ".join(f"{n} ({t.msgtype})" for n, t in sorted(images.items())) or "none"
+    if image_topics:
+        chosen = []
+        for name in image_topics:
+            if name not in topics:
+                raise BagError(f"image topic {name} is not in the bag; image topics: {listing}")
+            if name not in images:
+                raise BagError(f"topic {name} is {topics[name].msgtype}, not an image; image "
+                               f"topics: {listing}")
+            chosen.append(name)
+    else:
+        if not images:
+            raise BagError("the bag has no sensor_msgs/Image or CompressedImage topic; "
+                           f"topics: {', '.join(sorted(topics)) or 'none'}")
+        chosen = sorted(images)
+        raw_ns = {camera_namespace(n) for n in chosen if images[n].msgtype == RAW}
+        skipped = [n for n in chosen
+                   if images[n].msgtype == COMPRESSED and camera_namespace(n) in raw_ns]
+        for name in skipped:
+            log.info("%s skipped: the raw image of the same camera is processed", name)
+        chosen = [n for n in chosen if n not in skipped]
+
+    by_ns: dict[str, list[str]] = {}
+    for name in chosen:
+        by_ns.setdefault(camera_namespace(name), []).append(name)
+    clashes = {ns: names for ns, names in by_ns.items() if len(names) > 1}
+    if clashes:
+        ns, names = next(iter(clashes.items()))
+        raise BagError(f"image topics {', '.join(names)} would all write to namespace "
+                       f"'{ns or '/'}'; pick one camera per namespace with --image-topic")
+
+    infos: list[str | None]
+    if camera_info_topics:
+        if len(camera_info_topics) not in (1, len(chosen)) or (
+                len(camera_info_topics) == 1 and len(chosen) > 1):
+            raise BagError(f"{len(camera_info_topics)} camera_info topics for {len(chosen)} "
+                           "cameras: give one per --image-topic, in the same order")
+        infos = list(camera_info_topics)
+        for name in infos:
+            if name not in topics or topics[name].msgtype != CAMERA_INFO:
+                found = topics[name].msgtype if name in topics else "absent"
+                raise BagError(f"camera_info topic {name} is not a CameraInfo topic of the bag "
+                               f"({found})")
+    else:
+        infos = []
+        for name in chosen:
+            guess = output_topic(camera_namespace(name), "camera_info")
+            ok = guess in topics and topics[guess].msgtype == CAMERA_INFO
+            infos.append(guess if ok else None)
+
+    return [
+        CameraStream(name, IMAGE_TYPES[images[name].msgtype], camera_namespace(name), info,
+                     images[name].count)
+        for name, info in zip(chosen, infos, strict=True)
+    ]
+
+
+@dataclass(frozen=True)
+class BadFrame:
+    """A frame that produced no output: where it is and why."""
+
+    topic: str
+    index: int  # 0-based position among the topic's messages, in log-time order
+    stamp: tuple[int, int] | None  # header stamp (sec, nanosec) when it could be read
+    log_time: int  # ns
+    reason: str
+
+    def describe(self) -> str:
+        stamp = f"{self.stamp[0]}.{self.stamp[1]:09d}" if self.stamp else "unreadable"
+        return f"{self.topic} #{self.index} (stamp {stamp}, log time {self.log_time}): " \
+               f"{self.reason}"
+
+
+def _cdr_stamp(raw: bytes | memoryview) -> tuple[int, int] | None:
+    """Header stamp from raw CDR bytes (a stamped message starts with it) or None."""
+    buf = bytes(raw[:12])
+    if len(buf) < 12:
+        return None
+    order = "<" if buf[1] == 1 else ">"
+    sec, nanosec = struct.unpack(order + "iI", buf[4:12])
+    return (sec, nanosec) if nanosec < 1_000_000_000 else None
+
+
+def decode_frame(msgtype: str, raw: bytes | memoryview) -> tuple[Any, np.ndarray]:
+    """Deserialise an image message and decode its pixels: ``(header, rgb)``.
+
+    Raises :class:`ImageDecodeError` for anything that stops the frame from being used,
+    a message that does not deserialise (truncated, wrong type) included.
+    """
+    try:
+        msg = typestore().deserialize_cdr(raw, msgtype)
+    except Exception as exc:  # SerdeError, struct.error, IndexError ...
+        raise ImageDecodeError(f"cannot deserialise {msgtype}: {exc}") from exc
+    if msgtype == COMPRESSED:
+        rgb = decode_compressed(msg.format, msg.data)
+    else:
+        # copy: the payload is a read-only view of the bag buffer; the engine wants its own.
+        rgb = decode_raw(msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian,
+                         msg.data, copy=True)
+    return msg.header, rgb
+
+
+@dataclass
+class Frame:
+    """A decoded frame of a bag (``rgb`` None and ``error`` set when it cannot be used)."""
+
+    topic: str
+    index: int
+    log_time: int
+    header: Any | None
+    rgb: np.ndarray | None
+    error: str | None = None
+
+
+def iter_frames(path: str | Path, image_topics: Sequence[str] | None = None) -> Iterator[Frame]:
+    """Decoded frames of a bag's image topics (default: all), in log-time order."""
+    with open_bag(path) as reader:
+        cams = select_cameras(bag_topics(reader), image_topics)
+        wanted = {c.image_topic for c in cams}
+        conns = [c for c in reader.connections if c.topic in wanted]
+        counts: Counter[str] = Counter()
+        for conn, log_time, raw in _guarded(reader.messages(conns), Path(path)):
+            index = counts[conn.topic]
+            counts[conn.topic] += 1
+            try:
+                header, rgb = decode_frame(conn.msgtype, raw)
+            except ImageDecodeError as exc:
+                yield Frame(conn.topic, index, log_time, None, None, str(exc))
+                continue
+            yield Frame(conn.topic, index, log_time, header, rgb)
+
+
+# --- messages (rosbags types) ----------------------------------------------------------------
+
+def make_header(sec: int, nanosec: int, frame_id: str) -> Any:
+    """A std_msgs/Header for the type store."""
+    t = _types()
+    return t["std_msgs/msg/Header"](
+        stamp=t["builtin_interfaces/msg/Time"](sec=int(sec), nanosec=int(nanosec)),
+        frame_id=frame_id)
+
+
+def image_msg(arr: np.ndarray, encoding: str, header: Any) -> Any:
+    """sensor_msgs/Image holding ``arr`` (H, W) mono8 or (H, W, 3) rgb8/bgr8, no row padding."""
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    channels = 1 if arr.ndim == 2 else arr.shape[2]
+    return _types()[RAW](
+        header=header, height=arr.shape[0], width=arr.shape[1], encoding=encoding,
+        is_bigendian=0, step=arr.shape[1] * channels, data=arr.reshape(-1))
+
+
+def raw_image_msg(data: bytes | np.ndarray, encoding: str, width: int, height: int, step: int,
+                  header: Any) -> Any:
+    """sensor_msgs/Image from an already encoded payload (any encoding, padding kept)."""
+    buf = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray)) else data
+    return _types()[RAW](header=header, height=height, width=width, encoding=encoding,
+                         is_bigendian=0, step=step, data=np.asarray(buf, np.uint8).reshape(-1))
+
+
+def compressed_msg(rgb: np.ndarray, header: Any, fmt: str = "jpeg", quality: int = 90) -> Any:
+    """sensor_msgs/CompressedImage (JPEG/PNG) as image_transport's compressed plugin writes."""
+    data, fmt_str = encode_compressed(rgb, fmt, quality)
+    return _types()[COMPRESSED](header=header, format=fmt_str,
+                                data=np.frombuffer(data, np.uint8))
+
+
+def camera_info_msg(model: CameraModel, header: Any) -> Any:
+    """sensor_msgs/CameraInfo for a pinhole model (R identity, P = [K | 0])."""
+    t = _types()
+    k = np.asarray(model.K, np.float64)
+    p = np.zeros(12)
+    p[[0, 1, 2, 4, 5, 6, 10]] = k[[0, 1, 2, 3, 4, 5, 8]]
+    return t[CAMERA_INFO](
+        header=header, height=model.height, width=model.width,
+        distortion_model=model.distortion_model, d=np.asarray(model.D, np.float64), k=k,
+        r=np.eye(3).reshape(-1), p=p, binning_x=0, binning_y=0,
+        roi=t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+                                                  do_rectify=False))
+
+
+def grid_msg(grid: np.ndarray, spec: GridSpec, header: Any) -> Any:
+    """nav_msgs/OccupancyGrid of an int8 (height, width) grid laid out as GridSpec says."""
+    t = _types()
+    pose = t["geometry_msgs/msg/Pose"](
+        position=t["geometry_msgs/msg/Point"](x=float(spec.x_min), y=float(spec.y_min), z=0.0),
+        orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0))
+    info = t["nav_msgs/msg/MapMetaData"](
+        map_load_time=header.stamp, resolution=float(spec.resolution), width=spec.width,
+        height=spec.height, origin=pose)
+    data = np.ascontiguousarray(grid, dtype=np.int8).reshape(-1)
+    return t[OCCUPANCY_GRID](header=header, info=info, data=data)
+
+
+def polygon_msg(points: np.ndarray, header: Any) -> Any:
+    """geometry_msgs/PolygonStamped from (N, 2) x, y points (z = 0, on the ground)."""
+    t = _types()
+    p32 = t["geometry_msgs/msg/Point32"]
+    pts = [p32(x=float(x), y=float(y), z=0.0) for x, y in np.asarray(points).reshape(-1, 2)]
+    return t[POLYGON_STAMPED](header=header,
+                              polygon=t["geometry_msgs/msg/Polygon"](points=pts))
+
+
+def output_qos() -> list[Qos]:
+    """The QoS the node offers for its outputs (reliable, volatile, keep last 10)."""
+    from rosbags.interfaces import (
+        Qos,
+        QosDurability,
+        QosHistory,
+        QosLiveliness,
+        QosReliability,
+        QosTime,
+    )
+
+    zero = QosTime(0, 0)
+    return [Qos(QosHistory.KEEP_LAST, 10, QosReliability.RELIABLE, QosDurability.VOLATILE,
+                zero, zero, QosLiveliness.AUTOMATIC, zero, False)]
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+class BagWriter:
+    """A rosbag2 bag being written; connections are added on first use of a topic.
+
+    ``path`` is the bag directory to create (rosbag2 layout: ``metadata.yaml`` and
+    ``<name>.mcap`` or ``.db3`` inside). :meth:`close` must run for the bag to be readable;
+    use it as a context manager.
+    """
+
+    def __init__(self, path: str | Path, storage: str = "mcap",
+                 custom_data: dict[str, str] | None = None) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        self.path = Path(path)
+        if self.path.exists():
+            raise BagError(f"output {self.path} exists; rosbag2 bags are never overwritten "
+                           "(remove it or choose another name)")
+        plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3,
+                  "db3": StoragePlugin.SQLITE3}.get(storage)
+        if plugin is None:
+            raise BagError(f"storage {storage!r} is not 'mcap' or 'sqlite3'")
+        self._writer = Writer(self.path, version=WRITE_VERSION, storage_plugin=plugin)
+        for key, value in (custom_data or {}).items():
+            self._writer.set_custom_data(key, str(value))
+        try:
+            self._writer.open()
+        except Exception as exc:
+            raise BagError(f"cannot create output bag {self.path}: {exc}") from exc
+        self._conns: dict[tuple[str, str], Any] = {}
+        self.counts: Counter[str] = Counter()
+        self.closed = False
+
+    def connection(self, topic: str, msgtype: str, qos: Sequence[Any] | None = None,
+                   msgdef: str | None = None, digest: str | None = None) -> Any:
+        """The connection for ``topic``; created with ``qos`` (default: output_qos())."""
+        key = (topic, msgtype)
+        conn = self._conns.get(key)
+        if conn is None:
+            kwargs: dict[str, Any] = {"offered_qos_profiles": list(qos or output_qos())}
+            if msgdef and digest:
+                kwargs.update(msgdef=msgdef, rihs01=digest)
+            else:
+                if msgtype not in typestore().fielddefs:
+                    raise BagError(f"{topic}: type {msgtype} is unknown and the bag carries no "
+                                   "definition of it")
+                kwargs["typestore"] = typestore()
+            conn = self._writer.add_connection(topic, msgtype, **kwargs)
+            self._conns[key] = conn
+        return conn
+
+    def write(self, topic: str, msg: Any, log_time: int, qos: Sequence[Any] | None = None) -> None:
+        """Serialise a type-store message and write it at ``log_time`` (ns)."""
+        msgtype = msg.__msgtype__
+        conn = self.connection(topic, msgtype, qos)
+        self._writer.write(conn, int(log_time), typestore().serialize_cdr(msg, msgtype))
+        self.counts[topic] += 1
+
+    def write_raw(self, topic: str, msgtype: str, data: bytes | memoryview, log_time: int,
+                  qos: Sequence[Any] | None = None, msgdef: str | None = None,
+                  digest: str | None = None) -> None:
+        """Write already serialised CDR bytes (copying a message from another bag)."""
+        conn = self.connection(topic, msgtype, qos, msgdef, digest)
+        self._writer.write(conn, int(log_time), data)
+        self.counts[topic] += 1
+
+    def close(self) -> None:
+        """Write the index and metadata.yaml; SIGINT is held off so a second Ctrl-C cannot
+        leave a bag without its summary."""
+        if self.closed:
+            return
+        self.closed = True
+        with _sigint_deferred():
+            self._writer.close()
+
+    def __enter__(self) -> BagWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold SIGINT back until the block has run, then deliver it (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Ignore SIGINT for the block (main thread only; elsewhere signals do not arrive)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# --- processing ------------------------------------------------------------------------------
+
+@dataclass
+class ProcessOptions:
+    """How ``process`` renders and maps frames (the node's parameters, offline).
+
+    ``grid`` None turns the drivable grid and boundary off. ``mountings`` overrides
+    ``mounting`` per camera namespace. ``hfov_deg`` gives a pinhole camera model (principal
+    point at the centre) to cameras whose bag has no CameraInfo. ``keep_input`` copies every
+    message of the input bag into the output too.
+    """
+
+    overlay_alpha: float = 0.5
+    grid_frame: str = "base_link"
+    grid: GridSpec | None = field(default_factory=GridSpec)
+    mounting: CameraMounting = field(default_factory=CameraMounting)
+    mountings: dict[str, CameraMounting] = field(default_factory=dict)
+    hfov_deg: float | None = None
+    keep_input: bool = False
+
+
+@dataclass
+class ProcessSummary:
+    """What ``process`` did. ``interrupted`` is True after Ctrl-C; ``error`` is set when the
+    input turned out to be unreadable part-way. The output bag is valid in both cases."""
+
+    input: Path
+    output: Path
+    cameras: list[CameraStream]
+    frames: Counter[str] = field(default_factory=Counter)  # image messages read per topic
+    processed: int = 0
+    written: Counter[str] = field(default_factory=Counter)  # messages per output topic
+    bad: list[BadFrame] = field(default_factory=list)
+    copied: int = 0
+    interrupted: bool = False
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    _warned: set[str] = field(default_factory=set, init=False, repr=False)
+
+    def warn(self, key: str, text: str) -> None:
+        """Record (and log) a warning once per ``key``."""
+        if key not in self._warned:
+            self._warned.add(key)
+            self.warnings.append(text)
+            log.warning("%s", text)
+
+    @property
+    def fps(self) -> float:
+        """Frames processed per second of the processing loop."""
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Camera:
+    """Per-camera state of a processing run: frame counter and ground mapper."""
+
+    def __init__(self, stream: CameraStream, options: ProcessOptions) -> None:
+        self.stream = stream
+        self.index = 0
+        self.mapper: DrivableAreaMapper | None = None
+        if options.grid is not None:
+            mounting = options.mountings.get(stream.namespace, options.mounting)
+            try:
+                self.mapper = DrivableAreaMapper(options.grid, mounting)
+            except ValueError as exc:
+                raise BagError(f"{stream.image_topic}: drivable grid: {exc}") from exc
+
+    def set_camera_info(self, msg: Any, summary: ProcessSummary) -> None:
+        if self.mapper is None:
+            return
+        try:
+            model = CameraModel.from_camera_info_fields(
+                msg.width, msg.height, msg.k, msg.d, msg.distortion_model)
+            self.mapper.set_camera(model)
+        except ValueError as exc:
+            summary.warn(f"camera_info:{self.stream.image_topic}",
+                         f"{self.stream.camera_info_topic}: camera_info ignored: {exc}")
+
+
+def _first_camera_infos(reader: Reader, cams: dict[str, _Camera], path: Path) -> dict[str, Any]:
+    """The first CameraInfo of each camera_info topic (read ahead, stops when all are found).
+
+    Offline the intrinsics are known before the first frame even where the recording
+    started the camera_info stream late, so every frame gets a grid.
+    """
+    topics = {c.stream.camera_info_topic for c in cams.values() if c.mapper is not None}
+    topics.discard(None)
+    conns = [c for c in reader.connections if c.topic in topics and c.msgtype == CAMERA_INFO]
+    first: dict[str, Any] = {}
+    if not conns:
+        return first
+    for conn, _, raw in _guarded(reader.messages(conns), path):
+        if conn.topic in first:
+            continue
+        with contextlib.suppress(Exception):
+            first[conn.topic] = typestore().deserialize_cdr(raw, CAMERA_INFO)
+        if len(first) == len(topics):
+            break
+    return first
+
+
+class _Renderer:
+    """Turns one engine result into the output messages of one camera (as the node does)."""
+
+    def __init__(self, engine: SegEngine, options: ProcessOptions) -> None:
+        self.engine = engine
+        self.options = options
+        self.lut = palette_lut(engine.meta.palette)
+
+    def outputs(self, cam: _Camera, header: Any, rgb: np.ndarray,
+                summary: ProcessSummary) -> list[tuple[str, Any]]:
+        result = self.engine(rgb, want_confidence=True)
+        color = colorize(result.labels, self.lut)
+        blended = overlay(rgb, color, float(self.options.overlay_alpha))
+        s = cam.stream
+        out = [
+            (s.output("labels"), image_msg(result.labels, "mono8", header)),
+            (s.output("labels_color"), image_msg(color, "rgb8", header)),
+            (s.output("overlay"), image_msg(blended, "rgb8", header)),
+            (s.output("confidence"), image_msg(result.confidence, "mono8", header)),
+            (s.output("drivable/mask"), image_msg(result.drivable, "mono8", header)),
+        ]
+        mapper = cam.mapper
+        if mapper is not None and mapper.camera is None and self.options.hfov_deg:
+            h, w = rgb.shape[:2]
+            mapper.set_camera(CameraModel.from_fov(w, h, self.options.hfov_deg))
+        if mapper is not None and mapper.camera is not None:
+            grid, boundary = mapper.process(result.drivable)
+            ghdr = make_header(header.stamp.sec, header.stamp.nanosec, self.options.grid_frame)
+            out.append((s.output("drivable/grid"), grid_msg(grid, mapper.grid, ghdr)))
+            out.append((s.output("drivable/boundary"), polygon_msg(boundary, ghdr)))
+        elif mapper is not None:
+            summary.warn(f"no_camera_info:{s.image_topic}",
+                     f"{s.image_topic}: no CameraInfo "
+                     f"({s.camera_info_topic or 'no camera_info topic'}) and no --hfov: "
+                     "drivable/grid and drivable/boundary are not written for this camera")
+        return out
+
+
+FrameHook = Callable[[int], None]
+
+
+def process_bag(
+    src: str | Path,
+    dst: str | Path,
+    engine: SegEngine,
+    *,
+    image_topics: Sequence[str] | None = None,
+    camera_info_topics: Sequence[str] | None = None,
+    options: ProcessOptions | None = None,
+    progress: bool = True,
+    on_frame: FrameHook | None = None,
+    custom_data: dict[str, str] | None = None,
+) -> ProcessSummary:
+    """Run ``engine`` on every frame of ``src`` and write the node's outputs to bag ``dst``.
+
+    One message per output topic per decodable frame, with the input's header and log time
+    (the grid and boundary carry ``grid_frame``). Frames that cannot be decoded are listed in
+    ``summary.bad``. Ctrl-C stops after the current frame and still closes ``dst`` properly
+    (``summary.interrupted``); so does an input that turns out truncated (``summary.error``).
+    ``on_frame(n)`` is called after the n-th frame is written (progress hooks, tests).
+    Raises :class:`BagError` before writing anything when ``src`` cannot be opened, no
+    camera is found, or ``dst`` exists.
+    """
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    options = options or ProcessOptions()
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        raise BagError(f"output {dst} exists; rosbag2 bags are never overwritten "
+                       "(remove it or choose another name)")
+    with open_bag(src) as reader:
+        topics = bag_topics(reader)
+        streams = select_cameras(topics, image_topics, camera_info_topics)
+        summary = ProcessSummary(src, dst, streams)
+        cams = {s.image_topic: _Camera(s, options) for s in streams}
+        produced = {t for s in streams for t in s.outputs.values()}
+        if options.keep_input and (clash := sorted(produced & set(topics))):
+            raise BagError(f"--keep-input: input topics {', '.join(clash)} have the names of "
+                           "outputs; process a bag without them or drop --keep-input")
+        info_cams: dict[str, list[_Camera]] = {}
+        for cam in cams.values():
+            if cam.stream.camera_info_topic:
+                info_cams.setdefault(cam.stream.camera_info_topic, []).append(cam)
+        for topic, msg in _first_camera_infos(reader, cams, src).items():
+            for cam in info_cams.get(topic, []):
+                cam.set_camera_info(msg, summary)
+
+        wanted = set(cams) | set(info_cams)
+        conns = [c for c in reader.connections if options.keep_input or c.topic in wanted]
+        renderer = _Renderer(engine, options)
+        total = sum(s.count for s in streams)
+        writer = BagWriter(dst, custom_data=custom_data)
+        bar = tqdm(total=total, unit="frame", desc="process", disable=not progress,
+                   dynamic_ncols=True, file=sys.stderr)
+        t0 = time.perf_counter()
+        try:
+            with logging_redirect_tqdm():  # warnings print above the bar, not through it
+                _run(reader, conns, cams, info_cams, renderer, writer, summary, options, bar,
+                     on_frame, src)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        except BagError as exc:
+            summary.error = str(exc)
+        finally:
+            summary.seconds = time.perf_counter() - t0
+            bar.close()
+            writer.close()
+            summary.written = Counter({t: n for t, n in writer.counts.items() if t in produced})
+    return summary
+
+
+def _run(reader: Reader, conns: list[Any], cams: dict[str, _Camera],
+         info_cams: dict[str, list[_Camera]], renderer: _Renderer, writer: BagWriter,
+         summary: ProcessSummary, options: ProcessOptions, bar: Any,
+         on_frame: FrameHook | None, src: Path) -> None:
+    """The frame loop of :func:`process_bag` (messages in log-time order).
+
+    A frame's outputs (and, with keep_input, its input copy) are written under
+    :func:`_sigint_held`, so Ctrl-C never leaves a frame with only some of its outputs.
+    """
+    for conn, log_time, raw in _guarded(reader.messages(conns), src):
+        cam = cams.get(conn.topic)
+        is_frame = cam is not None and conn.msgtype in IMAGE_TYPES
+        if options.keep_input and not is_frame:
+            _copy(writer, conn, raw, log_time, summary)
+        if conn.topic in info_cams and conn.msgtype == CAMERA_INFO:
+            try:
+                msg = typestore().deserialize_cdr(raw, CAMERA_INFO)
+            except Exception as exc:
+                summary.warn(f"camera_info_bad:{conn.topic}", f"{conn.topic}: camera_info "
+                             f"unreadable at log time {log_time}: {exc}")
+                continue
+            for info_cam in info_cams[conn.topic]:
+                info_cam.set_camera_info(msg, summary)
+            continue
+        if not is_frame:
+            continue
+        index = cam.index
+        cam.index += 1
+        summary.frames[conn.topic] += 1
+        try:
+            header, rgb = decode_frame(conn.msgtype, raw)
+        except ImageDecodeError as exc:
+            bad = BadFrame(conn.topic, index, _cdr_stamp(raw), log_time, str(exc))
+            summary.bad.append(bad)
+            log.debug("bad frame: %s", bad.describe())
+            if options.keep_input:
+                _copy(writer, conn, raw, log_time, summary)
+            bar.set_postfix(bad=len(summary.bad), refresh=False)
+            bar.update(1)
+            continue
+        outputs = renderer.outputs(cam, header, rgb, summary)
+        with _sigint_held():
+            if options.keep_input:
+                _copy(writer, conn, raw, log_time, summary)
+            for topic, msg in outputs:
+                writer.write(topic, msg, log_time)
+            summary.processed += 1
+        bar.update(1)
+        if on_frame is not None:
+            on_frame(summary.processed)
+
+
+def _copy(writer: BagWriter, conn: Any, raw: bytes, log_time: int,
+          summary: ProcessSummary) -> None:
+    msgdef = conn.msgdef.data if getattr(conn.msgdef, "data", "") else None
+    try:
+        writer.write_raw(conn.topic, conn.msgtype, raw, log_time,
+                         qos=conn.ext.offered_qos_profiles or None, msgdef=msgdef,
+                         digest=conn.digest or None)
+        summary.copied += 1
+    except BagError as exc:
+        summary.warn(f"copy:{conn.topic}", f"{exc}; not copied")

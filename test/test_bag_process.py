@@ -1,0 +1,464 @@
+"""``seg-perception process`` and core.bagio: bags in, frame-exact outputs out."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from shared_data import CAMVID, REPO, require
+
+from seg_perception.cli import main as cli_main
+from seg_perception.core import bagio
+from seg_perception.core.bagio import (
+    BagError,
+    ProcessOptions,
+    camera_namespace,
+    process_bag,
+    select_cameras,
+)
+from seg_perception.core.engine import build_engine
+from seg_perception.core.geometry import CameraModel
+
+W, H = 160, 120
+T0 = 1_700_000_000  # header stamps (s)
+LOG0 = 1_800_000_000 * 10**9  # log times (ns), deliberately unlike the stamps
+IMAGE_OUTPUTS = ("labels", "labels_color", "overlay", "confidence", "drivable/mask")
+ALL_OUTPUTS = (*IMAGE_OUTPUTS, "drivable/grid", "drivable/boundary")
+
+
+# --- building bags ---------------------------------------------------------------------------
+
+def generated_frames(n: int, w: int = W, h: int = H) -> list[np.ndarray]:
+    """Road-like frames: sky, grey road, a moving red box."""
+    frames = []
+    for i in range(n):
+        img = np.zeros((h, w, 3), np.uint8)
+        img[: h * 2 // 5] = (120 + 5 * (i % 20), 160, 220)
+        img[h * 2 // 5:] = (90, 90, 95)
+        x = (10 + 7 * i) % max(1, w - 30)
+        cv2.rectangle(img, (x, h // 3), (x + 25, h // 2), (200, 30, 30), -1)
+        frames.append(img)
+    return frames
+
+
+def camvid_frames(n: int) -> list[np.ndarray]:
+    files = sorted((require(CAMVID) / "val").glob("*.png"))[:n]
+    if len(files) < n:
+        pytest.skip("too few CamVid val frames")
+    return [cv2.resize(cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB), (W, H),
+                       interpolation=cv2.INTER_AREA) for f in files]
+
+
+def frames_from(source: str, n: int) -> list[np.ndarray]:
+    return camvid_frames(n) if source == "camvid" else generated_frames(n)
+
+
+def stamp(cam: int, i: int) -> tuple[int, int]:
+    return T0 + i, 1000 * cam + 7 * i + 1
+
+
+def frame_id(topic: str) -> str:
+    return (camera_namespace(topic).strip("/").replace("/", "_") or "camera") + "_optical"
+
+
+def make_bag(path: Path, cameras: dict[str, str], frames: list[np.ndarray],
+             storage: str = "mcap", camera_info: bool = True,
+             corrupt: dict[str, set[int]] | None = None) -> dict[str, list[tuple]]:
+    """Write ``frames`` to each image topic of ``cameras`` (topic -> "raw"/"compressed").
+
+    Returns per topic the list of (log_time, stamp, frame_id) of its frames. ``corrupt``
+    names frame indices to write with payloads that cannot be decoded.
+    """
+    expected: dict[str, list[tuple]] = defaultdict(list)
+    h, w = frames[0].shape[:2]
+    model = CameraModel.from_fov(w, h, 90.0)
+    with bagio.BagWriter(path, storage=storage) as bag:
+        for i, rgb in enumerate(frames):
+            for c, (topic, transport) in enumerate(cameras.items()):
+                log_time = LOG0 + i * 100_000_000 + c * 1_000
+                sec, nsec = stamp(c, i)
+                header = bagio.make_header(sec, nsec, frame_id(topic))
+                bad = i in (corrupt or {}).get(topic, set())
+                if transport == "raw":
+                    msg = bagio.image_msg(rgb, "rgb8", header)
+                    if bad:  # claims 120 rows, carries 60
+                        msg = bagio.raw_image_msg(msg.data[: msg.data.size // 2], "rgb8", w, h,
+                                                  w * 3, header)
+                else:
+                    msg = bagio.compressed_msg(rgb, header, "jpeg", 90)
+                    if bad:
+                        msg.data = np.frombuffer(b"not a jpeg at all", np.uint8)
+                bag.write(topic, msg, log_time)
+                expected[topic].append((log_time, (sec, nsec), frame_id(topic)))
+                if camera_info:
+                    ns = camera_namespace(topic)
+                    bag.write(f"{ns}/camera_info", bagio.camera_info_msg(model, header),
+                              log_time + 1)
+    return dict(expected)
+
+
+def make_foxy_bag(path: Path, topic: str, frames: list[np.ndarray]) -> list[tuple]:
+    """A bag as ROS 2 Foxy's rosbag2 wrote it: metadata.yaml version 4, a .db3 with no
+    schema/metadata tables and the Foxy QoS text. Built by hand (no writer makes it now)."""
+    path.mkdir()
+    db = path / f"{path.name}_0.db3"
+    qos = ("- history: 3\n  depth: 0\n  reliability: 2\n  durability: 2\n  deadline:\n"
+           "    sec: 2147483647\n    nsec: 4294967295\n  lifespan:\n    sec: 2147483647\n"
+           "    nsec: 4294967295\n  liveliness: 1\n  liveliness_lease_duration:\n"
+           "    sec: 2147483647\n    nsec: 4294967295\n  avoid_ros_namespace_conventions: false")
+    con = sqlite3.connect(db)
+    con.executescript(
+        "CREATE TABLE topics(id INTEGER PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL,"
+        " serialization_format TEXT NOT NULL, offered_qos_profiles TEXT NOT NULL);"
+        "CREATE TABLE messages(id INTEGER PRIMARY KEY, topic_id INTEGER NOT NULL,"
+        " timestamp INTEGER NOT NULL, data BLOB NOT NULL);"
+        "CREATE INDEX timestamp_idx ON messages (timestamp ASC);")
+    con.execute("INSERT INTO topics VALUES (1, ?, 'sensor_msgs/msg/Image', 'cdr', ?)",
+                (topic, qos))
+    expected = []
+    for i, rgb in enumerate(frames):
+        sec, nsec = stamp(0, i)
+        msg = bagio.image_msg(rgb, "rgb8", bagio.make_header(sec, nsec, "foxy_cam"))
+        log_time = LOG0 + i * 50_000_000
+        data = bytes(bagio.typestore().serialize_cdr(msg, "sensor_msgs/msg/Image"))
+        con.execute("INSERT INTO messages(topic_id, timestamp, data) VALUES (1, ?, ?)",
+                    (log_time, data))
+        expected.append((log_time, (sec, nsec), "foxy_cam"))
+    con.commit()
+    con.close()
+    qos_yaml = "\n".join("          " + line for line in qos.splitlines())
+    (path / "metadata.yaml").write_text(
+        "rosbag2_bagfile_information:\n"
+        "  version: 4\n"
+        "  storage_identifier: sqlite3\n"
+        f"  relative_file_paths:\n    - {db.name}\n"
+        f"  duration:\n    nanoseconds: {expected[-1][0] - expected[0][0]}\n"
+        f"  starting_time:\n    nanoseconds_since_epoch: {expected[0][0]}\n"
+        f"  message_count: {len(frames)}\n"
+        "  topics_with_message_count:\n"
+        "    - topic_metadata:\n"
+        f"        name: {topic}\n"
+        "        type: sensor_msgs/msg/Image\n"
+        "        serialization_format: cdr\n"
+        f"        offered_qos_profiles: |\n{qos_yaml}\n"
+        f"      message_count: {len(frames)}\n"
+        "  compression_format: \"\"\n"
+        "  compression_mode: \"\"\n")
+    return expected
+
+
+def read_bag(path: Path) -> dict[str, list[tuple[int, Any]]]:
+    """Every message of a bag, deserialised: topic -> [(log_time, msg)]."""
+    out: dict[str, list[tuple[int, Any]]] = defaultdict(list)
+    store = bagio.typestore()
+    with bagio.open_bag(path) as reader:
+        for conn, log_time, raw in reader.messages():
+            out[conn.topic].append((log_time, store.deserialize_cdr(raw, conn.msgtype)))
+    return dict(out)
+
+
+def assert_frame_exact(out: dict[str, list], expected: dict[str, list[tuple]],
+                       skip: dict[str, set[int]] | None = None, grid: bool = True,
+                       size: tuple[int, int] = (W, H)) -> None:
+    """One message per output topic per good input frame, with its stamp and log time."""
+    for topic, frames in expected.items():
+        good = [f for i, f in enumerate(frames) if i not in (skip or {}).get(topic, set())]
+        ns = camera_namespace(topic)
+        for name in ALL_OUTPUTS if grid else IMAGE_OUTPUTS:
+            msgs = out.get(f"{ns}/{name}", [])
+            assert len(msgs) == len(good), f"{ns}/{name}: {len(msgs)} messages, {len(good)} frames"
+            for (log_time, msg), (in_log, (sec, nsec), fid) in zip(msgs, good, strict=True):
+                assert log_time == in_log
+                assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (sec, nsec)
+                if name in IMAGE_OUTPUTS:
+                    assert msg.header.frame_id == fid
+                    assert (msg.width, msg.height) == size
+                else:
+                    assert msg.header.frame_id == "base_link"
+        if not grid:
+            assert f"{ns}/drivable/grid" not in out
+
+
+@pytest.fixture(scope="module")
+def engine() -> Any:
+    eng, _ = build_engine("tiny_seg", device="cpu")
+    return eng
+
+
+# --- naming and selection --------------------------------------------------------------------
+
+@pytest.mark.parametrize(("topic", "ns"), [
+    ("/cam_front/image_raw", "/cam_front"),
+    ("/cam_front/image_raw/compressed", "/cam_front"),
+    ("/image", ""),
+    ("/image/compressed", ""),
+    ("/car/camera/color/image_raw", "/car/camera/color"),
+    ("camera/image", "/camera"),
+])
+def test_camera_namespace(topic: str, ns: str) -> None:
+    assert camera_namespace(topic) == ns
+    assert bagio.output_topic(ns, "drivable/grid") == f"{ns}/drivable/grid"
+
+
+def test_select_cameras_defaults_and_errors() -> None:
+    types = {"/a/image_raw": bagio.RAW, "/a/image_raw/compressed": bagio.COMPRESSED,
+             "/a/camera_info": bagio.CAMERA_INFO, "/b/image/compressed": bagio.COMPRESSED,
+             "/chatter": "std_msgs/msg/String"}
+    topics = {name: bagio.BagTopic(name, msgtype, 3) for name, msgtype in types.items()}
+    cams = select_cameras(topics)
+    assert [(c.image_topic, c.transport, c.namespace, c.camera_info_topic) for c in cams] == [
+        ("/a/image_raw", "raw", "/a", "/a/camera_info"),
+        ("/b/image/compressed", "compressed", "/b", None),
+    ]
+    assert cams[0].output("overlay") == "/a/overlay"
+    # The compressed topic of /a can be chosen explicitly ...
+    assert select_cameras(topics, ["/a/image_raw/compressed"])[0].namespace == "/a"
+    # ... but not together with the raw one: their outputs would collide.
+    with pytest.raises(BagError, match="would all write"):
+        select_cameras(topics, ["/a/image_raw", "/a/image_raw/compressed"])
+    with pytest.raises(BagError, match="not in the bag"):
+        select_cameras(topics, ["/nope/image"])
+    with pytest.raises(BagError, match="not an image"):
+        select_cameras(topics, ["/chatter"])
+    with pytest.raises(BagError, match="camera_info"):
+        select_cameras(topics, ["/a/image_raw"], ["/chatter"])
+    with pytest.raises(BagError, match="no sensor_msgs/Image"):
+        select_cameras({"/chatter": topics["/chatter"]})
+
+
+# --- processing ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("source", ["camvid", "generated"])
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+@pytest.mark.parametrize("transport", ["raw", "compressed"])
+def test_one_camera(tmp_path: Path, engine: Any, source: str, storage: str,
+                    transport: str) -> None:
+    topic = "/cam_front/image_raw" + ("/compressed" if transport == "compressed" else "")
+    expected = make_bag(tmp_path / "in", {topic: transport}, frames_from(source, 3), storage)
+    summary = process_bag(tmp_path / "in", tmp_path / "out", engine, progress=False)
+    assert summary.processed == 3 and not summary.bad and not summary.error
+    assert summary.frames == {topic: 3}
+    out = read_bag(tmp_path / "out")
+    assert_frame_exact(out, expected)
+    assert topic not in out  # inputs are not copied without keep_input
+    assert list((tmp_path / "out").glob("*.mcap"))  # output is always .mcap
+    grid = out["/cam_front/drivable/grid"][0][1]
+    assert grid.data.size == grid.info.width * grid.info.height
+    assert set(np.unique(grid.data)) <= {-1, 0, 100}
+
+
+def test_two_cameras_cli_keep_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cams = {"/cam_front/image_raw": "raw", "/cam_rear/image_raw/compressed": "compressed"}
+    expected = make_bag(tmp_path / "in", cams, generated_frames(3))
+    code = cli_main(["process", str(tmp_path / "in"), str(tmp_path / "out"), "--model",
+                     "tiny_seg", "--device", "cpu", "--keep-input", "--no-progress"])
+    stdout = capsys.readouterr().out
+    assert code == 0, stdout
+    assert "6 frames processed of 6" in stdout
+    out = read_bag(tmp_path / "out")
+    assert_frame_exact(out, expected)
+    for topic, frames in expected.items():  # --keep-input: inputs copied unchanged
+        assert [t for t, _ in out[topic]] == [f[0] for f in frames]
+    assert len(out["/cam_front/camera_info"]) == 3
+    with bagio.open_bag(tmp_path / "out") as reader:
+        assert reader.ros_distro == "rosbags"
+        topics = bagio.bag_topics(reader)
+    assert topics["/cam_rear/drivable/grid"].msgtype == "nav_msgs/msg/OccupancyGrid"
+    assert topics["/cam_rear/drivable/boundary"].msgtype == "geometry_msgs/msg/PolygonStamped"
+
+
+def test_selected_topics_and_single_files(tmp_path: Path, engine: Any) -> None:
+    cams = {"/left/image": "raw", "/right/image": "raw"}
+    expected = make_bag(tmp_path / "in", cams, generated_frames(2), storage="sqlite3")
+    db3 = next((tmp_path / "in").glob("*.db3"))  # the storage file alone, no metadata.yaml
+    summary = process_bag(db3, tmp_path / "out", engine, image_topics=["/right/image"],
+                          camera_info_topics=["/right/camera_info"], progress=False)
+    assert summary.frames == {"/right/image": 2}
+    out = read_bag(tmp_path / "out")
+    assert_frame_exact(out, {"/right/image": expected["/right/image"]})
+    assert not any(t.startswith("/left") for t in out)
+
+    make_bag(tmp_path / "in2", {"/image": "raw"}, generated_frames(2), camera_info=False)
+    mcap = next((tmp_path / "in2").glob("*.mcap"))
+    summary = process_bag(mcap, tmp_path / "out2", engine, progress=False)
+    # No CameraInfo: image outputs at the top level, no grid, and a warning that says so.
+    out = read_bag(tmp_path / "out2")
+    assert {"/labels", "/overlay", "/drivable/mask"} <= set(out)
+    assert "/drivable/grid" not in out
+    assert any("no CameraInfo" in w for w in summary.warnings)
+    summary = process_bag(mcap, tmp_path / "out3", engine, progress=False,
+                          options=ProcessOptions(hfov_deg=90.0))
+    assert len(read_bag(tmp_path / "out3")["/drivable/grid"]) == 2
+
+
+def test_foxy_db3_bag(tmp_path: Path, engine: Any) -> None:
+    expected = make_foxy_bag(tmp_path / "foxy", "/camera/image_raw", generated_frames(3))
+    with bagio.open_bag(tmp_path / "foxy") as reader:
+        topic = bagio.bag_topics(reader)["/camera/image_raw"]
+        assert topic.count == 3 and topic.qos  # recorded QoS parsed from the Foxy text
+    summary = process_bag(tmp_path / "foxy", tmp_path / "out", engine, progress=False,
+                          options=ProcessOptions(grid=None))
+    assert summary.processed == 3
+    assert_frame_exact(read_bag(tmp_path / "out"), {"/camera/image_raw": expected}, grid=False)
+    # The .db3 file on its own (no metadata.yaml) reads as well.
+    db3 = next((tmp_path / "foxy").glob("*.db3"))
+    assert process_bag(db3, tmp_path / "out2", engine, progress=False).processed == 3
+
+
+def test_bad_frames_are_named_and_set_the_exit_status(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    cams = {"/cam_front/image_raw": "raw", "/cam_rear/image_raw/compressed": "compressed"}
+    corrupt = {"/cam_front/image_raw": {1}, "/cam_rear/image_raw/compressed": {2}}
+    expected = make_bag(tmp_path / "in", cams, generated_frames(4), corrupt=corrupt)
+    args = ["process", str(tmp_path / "in"), "--model", "tiny_seg", "--device", "cpu",
+            "--no-progress"]
+    code = cli_main([*args[:2], str(tmp_path / "out"), *args[2:]])
+    stdout = capsys.readouterr().out
+    assert code == 1, stdout
+    sec, nsec = stamp(0, 1)
+    assert re.search(rf"/cam_front/image_raw #1 \(stamp {sec}\.{nsec:09d}, log time "
+                     rf"{expected['/cam_front/image_raw'][1][0]}\): .*data has", stdout), stdout
+    assert "/cam_rear/image_raw/compressed #2" in stdout and "cannot decode" in stdout
+    assert_frame_exact(read_bag(tmp_path / "out"), expected, skip=corrupt)
+
+    code = cli_main([*args[:2], str(tmp_path / "out2"), *args[2:], "--skip-bad-frames"])
+    stdout = capsys.readouterr().out
+    assert code == 0, stdout
+    assert "/cam_front/image_raw #1" in stdout and "2 bad frame(s)" in stdout
+
+
+def test_undeserialisable_frame_keeps_its_stamp(tmp_path: Path, engine: Any) -> None:
+    """A message cut short inside its payload still reports the stamp from its CDR header."""
+    make_bag(tmp_path / "ok", {"/cam/image": "raw"}, generated_frames(2), camera_info=False)
+    with bagio.open_bag(tmp_path / "ok") as reader, \
+            bagio.BagWriter(tmp_path / "in") as writer:
+        for i, (conn, log_time, raw) in enumerate(reader.messages()):
+            data = bytes(raw)[:60] if i == 1 else raw
+            writer.write_raw(conn.topic, conn.msgtype, data, log_time)
+    summary = process_bag(tmp_path / "in", tmp_path / "out", engine, progress=False)
+    assert summary.processed == 1
+    [bad] = summary.bad
+    assert (bad.topic, bad.index, bad.stamp) == ("/cam/image", 1, stamp(0, 1))
+    assert "cannot deserialise" in bad.reason
+
+
+@pytest.mark.parametrize("damage", ["truncated_mcap", "garbage_db3", "missing_file",
+                                    "bad_metadata", "not_a_bag"])
+def test_unreadable_bag_is_a_clear_error(tmp_path: Path, damage: str,
+                                         caplog: pytest.LogCaptureFixture,
+                                         capsys: pytest.CaptureFixture) -> None:
+    make_bag(tmp_path / "bag", {"/cam/image_raw": "raw"}, generated_frames(3))
+    mcap = next((tmp_path / "bag").glob("*.mcap"))
+    if damage == "truncated_mcap":
+        target = tmp_path / "cut.mcap"
+        target.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+        hint = "truncated or corrupt"
+    elif damage == "garbage_db3":
+        target = tmp_path / "junk.db3"
+        target.write_bytes(os.urandom(4096))
+        hint = "not a rosbag2 database|not a database"
+    elif damage == "missing_file":
+        mcap.unlink()
+        target, hint = tmp_path / "bag", "missing"
+    elif damage == "bad_metadata":
+        (tmp_path / "bag" / "metadata.yaml").write_text("rosbag2_bagfile_information: [1, 2\n")
+        target, hint = tmp_path / "bag", "YAML"
+    else:
+        target = tmp_path / "notes.txt"
+        target.write_text("hello")
+        hint = "Unrecognized storage format"
+    code = cli_main(["process", str(target), str(tmp_path / "out"), "--model", "tiny_seg",
+                     "--device", "cpu", "--no-progress"])
+    assert code == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and f"cannot read bag {target}" in errors[0], errors
+    assert re.search(hint, errors[0]), errors[0]
+    assert "Traceback" not in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written for an unreadable input
+
+
+def test_corruption_midway_keeps_a_valid_output(tmp_path: Path, engine: Any) -> None:
+    """Damage inside the second MCAP chunk: frames before it are written, the bag closes."""
+    from rosbags.rosbag2.storage_mcap import McapReader
+
+    # 40 frames of 160x120 rgb8 fill about two 1 MiB chunks.
+    make_bag(tmp_path / "bag", {"/cam/image_raw": "raw"}, generated_frames(40),
+             camera_info=False)
+    mcap = next((tmp_path / "bag").glob("*.mcap"))
+    reader = McapReader(mcap)
+    reader.open()
+    offset = reader.chunks[1].chunk_start_offset
+    reader.close()
+    data = bytearray(mcap.read_bytes())
+    data[offset + 49: offset + 69] = b"\xff" * 20  # a message record length inside the chunk
+    mcap.write_bytes(bytes(data))
+
+    summary = process_bag(tmp_path / "bag", tmp_path / "out", engine, progress=False,
+                          options=ProcessOptions(grid=None))
+    assert summary.error and "corrupt or cut off" in summary.error
+    assert 0 < summary.processed < 40
+    out = read_bag(tmp_path / "out")
+    assert {len(out[f"/cam/{n}"]) for n in IMAGE_OUTPUTS} == {summary.processed}
+
+
+def test_interrupt_hook_leaves_a_valid_bag(tmp_path: Path, engine: Any) -> None:
+    expected = make_bag(tmp_path / "in", {"/cam/image_raw": "raw"}, generated_frames(8))
+
+    def interrupt(done: int) -> None:
+        if done == 3:
+            raise KeyboardInterrupt
+
+    summary = process_bag(tmp_path / "in", tmp_path / "out", engine, progress=False,
+                          on_frame=interrupt)
+    assert summary.interrupted and summary.processed == 3
+    out = read_bag(tmp_path / "out")
+    assert_frame_exact(out, {"/cam/image_raw": expected["/cam/image_raw"][:3]})
+
+
+@pytest.mark.slow
+def test_sigint_leaves_a_valid_bag(tmp_path: Path) -> None:
+    """Ctrl-C on the command line: exit 130 and an output bag with whole frames only."""
+    n = 150
+    make_bag(tmp_path / "in", {"/cam/image_raw": "raw"}, generated_frames(n),
+             camera_info=False)
+    cmd = [sys.executable, "-m", "seg_perception", "process", str(tmp_path / "in"),
+           str(tmp_path / "out"), "--model", "tiny_seg", "--device", "cpu", "--no-grid"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    err = bytearray()
+
+    def drain() -> None:  # tqdm ends its lines with \r: read bytes, not lines
+        while chunk := os.read(proc.stderr.fileno(), 4096):
+            err.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = [int(m) for m in re.findall(rb"\| *(\d+)/%d" % n, bytes(err))]
+        if done and max(done) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"finished before the interrupt:\n{bytes(err).decode()}"
+    proc.send_signal(signal.SIGINT)
+    stdout = proc.stdout.read()
+    proc.wait(timeout=60)
+    reader.join(timeout=5)
+    assert proc.returncode == 130, stdout.decode() + bytes(err).decode()
+    assert b"is a valid bag" in stdout
+    assert b"Traceback" not in bytes(err)
+    out = read_bag(tmp_path / "out")
+    counts = {len(out.get(f"/cam/{name}", [])) for name in IMAGE_OUTPUTS}
+    assert len(counts) == 1 and 0 < counts.pop() < n
