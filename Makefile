@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check seg_perception test launch
 
 demo: $(STAMP)
-	$(VENV)/bin/seg-perception demo
+	$(VENV)/bin/seg-perception demo --out demo_out/run_$$(date +%Y%m%d_%H%M%S)
 
 colcon: $(STAMP)
 	. $(VENV)/bin/activate && colcon build --base-paths . --build-base build \

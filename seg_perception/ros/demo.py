@@ -1,0 +1,408 @@
+"""``seg-perception demo``: a drive through the node over DDS, recorded and reported.
+
+1. a bag: a synthetic drive (scene generator) or the user's own;
+2. ``seg_node`` as its own process (default model, ``use_sim_time``);
+3. the bag played to it with ``/clock`` (:class:`BagPlayer`), its outputs recorded to a bag;
+4. a report folder: a video of camera | overlay | drivable grid, a latency and rate summary,
+   and the paths of both bags.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+from ..core.bagio import (
+    GRID_OUTPUTS,
+    IMAGE_OUTPUTS,
+    BagError,
+    BagWriter,
+    bag_topics,
+    camera_namespace,
+    decode_frame,
+    open_bag,
+    output_topic,
+    typestore,
+)
+from ..core.demo_report import (
+    grid_picture,
+    side_by_side,
+    write_animation,
+    write_synthetic_drive,
+)
+from ..core.geometry import GridSpec
+from .player import BagPlayer, PlayOptions, message_class
+
+log = logging.getLogger(__name__)
+
+RAW_IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+
+
+@dataclass
+class DemoOptions:
+    """What to run. Without ``bag`` a synthetic drive of ``frames`` frames is made."""
+
+    out: Path
+    bag: Path | None = None
+    image_topic: str | None = None
+    camera_info_topic: str | None = None
+    frames: int = 100
+    fps: float = 10.0
+    width: int = 640
+    height: int = 360
+    model: str = "default"
+    checkpoint: str = ""
+    device: str = "auto"
+    rate: float = 1.0
+    seed: int = 0
+    node_params: dict[str, Any] = field(default_factory=dict)
+    startup_timeout: float = 180.0
+
+
+def _stamp_of(raw: bytes | memoryview) -> tuple[int, int]:
+    """Header stamp of a CDR message whose first field is a std_msgs/Header."""
+    fmt = "<iI" if bytes(raw[1:2]) == b"\x01" else ">iI"
+    sec, nsec = struct.unpack_from(fmt, raw, 4)
+    return sec, nsec
+
+
+class _Recorder:
+    """Records serialised messages of chosen topics to a bag, noting wall arrival times."""
+
+    def __init__(self, node: Node, writer: BagWriter) -> None:
+        self.node = node
+        self.writer = writer
+        self.arrivals: dict[str, dict[tuple[int, int], float]] = {}
+        self._lock = threading.Lock()
+        self._subs: list[Any] = []
+
+    def add(self, topic: str, msgtype: str, record: bool = True) -> None:
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        if topic.endswith("image_raw") or topic.endswith("/compressed"):
+            qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.arrivals[topic] = {}
+
+        def callback(data: bytes, topic: str = topic) -> None:
+            now = time.perf_counter()
+            with self._lock:
+                if msgtype != "diagnostic_msgs/msg/DiagnosticArray":
+                    self.arrivals[topic].setdefault(_stamp_of(data), now)
+                if record:
+                    self.writer.write_raw(topic, msgtype, data, time.time_ns())
+
+        self._subs.append(self.node.create_subscription(
+            message_class(msgtype), topic, callback, qos, raw=True))
+
+    def count(self, topic: str) -> int:
+        with self._lock:
+            return len(self.arrivals.get(topic, {}))
+
+    def matched(self) -> bool:
+        """True once every recorded output topic has a publisher (the node) connected."""
+        return all(sub.get_publisher_count() > 0 for sub in self._subs[:-2])
+
+
+def _image_topic(bag: Path, wanted: str | None) -> tuple[str, str]:
+    with open_bag(bag) as reader:
+        topics = bag_topics(reader)
+    images = {t: v.msgtype for t, v in topics.items() if v.msgtype in (RAW_IMAGE,
+                                                                       COMPRESSED_IMAGE)}
+    if wanted:
+        if wanted not in images:
+            raise BagError(f"{wanted} is not an image topic of {bag}; image topics: "
+                           f"{', '.join(sorted(images)) or 'none'}")
+        return wanted, images[wanted]
+    if not images:
+        raise BagError(f"{bag} has no sensor_msgs/Image or CompressedImage topic")
+    first = sorted(images)[0]
+    if len(images) > 1:
+        log.info("several image topics in %s; using %s (choose with --image-topic)", bag, first)
+    return first, images[first]
+
+
+def _start_node(opts: DemoOptions, ns: str, image_topic: str, info_topic: str,
+                compressed: bool, params: dict[str, Any], log_path: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "seg_perception.ros.node", "--ros-args", "-r", f"__ns:={ns}"]
+    if compressed:
+        cmd += ["-r", f"image/compressed:={image_topic}"]
+        params = {**params, "input_transport": "compressed"}
+    else:
+        cmd += ["-r", f"image:={image_topic}"]
+    cmd += ["-r", f"camera_info:={info_topic}"]
+    for key, value in params.items():
+        cmd += ["-p", f"{key}:={value}"]
+    log.info("starting seg_node: %s", " ".join(cmd[1:]))
+    with open(log_path, "w") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def _wait_ready(proc: subprocess.Popen, log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "ready: listening on" in log_path.read_text():
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"seg_node exited with {proc.returncode}; its log "
+                               f"({log_path}):\n{log_path.read_text()}")
+        time.sleep(0.2)
+    raise RuntimeError(f"seg_node did not become ready in {timeout:.0f} s; see {log_path}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_demo(opts: DemoOptions) -> dict[str, Any]:
+    """Run the whole demo; returns the summary that is also written to ``summary.json``."""
+    from tqdm import tqdm
+
+    t_start = time.perf_counter()
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    input_bag = out / "input_bag"
+    output_bag = out / "output_bag"
+    report = out / "report"
+    for path in (output_bag,) + ((input_bag,) if opts.bag is None else ()):
+        if path.exists():
+            raise BagError(f"{path} exists from an earlier run: remove it or use another --out")
+    report.mkdir(exist_ok=True)
+
+    params: dict[str, Any] = {"model": opts.model, "device": opts.device,
+                              "use_sim_time": True}
+    if opts.checkpoint:
+        params["checkpoint"] = opts.checkpoint
+    if opts.bag is None:
+        with tqdm(total=opts.frames, desc="rendering synthetic drive", unit="frame") as bar:
+            drive = write_synthetic_drive(input_bag, opts.frames, opts.fps, opts.width,
+                                          opts.height, seed=opts.seed,
+                                          progress=lambda _i: bar.update(1))
+        image_topic, info_topic, msgtype = (drive.image_topic, drive.camera_info_topic,
+                                            RAW_IMAGE)
+        m = drive.mounting
+        params.update({"camera.x": m.x, "camera.y": m.y, "camera.z": m.z,
+                       "camera.roll": m.roll, "camera.pitch": m.pitch, "camera.yaw": m.yaw})
+    else:
+        input_bag = Path(opts.bag)
+        image_topic, msgtype = _image_topic(input_bag, opts.image_topic)
+        info_topic = opts.camera_info_topic or output_topic(camera_namespace(image_topic),
+                                                            "camera_info")
+    params.update(opts.node_params)
+    ns = camera_namespace(image_topic) or "/"
+    node_log = out / "seg_node.log"
+
+    proc = _start_node(opts, ns, image_topic, info_topic, msgtype == COMPRESSED_IMAGE, params,
+                       node_log)
+    rclpy_owned = not rclpy.ok()
+    if rclpy_owned:
+        rclpy.init()
+    node = Node("seg_demo")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.05)
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    outputs = {output_topic(ns, name): "sensor_msgs/msg/Image" for name in IMAGE_OUTPUTS}
+    outputs.update({output_topic(ns, name): t for name, t in GRID_OUTPUTS.items()})
+    stats = None
+    try:
+        with BagWriter(output_bag) as writer:
+            rec = _Recorder(node, writer)
+            for topic, mtype in outputs.items():
+                rec.add(topic, mtype)
+            rec.add("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray")
+            rec.add(image_topic, msgtype, record=False)  # arrival times of the inputs
+            spinner.start()
+            _wait_ready(proc, node_log, opts.startup_timeout)
+            labels_topic = output_topic(ns, "labels")
+            deadline = time.monotonic() + 30
+            while not rec.matched() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(1.0)  # let the node see our subscriptions too
+            player = BagPlayer(node, input_bag, PlayOptions(
+                rate=opts.rate, topics=[image_topic, info_topic], delay=1.0))
+            # DDS matching takes a moment: frames published before it are lost for good.
+            pubs = list({id(p): p for p in player.publishers()}.values())
+            deadline = time.monotonic() + 30
+            while (not all(p.get_subscription_count() >= 1 for p in pubs)
+                   and time.monotonic() < deadline):
+                time.sleep(0.1)
+            time.sleep(0.5)
+            log.info("playing %s at rate %.2f", input_bag, opts.rate)
+            stats = player.play()
+            played = stats.published.get(image_topic, 0)
+            # Let the last frames through: stop when all arrived or nothing new for 5 s.
+            last, last_change = -1, time.monotonic()
+            while time.monotonic() - last_change < 5.0:
+                n = rec.count(labels_topic)
+                if n >= played:
+                    break
+                if n != last:
+                    last, last_change = n, time.monotonic()
+                time.sleep(0.2)
+            time.sleep(1.5)  # one more diagnostics period
+    finally:
+        _stop(proc)
+        stop.set()
+        if spinner.is_alive():
+            spinner.join(timeout=2)
+        executor.remove_node(node)
+        node.destroy_node()
+        if rclpy_owned:
+            rclpy.try_shutdown()
+
+    summary = _summarise(rec, stats, image_topic, outputs, ns, node_log)
+    summary.update({
+        "input_bag": str(input_bag.resolve()),
+        "output_bag": str(output_bag.resolve()),
+        "node_log": str(node_log.resolve()),
+        "image_topic": image_topic,
+        "camera_info_topic": info_topic,
+        "rate": opts.rate,
+    })
+    spec = GridSpec(*(float(params.get(k, d)) for k, d in (
+        ("grid.resolution", 0.1), ("grid.x_min", 0.0), ("grid.x_max", 40.0),
+        ("grid.y_min", -10.0), ("grid.y_max", 10.0))))
+    summary["video"] = str(_render_report(input_bag, output_bag, image_topic, ns, spec, report,
+                                          opts.fps))
+    summary["wall_time_s"] = round(time.perf_counter() - t_start, 1)
+    (report / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (report / "summary.md").write_text(_markdown(summary))
+    return summary
+
+
+def _summarise(rec: _Recorder, stats: Any, image_topic: str, outputs: dict[str, str], ns: str,
+               node_log: Path) -> dict[str, Any]:
+    """Counts, whole-path latency (input arrival -> output arrival) and the node's figures."""
+    played = stats.published.get(image_topic, 0) if stats else 0
+    inputs = rec.arrivals.get(image_topic, {})
+    labels = rec.arrivals.get(output_topic(ns, "labels"), {})
+    lat = [(labels[k] - inputs[k]) * 1e3 for k in labels if k in inputs]
+    node_values: dict[str, str] = {}
+    try:
+        reader_diag = _last_diagnostics(rec.writer.path)
+        node_values = reader_diag
+    except Exception as exc:  # the report should not fail on a missing diagnostics message
+        log.warning("no diagnostics read back: %s", exc)
+    return {
+        "frames_played": played,
+        "outputs_recorded": {t: rec.count(t) for t in outputs},
+        "latency_input_to_labels_ms": {
+            "p50": round(float(np.percentile(lat, 50)), 1) if lat else None,
+            "p95": round(float(np.percentile(lat, 95)), 1) if lat else None,
+            "frames": len(lat),
+        },
+        "node_diagnostics": node_values,
+    }
+
+
+def _last_diagnostics(bag: Path) -> dict[str, str]:
+    store = typestore()
+    values: dict[str, str] = {}
+    with open_bag(bag) as reader:
+        conns = [c for c in reader.connections if c.topic == "/diagnostics"]
+        for conn, _t, raw in reader.messages(connections=conns):
+            msg = store.deserialize_cdr(raw, conn.msgtype)
+            for status in msg.status:
+                if "seg_node" in status.name:
+                    values = {kv.key: kv.value for kv in status.values}
+    return values
+
+
+def _render_report(input_bag: Path, output_bag: Path, image_topic: str, ns: str,
+                   spec: GridSpec, report: Path, fps: float) -> Path:
+    """camera | overlay | bird's-eye grid for every processed frame, as a video and stills."""
+    import cv2
+
+    store = typestore()
+    overlay_topic = output_topic(ns, "overlay")
+    grid_topic = output_topic(ns, "drivable/grid")
+    boundary_topic = output_topic(ns, "drivable/boundary")
+    overlays: dict[tuple[int, int], np.ndarray] = {}
+    grids: dict[tuple[int, int], np.ndarray] = {}
+    boundaries: dict[tuple[int, int], np.ndarray] = {}
+    with open_bag(output_bag) as reader:
+        for conn, _t, raw in reader.messages():
+            if conn.topic == overlay_topic:
+                header, rgb = decode_frame(conn.msgtype, raw)
+                overlays[(header.stamp.sec, header.stamp.nanosec)] = rgb
+            elif conn.topic == grid_topic:
+                msg = store.deserialize_cdr(raw, conn.msgtype)
+                grids[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = np.asarray(
+                    msg.data, np.int8).reshape(msg.info.height, msg.info.width)
+            elif conn.topic == boundary_topic:
+                msg = store.deserialize_cdr(raw, conn.msgtype)
+                boundaries[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = np.array(
+                    [[p.x, p.y] for p in msg.polygon.points], np.float64).reshape(-1, 2)
+    frames = []
+    blank = spec.empty() if hasattr(spec, "empty") else np.full(spec.shape, -1, np.int8)
+    with open_bag(input_bag) as reader:
+        conns = [c for c in reader.connections if c.topic == image_topic]
+        for conn, _t, raw in reader.messages(connections=conns):
+            header, rgb = decode_frame(conn.msgtype, raw)
+            key = (header.stamp.sec, header.stamp.nanosec)
+            if key not in overlays:
+                continue  # dropped by the node (counted in the summary)
+            grid = grids.get(key, blank)
+            pic = grid_picture(grid, spec, boundaries.get(key), rgb.shape[0])
+            frames.append(side_by_side([rgb, overlays[key], pic], 360,
+                                       ["camera", "segmentation overlay", "drivable grid"]))
+    if not frames:
+        raise RuntimeError("the node produced no overlay for any frame: see the node log")
+    for name, idx in (("first", 0), ("middle", len(frames) // 2), ("last", len(frames) - 1)):
+        cv2.imwrite(str(report / f"frame_{name}.png"), cv2.cvtColor(frames[idx],
+                                                                    cv2.COLOR_RGB2BGR))
+    return write_animation(frames, report / "drive", fps)
+
+
+def _markdown(s: dict[str, Any]) -> str:
+    lat = s["latency_input_to_labels_ms"]
+    diag = s.get("node_diagnostics", {})
+    lines = [
+        "# seg_perception demo",
+        "",
+        f"- video: `{s['video']}`",
+        f"- input bag: `{s['input_bag']}` (topic `{s['image_topic']}`)",
+        f"- output bag: `{s['output_bag']}`",
+        f"- node log: `{s['node_log']}`",
+        f"- frames played: {s['frames_played']} at rate {s['rate']}",
+        "- outputs recorded: " + ", ".join(f"`{t}` {n}" for t, n in
+                                           s["outputs_recorded"].items()),
+        f"- latency input -> labels (wall clock, whole path over DDS): p50 {lat['p50']} ms, "
+        f"p95 {lat['p95']} ms over {lat['frames']} frames",
+        f"- node: model {diag.get('model')}, device {diag.get('device')}, processed "
+        f"{diag.get('frames_processed')} / received {diag.get('frames_received')}, dropped "
+        f"{diag.get('frames_dropped')}, stages p50: decode {diag.get('decode_p50_ms')} ms, "
+        f"inference {diag.get('inference_p50_ms')} ms, publish {diag.get('publish_p50_ms')} ms,"
+        f" grid {diag.get('grid_p50_ms')} ms",
+        f"- wall time: {s['wall_time_s']} s",
+        "",
+    ]
+    return "\n".join(lines)
