@@ -10,7 +10,7 @@ Examples:
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -30,27 +30,34 @@ def _node(context, *args, **kwargs):
     overrides = {name: get(name) for name in OVERRIDES if get(name)}
     overrides["use_sim_time"] = _truthy(get("use_sim_time"))
     params.append(overrides)
-    return [
-        Node(
-            package="seg_perception",
-            executable="seg_node",
-            name="seg_node",
-            namespace=get("namespace"),
-            output="screen",
-            emulate_tty=True,
-            parameters=params,
-            remappings=[
-                ("image", get("image_topic")),
-                ("image/compressed", get("image_topic") + "/compressed"),
-                ("camera_info", get("camera_info_topic")),
-            ],
-        )
-    ]
+    actions = []
+    profile = get("fastdds_profile")
+    if profile:
+        # Large images need shared memory with big segments; UDP loses fragments of them.
+        actions.append(SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", profile))
+    node = Node(
+        package="seg_perception",
+        executable="seg_node",
+        name="seg_node",
+        namespace=get("namespace"),
+        output="screen",
+        emulate_tty=True,
+        parameters=params,
+        remappings=[
+            ("image", get("image_topic")),
+            ("image/compressed", get("image_topic") + "/compressed"),
+            ("camera_info", get("camera_info_topic")),
+        ],
+    )
+    return [*actions, node]
 
 
 def generate_launch_description():
     default_params = os.path.join(
         get_package_share_directory("seg_perception"), "config", "seg.yaml"
+    )
+    fastdds_profile = os.path.join(
+        get_package_share_directory("seg_perception"), "config", "fastdds_shm.xml"
     )
     return LaunchDescription([
         DeclareLaunchArgument("params_file", default_value=default_params,
@@ -70,5 +77,9 @@ def generate_launch_description():
                               description="weights file; empty: params_file's"),
         DeclareLaunchArgument("device", default_value="",
                               description="auto, cpu, cuda or cuda:N; empty: params_file's"),
+        DeclareLaunchArgument("fastdds_profile", default_value=fastdds_profile,
+                              description="Fast DDS XML profile for seg_node (shared memory "
+                                          "for large images); empty: Fast DDS defaults. Use "
+                                          "the same profile for the camera driver."),
         OpaqueFunction(function=_node),
     ])

@@ -27,6 +27,8 @@ from shared_data import (  # noqa: F401 - re-exported
 os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.pop("ROS_LOCALHOST_ONLY", None)
+# Large images over UDP lose fragments; the shipped profile uses shared memory (as launch does).
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_shm.xml"))
 
 
 @pytest.fixture

@@ -43,6 +43,8 @@ def _install_stand_ins(monkeypatch: pytest.MonkeyPatch, share: Path) -> None:
     mods["launch"].LaunchDescription = lambda entities: list(entities)
     mods["launch.actions"].DeclareLaunchArgument = type("DeclareLaunchArgument", (_Recorder,), {})
     mods["launch.actions"].OpaqueFunction = type("OpaqueFunction", (_Recorder,), {})
+    mods["launch.actions"].SetEnvironmentVariable = type("SetEnvironmentVariable", (_Recorder,),
+                                                         {})
     mods["launch.substitutions"].LaunchConfiguration = _LaunchConfiguration
     mods["launch_ros.actions"].Node = type("Node", (_Recorder,), {})
     mods["ament_index_python.packages"].get_package_share_directory = lambda pkg: str(share)
@@ -64,7 +66,17 @@ def _nodes(module: types.ModuleType, **given: str) -> list[Any]:
                 for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
     context = {**declared, **given}
     opaque = next(e for e in entities if type(e).__name__ == "OpaqueFunction")
-    return opaque.kwargs["function"](context)
+    actions = opaque.kwargs["function"](context)
+    return [a for a in actions if type(a).__name__ == "Node"]
+
+
+def _env(module: types.ModuleType, **given: str) -> dict[str, str]:
+    entities = module.generate_launch_description()
+    declared = {e.args[0]: e.kwargs.get("default_value")
+                for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
+    opaque = next(e for e in entities if type(e).__name__ == "OpaqueFunction")
+    return dict(a.args for a in opaque.kwargs["function"]({**declared, **given})
+                if type(a).__name__ == "SetEnvironmentVariable")
 
 
 def test_launch_arguments(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -85,6 +97,9 @@ def test_launch_defaults_use_packaged_params(monkeypatch: pytest.MonkeyPatch,
     # Empty model/checkpoint/device leave the params file in charge.
     assert kw["parameters"][1] == {"use_sim_time": False}
     assert ("image", "image") in kw["remappings"]
+    assert _env(module) == {"FASTDDS_DEFAULT_PROFILES_FILE":
+                            str(tmp_path / "config" / "fastdds_shm.xml")}
+    assert _env(module, fastdds_profile="") == {}
 
 
 def test_launch_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
