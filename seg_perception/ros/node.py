@@ -25,6 +25,7 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (
@@ -117,12 +118,16 @@ class SegNode(Node):
         self.grid_pub = self.create_publisher(OccupancyGrid, "drivable/grid", out_qos)
         self.boundary_pub = self.create_publisher(PolygonStamped, "drivable/boundary", out_qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # Frames the middleware loses (e.g. fragments of large images over UDP) are counted.
+        events = SubscriptionEventCallbacks(message_lost=self._on_message_lost)
         if self.p["input_transport"] == "compressed":
             self.image_topic = "image/compressed"
-            self.create_subscription(CompressedImage, self.image_topic, self._on_image, in_qos)
+            msg_type: Any = CompressedImage
         else:
             self.image_topic = "image"
-            self.create_subscription(Image, self.image_topic, self._on_image, in_qos)
+            msg_type = Image
+        self.create_subscription(msg_type, self.image_topic, self._on_image, in_qos,
+                                 event_callbacks=events)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
                                  _qos(self.p["image_qos.reliability"], 1))
 
@@ -135,6 +140,7 @@ class SegNode(Node):
         self.latency = Percentiles()
         self.stage_ms = {k: Percentiles() for k in ("decode", "inference", "publish", "grid")}
         self.dropped = 0
+        self.lost = 0
         self.bad = 0
         self.idle = 0
 
@@ -221,6 +227,13 @@ class SegNode(Node):
                 self.dropped += 1
             self._slot = frame
             self._cv.notify()
+
+    def _on_message_lost(self, info: Any) -> None:
+        self.lost += int(info.total_count_change)
+        self._warn("transport.lost",
+                   f"{self.resolve_topic_name(self.image_topic)}: {self.lost} frames lost in "
+                   "transport so far (large images over UDP? use the shared-memory profile "
+                   "config/fastdds_shm.xml on both sides)")
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         topic = self.resolve_topic_name("camera_info")
@@ -382,6 +395,7 @@ class SegNode(Node):
             "frames_received": str(self.rx.total),
             "frames_processed": str(self.done.total),
             "frames_dropped": str(self.dropped),
+            "frames_lost_in_transport": str(self.lost),
             "frames_bad": str(self.bad),
             "frames_without_subscribers": str(self.idle),
             "model": self.info.model,
