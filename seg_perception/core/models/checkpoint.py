@@ -16,7 +16,6 @@ from torch import nn
 
 from .meta import ModelMeta
 from .registry import create_model, get_entry
-from .zoo import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +121,15 @@ def load_state_into(model: nn.Module, state: Mapping[str, torch.Tensor], source:
         meta = getattr(model, "meta", None)
         hint = ""
         if meta is not None:
-            hint = f" (class-count mismatch? the model has {meta.num_classes} classes)"
+            # A classifier's output dimension is the class count: name the checkpoint's.
+            theirs = sorted({int(state[k].shape[0]) for k, v in own.items()
+                             if k in state and v.ndim >= 1 and state[k].ndim >= 1
+                             and v.shape[0] == meta.num_classes
+                             and state[k].shape[0] != meta.num_classes
+                             and tuple(state[k].shape[1:]) == tuple(v.shape[1:])})
+            found = f", the checkpoint {'/'.join(map(str, theirs))}" if theirs else ""
+            hint = (f" (class-count mismatch? the model has {meta.num_classes} classes"
+                    f"{found})")
         problems.append("shape mismatches" + hint + ": " + _describe_keys(shapes, 4))
     if problems:
         raise CheckpointError(
@@ -137,6 +144,8 @@ def load_checkpoint(model: nn.Module, path: str | Path, fmt: str | None = None) 
     ``fmt`` names the authors' layout (see :func:`register_key_filter`); by default it is the
     one registered with the model. Files in our own format need no filtering.
     """
+    from . import zoo  # noqa: F401 - registers every family's key filter
+
     raw = read_checkpoint(path)
     state = raw.state
     if raw.meta is None:
@@ -179,6 +188,9 @@ def load_model(name: str = "default", checkpoint: str | Path | None = None) -> L
     that model; with neither, the network keeps random weights and ``trained`` is False so
     callers can warn loudly.
     """
+    # Imported here: model modules import this one to register their key filters.
+    from .zoo import DEFAULT_MODEL
+
     if name in ("", "default"):
         name = DEFAULT_MODEL
     raw = read_checkpoint(checkpoint) if checkpoint else None
