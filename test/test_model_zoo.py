@@ -3,6 +3,7 @@ the real TwinLiteNet weights give a plausible drivable area on BDD100K frames.""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -192,16 +193,10 @@ def test_malformed_checkpoints_give_clear_errors(tmp_path: Path) -> None:
     check({f"module.{k}": v for k, v in create_model("twinlitenet").state_dict().items()},
           "not a segmentation checkpoint of this family")
     # Pickled code is refused, never executed.
-    check({"state_dict": state, "cfg": argparse_namespace()}, "weights_only")
+    check({"state_dict": state, "cfg": argparse.Namespace(lr=0.01)}, "weights_only")
     (tmp_path / "bad.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         load_checkpoint(model, tmp_path / "bad.safetensors")
-
-
-def argparse_namespace() -> object:
-    import argparse
-
-    return argparse.Namespace(lr=0.01)
 
 
 def test_imagenet_backbones_are_refused_with_a_clear_message(tmp_path: Path) -> None:
