@@ -462,3 +462,56 @@ def test_sigint_leaves_a_valid_bag(tmp_path: Path) -> None:
     out = read_bag(tmp_path / "out")
     counts = {len(out.get(f"/cam/{name}", [])) for name in IMAGE_OUTPUTS}
     assert len(counts) == 1 and 0 < counts.pop() < n
+
+
+def test_params_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The node's parameter file sets the grid (all cameras) and mountings (per namespace)."""
+    from seg_perception.cli import build_parser
+    from seg_perception.cli.process_cmd import build_options
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "/**:\n  ros__parameters:\n    grid_frame: odom\n    overlay_alpha: 0.25\n"
+        "    grid:\n      resolution: 0.5\n      x_max: 20.0\n    camera.pitch: 0.2\n"
+        "    boundary.max_vertices: 12\n"
+        "/cam_rear/seg_node:\n  ros__parameters:\n    camera:\n      yaw: 3.14159\n")
+    args = build_parser().parse_args(
+        ["process", "in", "out", "--params-file", str(params)])
+    options, _ = build_options(args)
+    assert (options.grid_frame, options.overlay_alpha) == ("odom", 0.25)
+    assert (options.grid.resolution, options.grid.x_max, options.grid.y_min) == (0.5, 20.0, -10.0)
+    assert options.mounting.pitch == 0.2 and options.mounting.yaw == 0.0
+    assert options.mountings["/cam_rear"].yaw == 3.14159
+    assert options.mountings["/cam_rear"].pitch == 0.2  # the rest from /**
+    assert options.mapper["max_vertices"] == 12
+
+    cams = {"/cam_front/image_raw": "raw"}
+    make_bag(tmp_path / "in", cams, generated_frames(2))
+    code = cli_main(["process", str(tmp_path / "in"), str(tmp_path / "out"), "--model",
+                     "tiny_seg", "--device", "cpu", "--no-progress", "--params-file",
+                     str(params)])
+    assert code == 0, capsys.readouterr().out
+    _, grid = read_bag(tmp_path / "out")["/cam_front/drivable/grid"][0]
+    assert (grid.header.frame_id, grid.info.resolution) == ("odom", 0.5)
+    assert (grid.info.width, grid.info.height) == (40, 40)
+
+    params.write_text("/**:\n  ros__parameters:\n    camera.pitch: 7.0\n")
+    code = cli_main(["process", str(tmp_path / "in"), str(tmp_path / "out2"), "--model",
+                     "tiny_seg", "--device", "cpu", "--params-file", str(params)])
+    assert code == 2 and not (tmp_path / "out2").exists()
+
+
+def test_iter_frames_and_help(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    frames = generated_frames(3)
+    make_bag(tmp_path / "bag", {"/cam/image/compressed": "compressed"}, frames,
+             corrupt={"/cam/image/compressed": {1}})
+    got = list(bagio.iter_frames(tmp_path / "bag"))
+    assert [(f.topic, f.index, f.error is None) for f in got] == [
+        ("/cam/image/compressed", 0, True), ("/cam/image/compressed", 1, False),
+        ("/cam/image/compressed", 2, True)]
+    assert got[0].rgb.shape == (H, W, 3)
+    assert np.abs(got[2].rgb.astype(int) - frames[2]).mean() < 3  # JPEG q90
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["process", "--help"])
+    assert exc.value.code == 0
+    assert "namespace" in capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -196,3 +197,22 @@ def test_play_drives_seg_node_on_bag_time(tmp_path: Path, probe: Probe) -> None:
         assert any(START <= t <= end + 10**9 for t in diag), (diag, node.log())
     finally:
         assert node.stop() == 0, node.log()
+
+
+def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
+    make_bag(tmp_path / "bag")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seg_perception", "play", str(tmp_path / "bag"), "--loop",
+         "--rate", "4", "--delay", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    first = b""
+    while b"playing" not in first and proc.poll() is None:  # started (logs "playing ...")
+        first += proc.stdout.readline()
+    time.sleep(1.0)  # a few loops
+    assert proc.poll() is None, first.decode()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    text = (first + out).decode()
+    assert proc.returncode == 0, text
+    assert "stopped" in text and "messages published" in text and "Traceback" not in text

@@ -53,8 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default=None, help="auto, fp32 or fp16 (default: auto)")
     p.add_argument("--params-file", type=Path, default=None, metavar="YAML",
                    help="the node's parameter file (e.g. config/seg.yaml): overlay_alpha, "
-                   "grid_frame, camera.* and grid.* come from it; a section "
-                   "'<namespace>/seg_node' or '<namespace>/**' overrides '/**' per camera")
+                   "grid_frame, camera.*, grid.*, mask.* and boundary.* come from it; camera.* "
+                   "in a section '<namespace>/seg_node' or '<namespace>/**' overrides '/**' "
+                   "for that camera")
     p.add_argument("--hfov", type=float, default=None, metavar="DEG",
                    help="horizontal field of view for cameras without CameraInfo in the bag "
                    "(pinhole, centred); without it such cameras get no grid or boundary")
@@ -66,6 +67,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="exit 0 even when frames cannot be decoded (they are still listed)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+# DrivableAreaMapper argument -> node parameter (as the node builds its mapper).
+MAPPER_PARAMS = {
+    "max_range": "grid.max_range",
+    "max_pixel_footprint": "grid.max_pixel_footprint",
+    "speckle_area": "mask.speckle_area",
+    "max_vertices": "boundary.max_vertices",
+    "min_region_area": "boundary.min_region_area",
+}
 
 
 # --- parameters file -------------------------------------------------------------------------
@@ -151,6 +162,7 @@ def build_options(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         mounting=mounting(p),
         mountings={ns: mounting({**p, **_checked(v, f"{args.params_file} ({ns})")})
                    for ns, v in per_ns.items()},
+        mapper={arg: p[name] for arg, name in MAPPER_PARAMS.items() if name in p},
         hfov_deg=args.hfov,
         keep_input=args.keep_input,
     )
@@ -183,8 +195,8 @@ def _report(summary: Any, skip_bad: bool) -> int:
         for bad in summary.bad:
             print(f"  {bad.describe()}")
     if summary.interrupted:
-        print(f"interrupted after {frames} frames; {summary.output} is a valid bag with every "
-              "frame processed so far")
+        print(f"interrupted after {summary.processed} frames; {summary.output} is a valid bag "
+              "with every frame processed so far")
         return EXIT_INTERRUPTED
     if summary.error:
         print(f"error: {summary.error}")

@@ -574,9 +574,11 @@ class ProcessOptions:
     """How ``process`` renders and maps frames (the node's parameters, offline).
 
     ``grid`` None turns the drivable grid and boundary off. ``mountings`` overrides
-    ``mounting`` per camera namespace. ``hfov_deg`` gives a pinhole camera model (principal
-    point at the centre) to cameras whose bag has no CameraInfo. ``keep_input`` copies every
-    message of the input bag into the output too.
+    ``mounting`` per camera namespace. ``mapper`` holds further :class:`DrivableAreaMapper`
+    arguments (``max_range``, ``max_pixel_footprint``, ``speckle_area``, ``max_vertices``,
+    ``min_region_area``: the node's ``grid.*``, ``mask.*`` and ``boundary.*`` parameters).
+    ``hfov_deg`` gives a pinhole camera model (principal point at the centre) to cameras
+    whose bag has no CameraInfo. ``keep_input`` copies every message of the input bag too.
     """
 
     overlay_alpha: float = 0.5
@@ -584,6 +586,7 @@ class ProcessOptions:
     grid: GridSpec | None = field(default_factory=GridSpec)
     mounting: CameraMounting = field(default_factory=CameraMounting)
     mountings: dict[str, CameraMounting] = field(default_factory=dict)
+    mapper: dict[str, Any] = field(default_factory=dict)
     hfov_deg: float | None = None
     keep_input: bool = False
 
@@ -630,8 +633,8 @@ class _Camera:
         if options.grid is not None:
             mounting = options.mountings.get(stream.namespace, options.mounting)
             try:
-                self.mapper = DrivableAreaMapper(options.grid, mounting)
-            except ValueError as exc:
+                self.mapper = DrivableAreaMapper(options.grid, mounting, **options.mapper)
+            except (TypeError, ValueError) as exc:
                 raise BagError(f"{stream.image_topic}: drivable grid: {exc}") from exc
 
     def set_camera_info(self, msg: Any, summary: ProcessSummary) -> None:

@@ -268,8 +268,11 @@ def run_player(bag: str | Path, options: PlayOptions) -> int:
     """Initialise rclpy, play ``bag`` with ``options`` and shut down; the exit status."""
     import rclpy
     from rclpy.executors import ExternalShutdownException
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init(args=["seg_bag_player"])
+    # Without rclpy's handler Ctrl-C raises KeyboardInterrupt here instead of invalidating
+    # the context under a publish in progress.
+    rclpy.init(args=["seg_bag_player"], signal_handler_options=SignalHandlerOptions.NO)
     node = Node("seg_bag_player")
     code = 0
     try:
