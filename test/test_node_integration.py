@@ -262,3 +262,28 @@ def test_inconsistent_grid_parameters_are_refused(tmp_path: Path) -> None:
     node.stop()
     assert node.proc.returncode != 0
     assert "grid.x_min" in log, log
+
+
+def test_official_twinlitenet_checkpoint_runs_in_the_node(tmp_path: Path, probe: Probe) -> None:
+    from shared_data import BDD, TWINLITENET_WEIGHTS, require
+
+    weights = require(TWINLITENET_WEIGHTS)
+    frame_path = sorted(require(BDD).glob("*.jpg"))[0]
+    rgb = cv2.cvtColor(cv2.imread(str(frame_path)), cv2.COLOR_BGR2RGB)
+    ns = "/it_twinlite"
+    node = start_node(tmp_path, probe, ns, model="twinlitenet", checkpoint=str(weights))
+    try:
+        assert "twinlitenet" in node.log() and str(weights) in node.log()
+        pub = probe.publisher(Image, f"{ns}/image")
+        msg = raw_msg(rgb, 400)
+        send_until_processed(probe, ns, pub, msg, timeout=90)
+        check_outputs(probe, ns, msg, rgb.shape[1], rgb.shape[0])
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        out = next(m for m in probe.messages(f"{ns}/drivable/mask")
+                   if (m.header.stamp.sec, m.header.stamp.nanosec) == key)
+        mask = np.frombuffer(out.data, np.uint8).reshape(out.height, out.width) == 255
+        h = mask.shape[0]
+        # A road ahead: drivable pixels in the lower half, none in the top third (sky).
+        assert mask[h // 2:].mean() > 0.15 and mask[: h // 3].mean() < 0.01
+    finally:
+        assert node.stop() == 0, node.log()
