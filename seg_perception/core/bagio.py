@@ -230,8 +230,8 @@ def select_cameras(
 
     Default: every Image/CompressedImage topic; where a camera has both a raw and a
     compressed topic only the raw one is used. Explicit topics must exist and be images.
-    ``camera_info_topics`` pairs with ``image_topics`` by position (one for each, or one
-    for a single camera); by default ``<namespace>/camera_info`` is used when it exists.
+    ``camera_info_topics`` pairs with the chosen image topics by position (one for each);
+    by default ``<namespace>/camera_info`` is used when it exists.
     Raises :class:`BagError` for unknown topics and for cameras whose outputs would collide.
     """
     images = {n: t for n, t in topics.items() if t.msgtype in IMAGE_TYPES}
@@ -268,8 +268,7 @@ def select_cameras(
 
     infos: list[str | None]
     if camera_info_topics:
-        if len(camera_info_topics) not in (1, len(chosen)) or (
-                len(camera_info_topics) == 1 and len(chosen) > 1):
+        if len(camera_info_topics) != len(chosen):
             raise BagError(f"{len(camera_info_topics)} camera_info topics for {len(chosen)} "
                            "cameras: give one per --image-topic, in the same order")
         infos = list(camera_info_topics)
