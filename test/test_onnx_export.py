@@ -10,14 +10,14 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from shared_data import CAMVID, require
+from shared_data import CAMVID, TWINLITENET_WEIGHTS, require
 from torch import nn
 
 from seg_perception.cli import main
 from seg_perception.core.engine import EngineConfigError, SegEngine, build_engine
 from seg_perception.core.export import export_onnx
 from seg_perception.core.models import ModelMeta, create_model, list_models
-from seg_perception.core.models.checkpoint import META_KEY, MODEL_KEY
+from seg_perception.core.models.checkpoint import META_KEY, MODEL_KEY, load_model
 from seg_perception.core.onnx_backend import OnnxBackend
 
 CPU = torch.device("cpu")
@@ -230,3 +230,17 @@ def test_zoo_network_export_matches_pytorch(name: str, tmp_path: Path) -> None:
     model = create_model(name).eval()
     path = export_onnx(model, model.meta, tmp_path / f"{name}.onnx", width=256, height=128)
     assert_matches_pytorch(model, path, 256, 128)
+
+
+@pytest.mark.slow
+def test_twinlitenet_official_weights_export(tmp_path: Path) -> None:
+    """Real weights, real logits: ONNX Runtime within 1e-3 of PyTorch on both heads."""
+    weights = require(TWINLITENET_WEIGHTS)
+    if "twinlitenet" not in list_models():
+        pytest.skip("twinlitenet is not registered in this version")
+    loaded = load_model("twinlitenet", weights)
+    path = export_onnx(loaded.model, loaded.meta, tmp_path / "twin.onnx", width=320, height=192,
+                       weights=loaded.weights, trained=loaded.trained)
+    assert_matches_pytorch(loaded.model, path, 320, 192)
+    engine, info = build_engine(str(path), device="cpu")
+    assert info.trained and info.model == "twinlitenet" and engine.input_size == (320, 192)

@@ -139,5 +139,7 @@ def test_flop_count_is_twice_the_macs() -> None:
 def test_peak_and_stats() -> None:
     peak = measure_peak(torch.device("cpu"), torch.float32, size=128, min_seconds=0.01)
     assert peak.gflops_per_s > 0 and peak.dtype == "fp32"
+    assert peak.gflops_per_s == max(peak.by_library.values())
+    assert set(peak.by_library) == {"torch", "onnxruntime"}
     stats = stage_stats([1.0, 2.0, 3.0, 4.0, 100.0])
     assert stats["median"] == 3.0 and 4.0 < stats["p95"] < 100.0
