@@ -5,12 +5,19 @@ Examples:
       camera_info_topic:=/camera/camera_info
   ros2 launch seg_perception seg.launch.py namespace:=front model:=pidnet_s \
       checkpoint:=/data/PIDNet_S_Cityscapes_val.pt device:=cuda
+  ros2 launch seg_perception seg.launch.py bag:=/data/drive.mcap \
+      image_topic:=/camera/image_raw camera_info_topic:=/camera/camera_info rviz:=true
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import (
+    DeclareLaunchArgument,
+    ExecuteProcess,
+    OpaqueFunction,
+    SetEnvironmentVariable,
+)
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -28,7 +35,9 @@ def _node(context, *args, **kwargs):
     get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     params = [get("params_file")]
     overrides = {name: get(name) for name in OVERRIDES if get(name)}
-    overrides["use_sim_time"] = _truthy(get("use_sim_time"))
+    bag = get("bag")
+    # Replaying a bag: the node runs on the bag's /clock.
+    overrides["use_sim_time"] = _truthy(get("use_sim_time")) or bool(bag)
     params.append(overrides)
     actions = []
     profile = get("fastdds_profile")
@@ -49,7 +58,17 @@ def _node(context, *args, **kwargs):
             ("camera_info", get("camera_info_topic")),
         ],
     )
-    return [*actions, node]
+    actions.append(node)
+    if bag:
+        actions.append(ExecuteProcess(cmd=["ros2", "bag", "play", "--clock", bag],
+                                      output="screen"))
+    if _truthy(get("rviz")):
+        rviz_config = os.path.join(get_package_share_directory("seg_perception"), "config",
+                                   "seg.rviz")
+        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2",
+                            arguments=["-d", rviz_config],
+                            parameters=[{"use_sim_time": overrides["use_sim_time"]}]))
+    return actions
 
 
 def generate_launch_description():
@@ -81,5 +100,10 @@ def generate_launch_description():
                               description="Fast DDS XML profile for seg_node (shared memory "
                                           "for large images); empty: Fast DDS defaults. Use "
                                           "the same profile for the camera driver."),
+        DeclareLaunchArgument("rviz", default_value="false",
+                              description="true: also start rviz2 with config/seg.rviz"),
+        DeclareLaunchArgument("bag", default_value="",
+                              description="rosbag2 to replay with `ros2 bag play --clock` "
+                                          "(sets use_sim_time)"),
         OpaqueFunction(function=_node),
     ])

@@ -43,6 +43,7 @@ def _install_stand_ins(monkeypatch: pytest.MonkeyPatch, share: Path) -> None:
     mods["launch"].LaunchDescription = lambda entities: list(entities)
     mods["launch.actions"].DeclareLaunchArgument = type("DeclareLaunchArgument", (_Recorder,), {})
     mods["launch.actions"].OpaqueFunction = type("OpaqueFunction", (_Recorder,), {})
+    mods["launch.actions"].ExecuteProcess = type("ExecuteProcess", (_Recorder,), {})
     mods["launch.actions"].SetEnvironmentVariable = type("SetEnvironmentVariable", (_Recorder,),
                                                          {})
     mods["launch.substitutions"].LaunchConfiguration = _LaunchConfiguration
@@ -66,8 +67,7 @@ def _nodes(module: types.ModuleType, **given: str) -> list[Any]:
                 for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
     context = {**declared, **given}
     opaque = next(e for e in entities if type(e).__name__ == "OpaqueFunction")
-    actions = opaque.kwargs["function"](context)
-    return [a for a in actions if type(a).__name__ == "Node"]
+    return opaque.kwargs["function"](context)
 
 
 def _env(module: types.ModuleType, **given: str) -> dict[str, str]:
@@ -90,7 +90,7 @@ def test_launch_arguments(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 def test_launch_defaults_use_packaged_params(monkeypatch: pytest.MonkeyPatch,
                                              tmp_path: Path) -> None:
     module = _load(monkeypatch, tmp_path)
-    (node,) = _nodes(module)
+    (node,) = [a for a in _nodes(module) if type(a).__name__ == "Node"]
     kw = node.kwargs
     assert kw["package"] == "seg_perception" and kw["executable"] == "seg_node"
     assert kw["parameters"][0] == str(tmp_path / "config" / "seg.yaml")
@@ -104,9 +104,10 @@ def test_launch_defaults_use_packaged_params(monkeypatch: pytest.MonkeyPatch,
 
 def test_launch_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     module = _load(monkeypatch, tmp_path)
-    (node,) = _nodes(module, namespace="front", image_topic="/cam/image_raw",
+    (node,) = [a for a in _nodes(module, namespace="front", image_topic="/cam/image_raw",
                      camera_info_topic="/cam/camera_info", use_sim_time="true",
                      model="tiny_seg", device="cpu", params_file="/p.yaml")
+               if type(a).__name__ == "Node"]
     kw = node.kwargs
     assert kw["namespace"] == "front"
     assert kw["parameters"] == ["/p.yaml", {"model": "tiny_seg", "device": "cpu",
@@ -115,3 +116,16 @@ def test_launch_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     assert remaps["image"] == "/cam/image_raw"
     assert remaps["image/compressed"] == "/cam/image_raw/compressed"
     assert remaps["camera_info"] == "/cam/camera_info"
+
+
+def test_launch_bag_and_rviz(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    module = _load(monkeypatch, tmp_path)
+    actions = _nodes(module, bag="/data/drive.mcap", rviz="true")
+    names = [type(a).__name__ for a in actions]
+    assert names == ["SetEnvironmentVariable", "Node", "ExecuteProcess", "Node"]
+    seg, play, rviz = actions[1], actions[2], actions[3]
+    assert seg.kwargs["parameters"][1]["use_sim_time"] is True  # bag time
+    assert play.kwargs["cmd"] == ["ros2", "bag", "play", "--clock", "/data/drive.mcap"]
+    assert rviz.kwargs["executable"] == "rviz2"
+    assert rviz.kwargs["arguments"] == ["-d", str(tmp_path / "config" / "seg.rviz")]
+    assert [type(a).__name__ for a in _nodes(module)] == ["SetEnvironmentVariable", "Node"]
