@@ -19,16 +19,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..datasets_info import CITYSCAPES_CLASSES, CITYSCAPES_DRIVABLE, CITYSCAPES_PALETTE
-from .checkpoint import register_key_filter, strip_prefixes
+from .checkpoint import register_key_filter
 from .layers import (
     DAPPM,
     BasicBlock,
     Bottleneck,
     SegmentHead,
-    check_segmentation_keys,
+    cityscapes_key_filter,
+    cityscapes_meta,
     conv_bn,
-    drop_keys,
     make_layer,
     resize_to,
     stem,
@@ -92,31 +91,12 @@ class DualResNet(nn.Module):
 _DDRNET_TRAINING_ONLY = ("seghead_extra.", "loss.", "criterion.")
 
 
-def ddrnet_key_filter(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Authors' layout -> ours: strip ``model.``/``module.``, drop loss and auxiliary head."""
-    state = drop_keys(strip_prefixes(state), _DDRNET_TRAINING_ONLY)
-    check_segmentation_keys(state, "DDRNet")
-    return state
-
-
+ddrnet_key_filter = cityscapes_key_filter("DDRNet", _DDRNET_TRAINING_ONLY)
 register_key_filter("ddrnet", ddrnet_key_filter)
 
 
 def _meta(arch: str, params: str) -> ModelMeta:
-    return ModelMeta(
-        arch=arch,
-        num_classes=len(CITYSCAPES_CLASSES),
-        class_names=CITYSCAPES_CLASSES,
-        palette=CITYSCAPES_PALETTE,
-        drivable_classes=CITYSCAPES_DRIVABLE,
-        input_size=(2048, 1024),
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-        output_stride=8,
-        dataset="cityscapes",
-        ignore_index=255,
-        extra={"source": "github.com/ydhongHIT/DDRNet", "paper_params": params},
-    )
+    return cityscapes_meta(arch, "github.com/ydhongHIT/DDRNet", params)
 
 
 @register_model("ddrnet_23_slim", _meta("ddrnet_23_slim", "5.7M"),

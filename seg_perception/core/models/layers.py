@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError
+from ..datasets_info import CITYSCAPES_CLASSES, CITYSCAPES_DRIVABLE, CITYSCAPES_PALETTE
+from .checkpoint import CheckpointError, KeyFilter, strip_prefixes
+from .meta import ModelMeta
 
 
 def resize_to(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
@@ -231,3 +233,34 @@ __all__ = [
     "resize_to",
     "stem",
 ]
+
+
+def cityscapes_key_filter(family: str, training_only: tuple[str, ...]) -> KeyFilter:
+    """Key filter for the Cityscapes families: strip wrapper prefixes, drop training-only
+    entries, refuse ImageNet backbones."""
+
+    def key_filter(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        state = drop_keys(strip_prefixes(state), training_only)
+        check_segmentation_keys(state, family)
+        return state
+
+    key_filter.__doc__ = f"{family} authors' layout -> ours (drops {', '.join(training_only)})"
+    return key_filter
+
+
+def cityscapes_meta(arch: str, source: str, paper_params: str) -> ModelMeta:
+    """Metadata of a network trained on Cityscapes' 19 classes at full resolution."""
+    return ModelMeta(
+        arch=arch,
+        num_classes=len(CITYSCAPES_CLASSES),
+        class_names=CITYSCAPES_CLASSES,
+        palette=CITYSCAPES_PALETTE,
+        drivable_classes=CITYSCAPES_DRIVABLE,
+        input_size=(2048, 1024),
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        output_stride=8,
+        dataset="cityscapes",
+        ignore_index=255,
+        extra={"source": source, "paper_params": paper_params},
+    )

@@ -19,17 +19,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..datasets_info import CITYSCAPES_CLASSES, CITYSCAPES_DRIVABLE, CITYSCAPES_PALETTE
-from .checkpoint import register_key_filter, strip_prefixes
+from .checkpoint import register_key_filter
 from .layers import (
     DAPPM,
     PAPPM,
     BasicBlock,
     Bottleneck,
     SegmentHead,
-    check_segmentation_keys,
+    cityscapes_key_filter,
+    cityscapes_meta,
     conv_bn,
-    drop_keys,
     make_block,
     make_layer,
     resize_to,
@@ -155,31 +154,12 @@ class PIDNet(nn.Module):
 _PIDNET_TRAINING_ONLY = ("seghead_p.", "seghead_d.", "sem_loss.", "bd_loss.")
 
 
-def pidnet_key_filter(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Authors' layout -> ours: strip ``model.``/``module.``, drop training-only heads."""
-    state = drop_keys(strip_prefixes(state), _PIDNET_TRAINING_ONLY)
-    check_segmentation_keys(state, "PIDNet")
-    return state
-
-
+pidnet_key_filter = cityscapes_key_filter("PIDNet", _PIDNET_TRAINING_ONLY)
 register_key_filter("pidnet", pidnet_key_filter)
 
 
 def _meta(arch: str, params: str) -> ModelMeta:
-    return ModelMeta(
-        arch=arch,
-        num_classes=len(CITYSCAPES_CLASSES),
-        class_names=CITYSCAPES_CLASSES,
-        palette=CITYSCAPES_PALETTE,
-        drivable_classes=CITYSCAPES_DRIVABLE,
-        input_size=(2048, 1024),
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-        output_stride=8,
-        dataset="cityscapes",
-        ignore_index=255,
-        extra={"source": "github.com/XuJiacong/PIDNet", "paper_params": params},
-    )
+    return cityscapes_meta(arch, "github.com/XuJiacong/PIDNet", params)
 
 
 _DESC = "PIDNet-{} (CVPR 2023), Cityscapes 19 classes, authors' weights: {} val mIoU"
