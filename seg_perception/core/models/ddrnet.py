@@ -28,6 +28,7 @@ from .layers import (
     cityscapes_key_filter,
     cityscapes_meta,
     conv_bn,
+    init_weights,
     make_layer,
     resize_to,
     stem,
@@ -64,12 +65,7 @@ class DualResNet(nn.Module):
         self.layer5 = make_layer(Bottleneck, 8 * p, 8 * p, 1, stride=2)
         self.spp = DAPPM(16 * p, spp_planes, 4 * p)
         self.final_layer = SegmentHead(4 * p, head_planes, num_classes)
-        for mod in self.modules():
-            if isinstance(mod, nn.Conv2d):
-                nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(mod, nn.BatchNorm2d):
-                nn.init.ones_(mod.weight)
-                nn.init.zeros_(mod.bias)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         relu = torch.relu

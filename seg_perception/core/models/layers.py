@@ -23,6 +23,16 @@ def resize_to(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tens
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+def init_weights(module: nn.Module) -> None:
+    """He init for convs, unit BN: the authors' initialisation for training from scratch."""
+    for mod in module.modules():
+        if isinstance(mod, nn.Conv2d):
+            nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(mod, nn.BatchNorm2d):
+            nn.init.ones_(mod.weight)
+            nn.init.zeros_(mod.bias)
+
+
 def conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1) -> nn.Sequential:
     """Conv (no bias) + BN as ``Sequential(0: conv, 1: bn)``: the authors' projection layout."""
     return nn.Sequential(

@@ -29,6 +29,7 @@ from .layers import (
     cityscapes_key_filter,
     cityscapes_meta,
     conv_bn,
+    init_weights,
     make_block,
     make_layer,
     resize_to,
@@ -122,12 +123,7 @@ class PIDNet(nn.Module):
             self.dfm = Bag(4 * p, 4 * p)
         self.layer5_d = make_layer(Bottleneck, 2 * p, 2 * p, 1)
         self.final_layer = SegmentHead(4 * p, head_planes, num_classes)
-        for mod in self.modules():
-            if isinstance(mod, nn.Conv2d):
-                nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(mod, nn.BatchNorm2d):
-                nn.init.ones_(mod.weight)
-                nn.init.zeros_(mod.bias)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         relu = torch.relu
