@@ -49,7 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=10,
                    help="untimed frames first (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch and ONNX Runtime (default: torch's)")
+                   help="CPU threads for torch and ONNX Runtime (default: half the CPUs, "
+                   "at least 1, as the node uses)")
     p.add_argument("--peak-size", type=int, default=None, metavar="N",
                    help="matrix size for the peak measurement (default: 4096 CPU, 8192 CUDA)")
     p.add_argument("--json", default=None, metavar="FILE", help="write all figures as JSON")
@@ -57,7 +58,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from ..core.bench import format_report, run_bench
     from ..core.engine import EngineConfigError, build_engine, is_onnx_path
@@ -67,8 +67,6 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 1 or args.warmup < 0:
         log.error("--frames must be >= 1 and --warmup >= 0")
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
     size = (args.width, args.height) if args.width and args.height else None
     backend = "onnx" if is_onnx_path(args.model) else args.backend
     if backend == "onnx" and args.precision not in ("auto", "fp32"):
@@ -77,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             flops_model = None
             if is_onnx_path(args.model):
-                engine, info = build_engine(args.model, None, args.device, "fp32", size)
+                engine, info = build_engine(args.model, None, args.device, "fp32", size,
+                                            threads=args.threads)
             else:
                 loaded = load_model(args.model, args.checkpoint)
                 w = args.width or loaded.meta.input_size[0]
@@ -86,11 +85,12 @@ def run(args: argparse.Namespace) -> int:
                     path = export_onnx(loaded.model, loaded.meta, Path(tmp) / "model.onnx", w,
                                        h, model_name=loaded.name, weights=loaded.weights,
                                        trained=loaded.trained)
-                    engine, info = build_engine(str(path), None, args.device, "fp32")
+                    engine, info = build_engine(str(path), None, args.device, "fp32",
+                                                threads=args.threads)
                     flops_model = loaded.model  # same network; FLOPs counted on CPU fp32
                 else:
                     engine, info = build_engine(args.model, args.checkpoint, args.device,
-                                                args.precision, (w, h))
+                                                args.precision, (w, h), threads=args.threads)
         except (EngineConfigError, CheckpointError, FileNotFoundError, ValueError,
                 KeyError) as exc:
             log.error("%s", exc.args[0] if isinstance(exc, KeyError) else exc)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point32, PolygonStamped
 from nav_msgs.msg import OccupancyGrid
@@ -97,7 +98,7 @@ class SegNode(Node):
         try:
             self.engine, self.info = build_engine(
                 self.p["model"], self.p["checkpoint"] or None, self.p["device"],
-                self.p["precision"])
+                self.p["precision"], threads=self.p["cpu_threads"])
         except (EngineConfigError, KeyError, ValueError, FileNotFoundError) as exc:
             raise StartupError(str(exc)) from exc
         self.get_logger().info(
@@ -402,6 +403,7 @@ class SegNode(Node):
             "weights": self.info.weights,
             "device": self.info.device,
             "precision": self.info.precision,
+            "cpu_threads": str(torch.get_num_threads()),
         }
         for stage, pct in self.stage_ms.items():
             values[f"{stage}_p50_ms"] = f"{pct.percentile(50):.1f}"

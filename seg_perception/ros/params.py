@@ -55,6 +55,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               choices=(*tuple(c for c in DEVICE_CHOICES if c != "cuda:N"), "cuda:N")),
     ParamSpec("precision", "auto", "'auto' is fp16 on CUDA, fp32 on CPU.",
               choices=PRECISION_CHOICES),
+    ParamSpec("cpu_threads", 0,
+              "CPU threads for inference (torch, ONNX Runtime); 0: half the CPUs, at least 1, "
+              "leaving room for decoding, DDS and other nodes.", min=0, max=256),
     ParamSpec("input_transport", "raw",
               "'raw' subscribes to `image` (sensor_msgs/Image), 'compressed' to "
               "`image/compressed` (sensor_msgs/CompressedImage, JPEG or PNG).",
