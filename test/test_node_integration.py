@@ -248,6 +248,30 @@ def test_grid_and_boundary_follow_parameters_and_camera_info(tmp_path: Path,
                         if (m.header.stamp.sec, m.header.stamp.nanosec) == key)
         assert boundary.header.frame_id == "ego"
         assert len(boundary.polygon.points) <= 64
+
+        # Run-time changes: a camera below the ground is refused, a coarser grid applies.
+        from rclpy.parameter import Parameter
+        from rclpy.parameter_client import AsyncParameterClient
+
+        client = AsyncParameterClient(probe.node, f"{ns}/seg_node")
+        assert client.wait_for_services(timeout_sec=30)
+
+        def set_param(name: str, value: float) -> object:
+            future = client.set_parameters([Parameter(name, value=value)])
+            probe.wait_until(future.done, timeout=30, what=f"set {name}")
+            return future.result().results[0]
+
+        refused = set_param("camera.z", -1.0)
+        assert not refused.successful and "camera.z" in refused.reason
+        assert set_param("grid.resolution", 0.4).successful
+        coarse = raw_msg(scene.rgb, 303)
+        key2 = (coarse.header.stamp.sec, coarse.header.stamp.nanosec)
+        probe.wait_until(lambda: key2 in stamps(probe, f"{ns}/drivable/grid"), timeout=60,
+                         what="grid after the change", tick=lambda: pub.publish(coarse),
+                         period=1.0)
+        grid2 = next(m for m in probe.messages(f"{ns}/drivable/grid")
+                     if (m.header.stamp.sec, m.header.stamp.nanosec) == key2)
+        assert abs(grid2.info.resolution - 0.4) < 1e-6 and grid2.info.width == 80
         assert node.alive()
     finally:
         assert node.stop() == 0, node.log()

@@ -45,6 +45,9 @@ from ..core.stats import Percentiles, RateMeter, WarningLimiter
 from .conversions import compressed_to_rgb, imgmsg_to_rgb, numpy_to_imgmsg
 from .params import PARAMS, ParamSpec
 
+# Parameter groups that define the ground projection; changing one rebuilds the lookup.
+GEOMETRY_GROUPS = ("camera", "grid", "mask", "boundary")
+
 OUTPUT_TOPICS = (
     "labels", "labels_color", "overlay", "confidence", "drivable/mask",
 )
@@ -164,9 +167,9 @@ class SegNode(Node):
             values[spec.name] = value
         return values
 
-    def _make_mapper(self) -> DrivableAreaMapper:
+    def _make_mapper(self, p: dict[str, Any] | None = None) -> DrivableAreaMapper:
         """Grid geometry from the parameters; inconsistent values stop the start-up."""
-        p = self.p
+        p = p or self.p
         try:
             return DrivableAreaMapper(
                 GridSpec(p["grid.resolution"], p["grid.x_min"], p["grid.x_max"],
@@ -183,6 +186,7 @@ class SegNode(Node):
             raise StartupError(f"invalid drivable-area parameters: {exc}") from exc
 
     def _on_set_parameters(self, params: list[rclpy.parameter.Parameter]) -> SetParametersResult:
+        """Validate run-time changes; a new mounting or grid swaps in a rebuilt mapper."""
         from .params import PARAMS_BY_NAME
 
         for param in params:
@@ -192,9 +196,17 @@ class SegNode(Node):
             problem = spec.check(param.value)
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
-        for param in params:
-            if param.name in self.p:
-                self.p[param.name] = param.value
+        if not hasattr(self, "mapper"):  # declarations during start-up
+            return SetParametersResult(successful=True)
+        changed = {p.name: p.value for p in params if p.name in self.p}
+        if any(name.split(".")[0] in GEOMETRY_GROUPS for name in changed):
+            try:
+                mapper = self._make_mapper({**self.p, **changed})
+            except StartupError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+            self.mapper = mapper  # the worker picks it up on the next frame
+            self.get_logger().info(f"drivable-area geometry updated: {changed}")
+        self.p.update(changed)
         return SetParametersResult(successful=True)
 
     # ----------------------------------------------------------------- callbacks
