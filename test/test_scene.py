@@ -160,3 +160,29 @@ def test_drive_sequence_moves_along_the_road():
         assert lat[0] == pytest.approx(-1.75, abs=0.05) and 15.0 < math.hypot(lead.x, lead.y) < 27
         scene = render_scene(spec, cam, mnt)
         assert scene.labels[-1, 80] == ROAD and (scene.labels == CAR).any()
+
+
+def test_tree_crowns_are_the_ellipsoid_inscribed_in_their_box():
+    from dataclasses import replace
+
+    from seg_perception.core.geometry.scene import _KIND_CROWN, _KIND_PLAIN, TREE, _Box
+
+    crown = _Box(10.0, 0.0, 0.0, 4.0, 4.0, 3.0, 7.0, TREE, (60.0, 70.0, 40.0), _KIND_CROWN)
+    cube = replace(crown, kind=_KIND_PLAIN)
+    # through the centre: the surface is 2 m before it
+    t, _ = crown.intersect(np.array([0.0, 0.0, 5.0]), np.array([[1.0, 0.0, 0.0]]))
+    assert t[0] == pytest.approx(8.0)
+    # through the box's corner region: the cube is hit, the crown is not
+    origin, d = np.array([11.8, -20.0, 6.8]), np.array([[0.0, 1.0, 0.0]])
+    assert np.isinf(crown.intersect(origin, d)[0][0])
+    assert np.isfinite(cube.intersect(origin, d)[0][0])
+    # from every direction (yawed crown), hits lie on the ellipsoid
+    crown = replace(crown, yaw=0.3, width=3.0)
+    rng = np.random.default_rng(1)
+    dirs = rng.normal(size=(500, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    origin = np.array([10.0, 0.0, 5.0]) - 12.0 * dirs
+    for o, dv in zip(origin, dirs, strict=True):
+        t, _ = crown.intersect(o, dv[None])
+        p = crown.local((o + t[0] * dv)[None])[0]
+        assert np.hypot(np.hypot(p[0] / 2.0, p[1] / 1.5), (p[2] - 5.0) / 2.0) == pytest.approx(1.0)

@@ -254,11 +254,14 @@ class _Box:
         """Slab test: (t_near, face) per ray; t_near = inf where missed or camera inside.
 
         face: 0/1 = -x/+x side, 2/3 = -y/+y side, 4 = top, 5 = bottom (box local axes).
+        Tree crowns are the ellipsoid inscribed in the box (face: its nearest box side).
         """
         c, s = math.cos(self.yaw), math.sin(self.yaw)
         ox, oy = origin[0] - self.x, origin[1] - self.y
         o = (c * ox + s * oy, -s * ox + c * oy, origin[2])
         d = (c * dirs[:, 0] + s * dirs[:, 1], -s * dirs[:, 0] + c * dirs[:, 1], dirs[:, 2])
+        if self.kind == _KIND_CROWN:
+            return self._intersect_ellipsoid(o, d)
         lo = (-0.5 * self.length, -0.5 * self.width, self.z0)
         hi = (0.5 * self.length, 0.5 * self.width, self.z1)
         t_near = np.full(len(dirs), -np.inf)
@@ -282,6 +285,27 @@ class _Box:
         hit = (t_near <= t_far) & (t_near > 1e-9)
         return np.where(hit, t_near, np.inf), face
 
+    def _intersect_ellipsoid(
+        self, o: tuple[float, float, float], d: tuple[np.ndarray, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        semi = (0.5 * self.length, 0.5 * self.width, 0.5 * (self.z1 - self.z0))
+        oc = (o[0] / semi[0], o[1] / semi[1], (o[2] - 0.5 * (self.z0 + self.z1)) / semi[2])
+        dc = [d[k] / semi[k] for k in range(3)]
+        a = dc[0] ** 2 + dc[1] ** 2 + dc[2] ** 2
+        b = 2.0 * (oc[0] * dc[0] + oc[1] * dc[1] + oc[2] * dc[2])
+        cc = oc[0] ** 2 + oc[1] ** 2 + oc[2] ** 2 - 1.0
+        disc = b * b - 4.0 * a * cc
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t = (-b - np.sqrt(disc)) / (2.0 * a)
+        hit = (disc >= 0.0) & (t > 1e-9) & (cc > 0.0)
+        t = np.where(hit, t, 0.0)
+        # the box side the surface point faces most
+        p = [oc[k] + t * dc[k] for k in range(3)]
+        k = np.argmax(np.abs(np.stack(p, axis=1)), axis=1)
+        face = (2 * k + (np.take_along_axis(np.stack(p, axis=1), k[:, None], 1)[:, 0] > 0))
+        face = np.where(k == 2, np.where(p[2] > 0, 4, 5), face).astype(np.int8)
+        return np.where(hit, t, np.inf), face
+
     def normal(self, face: np.ndarray) -> np.ndarray:
         c, s = math.cos(self.yaw), math.sin(self.yaw)
         table = np.array(
@@ -298,7 +322,7 @@ class _Box:
 _CAR_COLOURS = (
     (150, 20, 25), (30, 50, 120), (170, 170, 175), (25, 25, 28), (220, 220, 215), (90, 95, 100),
 )
-_FACADES = ((150, 80, 60), (190, 170, 140), (120, 120, 125), (210, 205, 195), (110, 70, 55))
+_FACADES = ((131, 86, 73), (182, 169, 149), (119, 119, 124), (208, 204, 198), (99, 73, 63))
 
 
 def _obstacle_boxes(obs: BoxObstacle, ego: tuple[float, float, float], idx: int) -> list[_Box]:
@@ -526,7 +550,7 @@ def render_scene(
 
     # ground
     gnd = np.isfinite(depth) & (box_id < 0)
-    g_lab, g_col = _ground(spec, road, hit_pts[gnd], depth[gnd], obstacles)
+    g_lab, g_col = _ground(spec, road, hit_pts[gnd], depth[gnd], obstacles, origin)
     labels[gnd] = g_lab
     colour[gnd] = g_col
 
@@ -540,14 +564,19 @@ def render_scene(
         if not len(sel):
             continue
         labels[sel] = box.label
-        colour[sel] = _box_colour(box, hit_pts[sel], face[sel], sun, spec.seed)
+        colour[sel] = _box_colour(box, hit_pts[sel], face[sel], sun, spec.seed,
+                                  depth[sel])
 
-    # haze with distance, a slight optical blur, sensor noise
-    fog = 1.0 - np.exp(-np.where(np.isfinite(depth), depth, 0.0) / 350.0)
-    haze = np.array([200.0, 205.0, 210.0], dtype=np.float32)
+    # haze with distance, the camera's response (soft contrast, muted colour, vignetting),
+    # a slight optical blur, sensor noise
+    fog = 1.0 - np.exp(-np.where(np.isfinite(depth), depth, 0.0) / 250.0)
+    haze = np.array([205.0, 210.0, 216.0], dtype=np.float32)
     colour = colour * (1 - fog[:, None]) + haze * fog[:, None]
     img = colour.reshape(h, w, 3)
-    img = cv2.GaussianBlur(img, (3, 3), 0.6)
+    grey = img.mean(axis=2, keepdims=True)
+    img = grey + 0.85 * (img - grey)
+    img = img * _vignette(w, h)[:, :, None]
+    img = cv2.GaussianBlur(img, (3, 3), 0.7)
     if rng is not None:
         img = img + rng.normal(0.0, 2.5, img.shape).astype(np.float32)
     rgb = np.clip(img + 0.5, 0, 255).astype(np.uint8)
@@ -564,6 +593,14 @@ def render_scene(
             spec, road, grid, mounting, origin, boxes, obstacles, out.visibility
         )
     return out
+
+
+@lru_cache(maxsize=8)
+def _vignette(w: int, h: int) -> np.ndarray:
+    """Lens fall-off: 1 in the centre, about 0.8 in the corners."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    r2 = ((x - 0.5 * w) / (0.5 * w)) ** 2 * 0.6 + ((y - 0.5 * h) / (0.5 * h)) ** 2 * 0.4
+    return (1.0 - 0.2 * r2).astype(np.float32)
 
 
 def _true_grids(
@@ -611,18 +648,32 @@ def _sun(spec: SceneSpec) -> np.ndarray:
     return np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
 
 
+def _hash(a: np.ndarray, b: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform value in [0, 1) per integer pair (a, b): per-slab, per-brick variation."""
+    with np.errstate(over="ignore"):
+        h = (np.asarray(a).astype(np.int64).astype(np.uint32) * np.uint32(73856093)) ^ (
+            np.asarray(b).astype(np.int64).astype(np.uint32) * np.uint32(19349663)
+        ) ^ np.uint32((seed * 83492791) & 0xFFFFFFFF)
+        h ^= h >> np.uint32(13)
+        h *= np.uint32(0x5BD1E995)
+        h ^= h >> np.uint32(15)
+    return ((h & np.uint32(0xFFFFFF)).astype(np.float32)) / np.float32(1 << 24)
+
+
 def _sky_colour(rays: np.ndarray, spec: SceneSpec) -> np.ndarray:
+    """A bright, pale, mostly overcast sky, as CamVid's exposure for the street shows it."""
     elev = np.clip(rays[:, 2], -1.0, 1.0)
-    k = np.clip(elev / 0.45, 0.0, 1.0)[:, None] ** 0.7
-    horizon = np.array([215.0, 222.0, 230.0], dtype=np.float32)
-    zenith = np.array([105.0, 150.0, 205.0], dtype=np.float32)
+    k = np.clip(elev / 0.6, 0.0, 1.0)[:, None]
+    horizon = np.array([236.0, 240.0, 245.0], dtype=np.float32)
+    zenith = np.array([188.0, 206.0, 232.0], dtype=np.float32)
     col = horizon * (1 - k) + zenith * k
     with np.errstate(divide="ignore", invalid="ignore"):
         up = np.maximum(rays[:, 2], 0.03)
-        cu, cv = rays[:, 0] / up * 40.0, rays[:, 1] / up * 40.0
+        cu, cv = rays[:, 0] / up * 12.0, rays[:, 1] / up * 12.0
     cloud = _sample(_noise_texture(spec.seed + 7), cu, cv)
-    cloud = np.clip(cloud * 0.6 + 0.1, 0.0, 1.0)[:, None] * np.clip(elev * 6.0, 0, 1)[:, None]
-    return (col * (1 - cloud) + 238.0 * cloud).astype(np.float32)
+    cloud = np.clip(cloud * 0.45 + 0.55, 0.0, 1.0)[:, None]
+    white = np.array([244.0, 246.0, 248.0], dtype=np.float32)
+    return (col * (1 - cloud) + white * cloud).astype(np.float32)
 
 
 def _ground(
@@ -631,8 +682,9 @@ def _ground(
     pts: np.ndarray,
     dist: np.ndarray,
     obstacles: list[_Box],
+    origin: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and colours of ground points (road frame)."""
+    """Labels and colours of ground points (road frame); ``origin`` is the camera centre."""
     s, lat = road.coords(pts[:, 0], pts[:, 1])
     s = np.nan_to_num(s)
     alat = np.abs(lat)
@@ -641,38 +693,71 @@ def _ground(
     on_walk = ~on_road & (alat <= half + spec.sidewalk_width)
     labels = np.where(on_road, ROAD, np.where(on_walk, PAVEMENT, TREE)).astype(np.uint8)
 
-    fine_amp = np.clip(1.0 - dist / 35.0, 0.0, 1.0).astype(np.float32)
-    fine = _sample(_noise_texture(spec.seed + 1), s / 0.03, lat / 0.03) * fine_amp
+    near = np.clip(1.0 - dist / 35.0, 0.0, 1.0).astype(np.float32)
+    fine = _sample(_noise_texture(spec.seed + 1), s / 0.03, lat / 0.03) * near
     coarse = _sample(_noise_texture(spec.seed + 2), s / 0.6, lat / 0.6)
+    blotch = _sample(_noise_texture(spec.seed + 5), s / 3.0, lat / 3.0)
 
+    # asphalt: worn lighter in the wheel tracks, oil down the lane centres, grime and a
+    # darker band of older surface along the kerb, darker repair patches
     col = np.empty((len(pts), 3), dtype=np.float32)
-    asphalt = np.array([92.0, 91.0, 94.0], dtype=np.float32)
-    shade = 1.0 + 0.10 * fine + 0.07 * coarse
+    asphalt = np.array([84.0, 85.0, 89.0], dtype=np.float32)
+    u = np.mod(lat + half, spec.lane_width) - 0.5 * spec.lane_width
+    track = np.exp(-(((np.abs(u) - 0.85) / 0.3) ** 2))
+    oil = np.exp(-((u / 0.25) ** 2))
+    gutter = np.clip(1.0 - (half - alat) / 0.5, 0.0, 1.0)
+    shade = (1.0 + 0.12 * fine + 0.06 * coarse + 0.05 * blotch + 0.06 * track - 0.06 * oil
+             - 0.12 * gutter)
+    shade = np.where(blotch > 1.4, shade * 0.84, shade)
     col[:] = asphalt * shade[:, None]
 
     if spec.lane_markings:
         mw = spec.marking_width
-        edge_line = on_road & (alat >= half - 0.25 - mw) & (alat <= half - 0.25)
         period = spec.dash_length + spec.dash_gap
         dashed = np.zeros(len(pts), dtype=bool)
         for k in range(1, spec.n_lanes):
             b = -half + k * spec.lane_width
             dashed |= np.abs(lat - b) <= mw / 2
         dashed &= np.mod(s, period) < spec.dash_length
-        paint = edge_line | dashed
-        wear = np.clip(0.92 + 0.08 * coarse, 0.75, 1.0)
-        col[paint] = np.array([228.0, 226.0, 215.0], dtype=np.float32) * wear[paint, None]
+        wear = np.clip(0.88 + 0.1 * coarse + 0.06 * fine, 0.65, 1.0)
+        col[dashed] = np.array([212.0, 212.0, 206.0], dtype=np.float32) * wear[dashed, None]
+        # a double edge line along the kerb (the model reads yellow ones as signs)
+        lw = 0.67 * mw
+        edge = on_road & (
+            ((alat >= half - 0.22 - 2 * lw) & (alat <= half - 0.22 - lw))
+            | ((alat >= half - 0.17 - lw) & (alat <= half - 0.17))
+        )
+        col[edge] = np.array([212.0, 212.0, 206.0], dtype=np.float32) * wear[edge, None]
 
-    walk = np.array([158.0, 152.0, 146.0], dtype=np.float32)
-    joints = (np.mod(s, 1.2) < 0.04) | (np.mod(alat - half, 1.2) < 0.04)
-    walk_shade = (1.0 + 0.06 * fine + 0.05 * coarse) * np.where(joints, 0.82, 1.0)
-    kerb = on_walk & (alat - half < 0.2)
+    # pavement: slabs of varying tone and joints behind a raised granite kerb. The kerb's
+    # vertical face (shaded) hides a band of ground behind it whose width grows with the
+    # camera's lateral distance from the kerb: painted as the face, Pavement all the same.
+    d = alat - half
+    kerb_h, kerb_w = 0.15, 0.15
+    lat_cam = float(np.nan_to_num(road.coords(origin[:1], origin[1:2])[1][0]))
+    face_w = kerb_h * np.abs(lat_cam - np.sign(lat) * half) / max(float(origin[2]) - kerb_h, 0.3)
+    face_w = np.clip(face_w, 0.03, 0.6)
+    kerb_w = kerb_w + face_w
+    slab_i = np.floor(s / 0.9)
+    slab_j = np.floor((d - kerb_w) / 0.6)
+    tone = 1.0 + 0.2 * (_hash(slab_i, slab_j, spec.seed) - 0.5)
+    joint_fade = np.clip(1.0 - dist / 20.0, 0.0, 1.0)
+    joints = (np.mod(s, 0.9) < 0.025) | (np.mod(d - kerb_w, 0.6) < 0.025)
+    walk_shade = (tone * (1.0 + 0.07 * fine + 0.05 * coarse + 0.04 * blotch)
+                  * np.where(joints, 1.0 - 0.3 * joint_fade, 1.0))
+
+    walk = np.array([125.0, 110.0, 100.0], dtype=np.float32)
     col[on_walk] = walk * walk_shade[on_walk, None]
-    col[kerb] = np.array([185.0, 182.0, 175.0], dtype=np.float32) * shade[kerb, None]
+    kerb = on_walk & (d < kerb_w)
+    kerb_col = np.where((d < face_w)[:, None], np.float32(0.3), np.float32(1.0)) * np.array(
+        [150.0, 148.0, 143.0], dtype=np.float32)
+    col[kerb] = kerb_col[kerb] * (1.0 + 0.06 * fine[kerb] + 0.04 * coarse[kerb])[:, None]
 
     grass = ~on_road & ~on_walk
-    g = np.array([78.0, 112.0, 52.0], dtype=np.float32)
-    col[grass] = g * (1.0 + 0.18 * fine[grass] + 0.15 * coarse[grass])[:, None]
+    gt = np.clip(0.5 + 0.3 * coarse + 0.2 * fine + 0.2 * blotch, 0.0, 1.0)[grass, None]
+    dark = np.array([30.0, 45.0, 20.0], dtype=np.float32)
+    light = np.array([80.0, 100.0, 50.0], dtype=np.float32)
+    col[grass] = dark * (1 - gt) + light * gt
 
     for box in obstacles:  # contact shadow under vehicles
         if box.z0 > 0.0:
@@ -686,45 +771,133 @@ def _ground(
         dy = np.maximum(np.abs(loc[:, 1]) - box.width / 2, 0.0)
         d = np.hypot(dx, dy)
         near = d < 0.6
-        col[cand[near]] *= (0.45 + 0.55 * d[near] / 0.6)[:, None]
+        col[cand[near]] *= (0.4 + 0.6 * d[near] / 0.6)[:, None]
     return labels, col
 
 
+_FASCIAS = ((30, 60, 40), (25, 35, 70), (90, 25, 30), (35, 35, 38), (200, 195, 185))
+
+
 def _box_colour(
-    box: _Box, pts: np.ndarray, face: np.ndarray, sun: np.ndarray, seed: int
+    box: _Box, pts: np.ndarray, face: np.ndarray, sun: np.ndarray, seed: int,
+    dist: np.ndarray,
 ) -> np.ndarray:
     loc = box.local(pts)
     along = np.where(face < 2, loc[:, 1], loc[:, 0])
     z = loc[:, 2]
     n = box.normal(face)
-    light = (0.55 + 0.5 * np.clip(n @ sun, 0.0, 1.0)).astype(np.float32)
+    light = (0.5 + 0.55 * np.clip(n @ sun, 0.0, 1.0)).astype(np.float32)
     base = np.array(box.color, dtype=np.float32)
     tex = _sample(_noise_texture(seed + 3), along / 0.08, z / 0.08)
+    near = np.clip(1.0 - dist / 40.0, 0.0, 1.0).astype(np.float32)
     col = base * (1.0 + 0.06 * tex)[:, None]
     if box.kind == _KIND_BUILDING:
-        wx = np.mod(along, 3.0) / 3.0
-        wz = np.mod(z, 3.2) / 3.2
-        window = (face < 4) & (wx > 0.25) & (wx < 0.75) & (wz > 0.3) & (wz < 0.8) & (z > 1.0)
-        col[window] = np.array([60.0, 72.0, 88.0], dtype=np.float32) * (
-            1.0 + 0.15 * tex[window, None]
-        )
-        col[face == 4] = base * 0.7
+        col = _facade(box, along, z, face, tex, near, seed)
     elif box.kind == _KIND_CAR_BODY:
+        # darker sills, a bright sky reflection along the shoulder line
+        hz = z / max(box.z1, 1e-6)
+        col = col * (0.75 + 0.35 * hz)[:, None]
         wheels = (face < 4) & (z < 0.35)
-        col[wheels] = np.array([28.0, 28.0, 30.0], dtype=np.float32)
-        lights = (face < 2) & (z > 0.45) & (z < 0.65) & (np.abs(along) > 0.45 * box.width)
-        col[lights] = np.where(face[lights, None] == 1, 235.0, 170.0) * np.array(
-            [1.0, 0.85, 0.7], dtype=np.float32
-        )
+        col[wheels] = np.array([24.0, 24.0, 26.0], dtype=np.float32)
+        lights = (face < 2) & (z > 0.45) & (z < 0.65) & (np.abs(along) > 0.45 * box.width - 0.3)
+        lights &= np.abs(along) < 0.45 * box.width
+        col[lights] = np.where(face[lights, None] == 1, 225.0, 150.0) * np.where(
+            face[lights, None] == 1, np.array([1.0, 0.95, 0.85]), np.array([1.0, 0.25, 0.2])
+        ).astype(np.float32)
+        plate = (face < 2) & (z > 0.38) & (z < 0.5) & (np.abs(along) < 0.26)
+        col[plate] = np.where(face[plate, None] == 1, np.array([225.0, 225.0, 220.0]),
+                              np.array([225.0, 190.0, 40.0])).astype(np.float32)
+        col[face == 4] = col[face == 4] * 1.15
     elif box.kind == _KIND_CAR_CABIN:
         glass = face < 4
-        col[glass] = np.array([45.0, 55.0, 65.0], dtype=np.float32) * (
-            1.0 + 0.1 * tex[glass, None]
-        )
+        up = np.clip((z - box.z0) / max(box.z1 - box.z0, 1e-6), 0.0, 1.0)
+        g = np.array([40.0, 46.0, 54.0], dtype=np.float32)[None, :] * (
+            1.0 + 0.1 * tex[:, None] + 0.9 * up[:, None] ** 2)
+        col[glass] = g[glass]
+        pillar = glass & (np.abs(along) > 0.5 * np.where(face < 2, box.width, box.length) - 0.08)
+        col[pillar] = base * 0.9
     elif box.kind == _KIND_CROWN:
-        leaves = _sample(_noise_texture(seed + 4), along / 0.15, z / 0.15)
-        col = base * (1.0 + 0.35 * leaves)[:, None]
+        ls = 0.06
+        leaves = (_sample(_noise_texture(seed + 4), along / ls, z / ls)
+                  + 0.8 * _sample(_noise_texture(seed + 6), along / 0.5, z / 0.5))
+        t = np.clip(0.5 + 0.3 * leaves, 0.0, 1.0)[:, None]
+        dark = np.array([15.0, 20.0, 12.0], dtype=np.float32)
+        bright = np.array([60.0, 70.0, 40.0], dtype=np.float32)
+        col = dark * (1 - t) + bright * t
+        gap = leaves < -1.3
+        col[gap] = np.array([200.0, 208.0, 214.0], dtype=np.float32)
+        semi = np.array([0.5 * box.length, 0.5 * box.width, 0.5 * (box.z1 - box.z0)])
+        nl = (loc - np.array([0.0, 0.0, 0.5 * (box.z0 + box.z1)])) / semi**2
+        cy, sy = math.cos(box.yaw), math.sin(box.yaw)
+        nw = np.stack([cy * nl[:, 0] - sy * nl[:, 1], sy * nl[:, 0] + cy * nl[:, 1], nl[:, 2]], 1)
+        nw /= np.linalg.norm(nw, axis=1, keepdims=True) + 1e-9
+        light = (0.5 + 0.55 * np.clip(nw @ sun, 0.0, 1.0)).astype(np.float32)
+        return col * np.where(gap, 1.0, 0.75 + 0.35 * light)[:, None]
+    elif box.kind in (_KIND_TRUNK, _KIND_POLE):
+        col = col * (0.85 + 0.3 * np.clip(z / 8.0, 0.0, 1.0))[:, None]
     return col * light[:, None]
+
+
+def _facade(
+    box: _Box, along: np.ndarray, z: np.ndarray, face: np.ndarray, tex: np.ndarray,
+    near: np.ndarray, seed: int,
+) -> np.ndarray:
+    """Brick or rendered walls with sash windows and, on some, a shop front."""
+    style = _hash(np.array([round(box.x * 10.0)]), np.array([round(box.y * 10.0)]), seed)[0]
+    style2 = _hash(np.array([round(box.y * 7.0)]), np.array([round(box.x * 7.0)]), seed + 1)[0]
+    base = np.array(box.color, dtype=np.float32)
+    brick = style < 0.75
+    if brick:  # courses of bricks of varying tone (visible close up), mortar joints
+        course = np.floor(z / 0.075)
+        bi = np.floor((along + 0.11 * np.mod(course, 2)) / 0.225)
+        bt = 0.86 + 0.28 * _hash(bi, course, seed + 9)
+        mortar = (np.mod(z, 0.075) < 0.012) | (np.mod(along + 0.11 * np.mod(course, 2), 0.225)
+                                               < 0.012)
+        wall = (1.0 + (bt - 1.0) * near) * np.where(mortar, 1.0 + 0.25 * near, 1.0)
+    else:
+        wall = np.ones_like(z)
+    streak = _sample(_noise_texture(seed + 8), along / 0.6, z / 5.0)
+    wall = wall * (1.0 + 0.05 * tex + 0.07 * streak)
+    col = base * wall[:, None]
+    top = box.z1
+    col[z > top - 0.35] *= 0.78  # cornice / parapet shadow
+    col[z < 0.35] *= 0.7  # plinth
+
+    floor_h = 2.9 + 0.4 * style2
+    bay = 2.4 + 1.2 * style
+    win_w = 0.38 + 0.15 * style2
+    wx = np.mod(along, bay) / bay
+    wz = np.mod(z, floor_h) / floor_h
+    side = face < 4
+    shop = style2 < 0.2
+    ground_floor = z < floor_h
+    upper = side & ~ground_floor & (z < top - 0.8)
+    inwin = upper & (np.abs(wx - 0.5) < win_w / 2) & (wz > 0.25) & (wz < 0.8)
+    frame = upper & (np.abs(wx - 0.5) < win_w / 2 + 0.06) & (wz > 0.22) & (wz < 0.83) & ~inwin
+    col[frame] = np.array([205.0, 203.0, 196.0], dtype=np.float32)
+    # glass reflects the sky: brighter towards the top; some windows with lit curtains
+    wi = np.floor(along / bay)
+    fi = np.floor(z / floor_h)
+    lit = _hash(wi, fi, seed + 11)
+    refl = np.clip((wz - 0.25) / 0.55, 0.0, 1.0)
+    glass = np.array([38.0, 44.0, 52.0], dtype=np.float32)[None, :] * (
+        1.0 + 0.9 * refl[:, None] ** 2 + 0.1 * tex[:, None])
+    glass = np.where((lit > 0.8)[:, None], np.array([120.0, 112.0, 100.0], np.float32), glass)
+    bar = np.abs(wz - 0.52) < 0.015  # sash bar
+    col[inwin] = np.where(bar[inwin, None], np.float32(190.0), glass[inwin])
+    if shop:
+        fascia = side & (z > floor_h - 0.7) & (z < floor_h - 0.15)
+        fc = _FASCIAS[int(style * 97) % len(_FASCIAS)]
+        col[fascia] = np.array(fc, dtype=np.float32)
+        pane = side & (z > 0.4) & (z < floor_h - 0.85) & (np.mod(along, 1.6) > 0.08)
+        shopglass = np.array([34.0, 38.0, 44.0], dtype=np.float32)[None, :] * (
+            1.0 + 1.2 * np.clip(z / (floor_h - 0.85), 0, 1)[:, None] ** 2 + 0.15 * tex[:, None])
+        col[pane] = shopglass[pane]
+    else:
+        low = side & ground_floor & (np.abs(wx - 0.5) < win_w / 2) & (z > 0.8) & (z < 2.2)
+        col[low] = glass[low]
+    col[face == 4] = base * 0.6
+    return col
 
 
 # ---------------------------------------------------------------------------------------------
