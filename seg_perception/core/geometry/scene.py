@@ -811,18 +811,18 @@ def _box_colour(
     elif box.kind == _KIND_CAR_CABIN:
         glass = face < 4
         up = np.clip((z - box.z0) / max(box.z1 - box.z0, 1e-6), 0.0, 1.0)
-        g = np.array([40.0, 46.0, 54.0], dtype=np.float32)[None, :] * (
-            1.0 + 0.1 * tex[:, None] + 0.9 * up[:, None] ** 2)
+        g = np.array([60.0, 68.0, 78.0], dtype=np.float32)[None, :] * (
+            1.0 + 0.1 * tex[:, None] + 1.5 * up[:, None] ** 2)
         col[glass] = g[glass]
         pillar = glass & (np.abs(along) > 0.5 * np.where(face < 2, box.width, box.length) - 0.08)
         col[pillar] = base * 0.9
     elif box.kind == _KIND_CROWN:
-        ls = 0.06
+        ls = 0.05
         leaves = (_sample(_noise_texture(seed + 4), along / ls, z / ls)
                   + 0.8 * _sample(_noise_texture(seed + 6), along / 0.5, z / 0.5))
-        t = np.clip(0.5 + 0.3 * leaves, 0.0, 1.0)[:, None]
+        t = np.clip(0.5 + 0.5 * leaves, 0.0, 1.0)[:, None]
         dark = np.array([15.0, 20.0, 12.0], dtype=np.float32)
-        bright = np.array([60.0, 70.0, 40.0], dtype=np.float32)
+        bright = np.array([90.0, 100.0, 60.0], dtype=np.float32)
         col = dark * (1 - t) + bright * t
         gap = leaves < -1.3
         col[gap] = np.array([200.0, 208.0, 214.0], dtype=np.float32)
