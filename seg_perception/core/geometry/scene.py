@@ -797,8 +797,18 @@ def _box_colour(
         # darker sills, a bright sky reflection along the shoulder line
         hz = z / max(box.z1, 1e-6)
         col = col * (0.75 + 0.35 * hz)[:, None]
-        wheels = (face < 4) & (z < 0.35)
-        col[wheels] = np.array([24.0, 24.0, 26.0], dtype=np.float32)
+        # the dark gap under the sills; tyres with grey hubs in the wheel arches
+        dark = np.array([24.0, 24.0, 26.0], dtype=np.float32)
+        col[(face < 4) & (z < 0.18)] = dark
+        half_len = 0.5 * box.length
+        wx = np.abs(np.abs(along) - (half_len - 0.85))
+        r = np.hypot(wx, z - 0.32)
+        side = (face == 2) | (face == 3)
+        col[side & (r < 0.36) & (z < 0.7)] = dark
+        col[side & (r < 0.17)] = np.array([120.0, 120.0, 124.0], dtype=np.float32)
+        ends = (face < 2) & (z < 0.3)
+        col[ends] = dark
+        col[(face < 2) & (z >= 0.3) & (z < 0.36)] *= 0.6  # bumper line
         lights = (face < 2) & (z > 0.45) & (z < 0.65) & (np.abs(along) > 0.45 * box.width - 0.3)
         lights &= np.abs(along) < 0.45 * box.width
         col[lights] = np.where(face[lights, None] == 1, 225.0, 150.0) * np.where(
