@@ -6,6 +6,10 @@ length, lateral offset is positive to the left). Lanes with lane markings, sidew
 verges, buildings, trees and poles line it; obstacles are upright boxes. A camera with
 given intrinsics and mounting on a vehicle (``SceneSpec.ego_pose`` places ``grid_frame`` in
 the road frame) is rendered by casting one ray per pixel centre (vectorised numpy).
+Tree crowns are the ellipsoid inscribed in their box. The look (a bright overcast sky,
+paving slabs behind a raised kerb, brick facades with sash windows, leafy crowns, muted
+colour and vignetting) follows CamVid's frames, so the CamVid-trained default model
+reads the scenes much as it reads real streets.
 
 Labels use CamVid's 11 classes (0 Sky, 1 Building, 2 Pole, 3 Road, 4 Pavement, 5 Tree,
 6 SignSymbol, 7 Fence, 8 Car, 9 Pedestrian, 10 Bicyclist): lane markings are Road, grass is
