@@ -189,28 +189,23 @@ def plot_curves(log_path: Path, out_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [int(r["epoch"]) for r in rows]
-    loss = [float(r["train_loss"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, loss, label="train loss")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "loss.png", dpi=100)
-    plt.close(fig)
-    val = [(int(r["epoch"]), float(r["val_miou"])) for r in rows if r["val_miou"]]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if val:
-        ax.plot([v[0] for v in val], [v[1] * 100 for v in val], marker="o", label="val mIoU")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("mIoU (%)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "miou.png", dpi=100)
-    plt.close(fig)
+    def curve(x: list[int], y: list[float], label: str, ylabel: str, name: str,
+              marker: str | None = None) -> None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        if x:
+            ax.plot(x, y, marker=marker, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=100)
+        plt.close(fig)
+
+    curve([int(r["epoch"]) for r in rows], [float(r["train_loss"]) for r in rows],
+          "train loss", "loss", "loss.png")
+    val = [(int(r["epoch"]), float(r["val_miou"]) * 100) for r in rows if r["val_miou"]]
+    curve([v[0] for v in val], [v[1] for v in val], "val mIoU", "mIoU (%)", "miou.png", "o")
 
 
 def _poly_lr(cfg: TrainConfig, it: int, total: int, elapsed: float) -> tuple[float, float]:
