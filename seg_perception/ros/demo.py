@@ -322,8 +322,7 @@ def _summarise(rec: _Recorder, stats: Any, image_topic: str, outputs: dict[str, 
     lat = [(labels[k] - inputs[k]) * 1e3 for k in labels if k in inputs]
     node_values: dict[str, str] = {}
     try:
-        reader_diag = _last_diagnostics(rec.writer.path)
-        node_values = reader_diag
+        node_values = _last_diagnostics(rec.writer.path)
     except Exception as exc:  # the report should not fail on a missing diagnostics message
         log.warning("no diagnostics read back: %s", exc)
     return {
@@ -377,7 +376,7 @@ def _render_report(input_bag: Path, output_bag: Path, image_topic: str, ns: str,
                 boundaries[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = np.array(
                     [[p.x, p.y] for p in msg.polygon.points], np.float64).reshape(-1, 2)
     frames = []
-    blank = spec.empty() if hasattr(spec, "empty") else np.full(spec.shape, -1, np.int8)
+    blank = spec.empty()
     with open_bag(input_bag) as reader:
         conns = [c for c in reader.connections if c.topic == image_topic]
         for conn, _t, raw in reader.messages(connections=conns):

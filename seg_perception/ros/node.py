@@ -43,7 +43,7 @@ from ..core.image_codec import ImageDecodeError, validate_raw
 from ..core.render import colorize, overlay, palette_lut
 from ..core.stats import Percentiles, RateMeter, WarningLimiter
 from .conversions import compressed_to_rgb, imgmsg_to_rgb, numpy_to_imgmsg
-from .params import PARAMS, ParamSpec
+from .params import PARAMS, PARAMS_BY_NAME, ParamSpec
 
 # Parameter groups that define the ground projection; changing one rebuilds the lookup.
 GEOMETRY_GROUPS = ("camera", "grid", "mask", "boundary")
@@ -187,8 +187,6 @@ class SegNode(Node):
 
     def _on_set_parameters(self, params: list[rclpy.parameter.Parameter]) -> SetParametersResult:
         """Validate run-time changes; a new mounting or grid swaps in a rebuilt mapper."""
-        from .params import PARAMS_BY_NAME
-
         for param in params:
             spec = PARAMS_BY_NAME.get(param.name)
             if spec is None:

@@ -26,14 +26,13 @@ from .layers import (
     Bottleneck,
     SegmentHead,
     cityscapes_key_filter,
-    cityscapes_meta,
     conv_bn,
     init_weights,
     make_layer,
     resize_to,
     stem,
 )
-from .meta import ModelMeta
+from .meta import ModelMeta, cityscapes_meta
 from .registry import register_model
 
 

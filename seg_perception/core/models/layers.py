@@ -11,9 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..datasets_info import CITYSCAPES_CLASSES, CITYSCAPES_DRIVABLE, CITYSCAPES_PALETTE
 from .checkpoint import CheckpointError, KeyFilter, strip_prefixes
-from .meta import ModelMeta
 
 
 def resize_to(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
@@ -256,21 +254,3 @@ def cityscapes_key_filter(family: str, training_only: tuple[str, ...]) -> KeyFil
 
     key_filter.__doc__ = f"{family} authors' layout -> ours (drops {', '.join(training_only)})"
     return key_filter
-
-
-def cityscapes_meta(arch: str, source: str, paper_params: str) -> ModelMeta:
-    """Metadata of a network trained on Cityscapes' 19 classes at full resolution."""
-    return ModelMeta(
-        arch=arch,
-        num_classes=len(CITYSCAPES_CLASSES),
-        class_names=CITYSCAPES_CLASSES,
-        palette=CITYSCAPES_PALETTE,
-        drivable_classes=CITYSCAPES_DRIVABLE,
-        input_size=(2048, 1024),
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-        output_stride=8,
-        dataset="cityscapes",
-        ignore_index=255,
-        extra={"source": source, "paper_params": paper_params},
-    )

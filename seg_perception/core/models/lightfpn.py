@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..datasets_info import CAMVID_CLASSES, CAMVID_DRIVABLE, CAMVID_IGNORE, CAMVID_PALETTE
-from .meta import ModelMeta
+from .meta import camvid_meta
 from .registry import register_model
 
 
@@ -115,18 +114,8 @@ class LightFPN(nn.Module):
         return self.classifier(y)
 
 
-LIGHTFPN_CAMVID_META = ModelMeta(
-    arch="lightfpn",
-    num_classes=len(CAMVID_CLASSES),
-    class_names=CAMVID_CLASSES,
-    palette=CAMVID_PALETTE,
-    drivable_classes=CAMVID_DRIVABLE,
-    # 480x352: CamVid's 480x360 rounded to a multiple of 32 (the encoder's stride).
-    input_size=(480, 352),
-    output_stride=4,
-    dataset="camvid",
-    ignore_index=CAMVID_IGNORE,
-)
+# 480x352: CamVid's 480x360 rounded to a multiple of 32 (the encoder's stride).
+LIGHTFPN_CAMVID_META = camvid_meta("lightfpn", (480, 352), output_stride=4)
 
 
 @register_model(

@@ -10,6 +10,16 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ..datasets_info import (
+    CAMVID_CLASSES,
+    CAMVID_DRIVABLE,
+    CAMVID_IGNORE,
+    CAMVID_PALETTE,
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_DRIVABLE,
+    CITYSCAPES_PALETTE,
+)
+
 RGB = tuple[int, int, int]
 
 
@@ -78,3 +88,36 @@ class ModelMeta:
     @classmethod
     def from_json(cls, text: str) -> ModelMeta:
         return cls.from_dict(json.loads(text))
+
+
+def camvid_meta(arch: str, input_size: tuple[int, int], output_stride: int) -> ModelMeta:
+    """Metadata of a network trained on CamVid's 11 classes (void 11 ignored, Road drivable)."""
+    return ModelMeta(
+        arch=arch,
+        num_classes=len(CAMVID_CLASSES),
+        class_names=CAMVID_CLASSES,
+        palette=CAMVID_PALETTE,
+        drivable_classes=CAMVID_DRIVABLE,
+        input_size=input_size,
+        output_stride=output_stride,
+        dataset="camvid",
+        ignore_index=CAMVID_IGNORE,
+    )
+
+
+def cityscapes_meta(arch: str, source: str, paper_params: str) -> ModelMeta:
+    """Metadata of a network trained on Cityscapes' 19 classes at full resolution."""
+    return ModelMeta(
+        arch=arch,
+        num_classes=len(CITYSCAPES_CLASSES),
+        class_names=CITYSCAPES_CLASSES,
+        palette=CITYSCAPES_PALETTE,
+        drivable_classes=CITYSCAPES_DRIVABLE,
+        input_size=(2048, 1024),
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        output_stride=8,
+        dataset="cityscapes",
+        ignore_index=255,
+        extra={"source": source, "paper_params": paper_params},
+    )

@@ -27,7 +27,6 @@ from .layers import (
     Bottleneck,
     SegmentHead,
     cityscapes_key_filter,
-    cityscapes_meta,
     conv_bn,
     init_weights,
     make_block,
@@ -35,7 +34,7 @@ from .layers import (
     resize_to,
     stem,
 )
-from .meta import ModelMeta
+from .meta import ModelMeta, cityscapes_meta
 from .registry import register_model
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..datasets_info import CAMVID_CLASSES, CAMVID_DRIVABLE, CAMVID_IGNORE, CAMVID_PALETTE
-from .meta import ModelMeta
+from .meta import camvid_meta
 from .registry import register_model
 
 
@@ -35,17 +34,7 @@ class TinySeg(nn.Module):
         return self.classifier(self.stem(x))
 
 
-TINY_META = ModelMeta(
-    arch="tiny_seg",
-    num_classes=len(CAMVID_CLASSES),
-    class_names=CAMVID_CLASSES,
-    palette=CAMVID_PALETTE,
-    drivable_classes=CAMVID_DRIVABLE,
-    input_size=(480, 352),
-    output_stride=8,
-    dataset="camvid",
-    ignore_index=CAMVID_IGNORE,
-)
+TINY_META = camvid_meta("tiny_seg", (480, 352), output_stride=8)
 
 
 @register_model("tiny_seg", TINY_META, "tiny 3-stage test network, CamVid classes, 60 k params")
