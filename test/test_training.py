@@ -168,3 +168,38 @@ def test_train_on_cityscapes_layout_with_init_from(tmp_path: Path) -> None:
     loaded = load_model("tiny_seg", result.best_path)
     assert loaded.meta.num_classes == 19 and loaded.meta.dataset == "cityscapes"
     assert loaded.meta.drivable_classes == (0,)
+
+
+def test_split_expressions_select_whole_sequences(tmp_path: Path) -> None:
+    from seg_perception.core.training.datasets import camvid_sequence, parse_split
+
+    assert parse_split("train+val:-0006R0") == (["train", "val"], set(), {"0006R0"})
+    assert parse_split("train:0006R0,0001TP") == (["train"], {"0006R0", "0001TP"}, set())
+    assert camvid_sequence(Path("train/0016E5_08159.png")) == "0016E5"
+    # A tiny SegNet layout with two drives split over two lists.
+    for split, names in (("train", ["0001TP_1", "0006R0_1"]), ("val", ["0006R0_2"])):
+        (tmp_path / split).mkdir()
+        (tmp_path / f"{split}annot").mkdir()
+        for name in names:
+            cv2.imwrite(str(tmp_path / split / f"{name}.png"), np.zeros((4, 4, 3), np.uint8))
+            cv2.imwrite(str(tmp_path / f"{split}annot" / f"{name}.png"),
+                        np.zeros((4, 4), np.uint8))
+        (tmp_path / f"{split}.txt").write_text("".join(
+            f"{split}/{n}.png {split}annot/{n}.png\n" for n in names))
+    held_in = open_dataset("camvid", tmp_path, "train+val:-0006R0")
+    assert [p[0].name for p in held_in.pairs] == ["0001TP_1.png"]
+    held_out = open_dataset("camvid", tmp_path, "train+val:0006R0")
+    assert [p[0].name for p in held_out.pairs] == ["0006R0_1.png", "0006R0_2.png"]
+    with pytest.raises(ValueError, match="selects no frames"):
+        open_dataset("camvid", tmp_path, "train:0016E5")
+
+
+def test_select_final_exports_the_last_epoch(camvid_dir: Path, tmp_path: Path) -> None:
+    export = tmp_path / "final.safetensors"
+    cfg = TrainConfig(model="tiny_seg", data_root=str(camvid_dir), out=str(tmp_path / "run"),
+                      epochs=2, batch_size=2, crop=(64, 48), limit=4, progress=False,
+                      device="cpu", select="final", export=str(export))
+    train(cfg)
+    extra = read_checkpoint(export).meta.extra
+    assert extra["epoch"] == 2 and extra["selection"] == "final"
+    assert (tmp_path / "run" / "latest.safetensors").is_file()

@@ -45,8 +45,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", choices=("camvid", "cityscapes"), default="camvid")
     p.add_argument("--data-root", required=True, help="dataset folder (CamVid SegNet layout "
                    "with <split>.txt, or Cityscapes with leftImg8bit/ and gtFine/)")
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--val-split", default="val")
+    p.add_argument("--train-split", default="train",
+                   help="CamVid: list names joined by + with an optional sequence filter, "
+                   "e.g. train+val:-0006R0 (all but drive 0006R0) or train:0006R0")
+    p.add_argument("--val-split", default="val", help="as --train-split")
     p.add_argument("--ignore-index", type=int, default=None,
                    help="label id ignored in loss and metrics (default: CamVid 11, "
                    "Cityscapes 255)")
@@ -64,7 +66,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--no-amp", action="store_true",
+                   help="no mixed precision (fp16 on CUDA, bf16 on CPUs with AMX/AVX-512 BF16)")
+    p.add_argument("--select", choices=("best", "final"), default="best",
+                   help="which weights --export gets: best by validation mIoU, or the final "
+                   "epoch's (a fixed schedule; the validation score then is an honest estimate "
+                   "when the validation split is held out)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs")
     p.add_argument("--out", required=True, help="output folder")
@@ -99,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, eval_every=args.eval_every, resume=args.resume,
         init_from=args.init_from, time_budget_min=args.time_budget, export=args.export,
         limit=args.limit, amp=not args.no_amp, progress=not args.no_progress,
+        select=args.select,
         extra={"command": "seg-perception " + shlex.join(sys.argv[1:])},
     )
     try:

@@ -145,14 +145,19 @@ class CamVidDataset(SegDataset):
         limit: int | None = None,
     ) -> None:
         root = Path(root)
-        list_file = root / f"{split}.txt"
-        if not list_file.is_file():
-            raise FileNotFoundError(f"{list_file} not found (expected a SegNet-layout list)")
+        lists, keep, drop = parse_split(split)
         pairs = []
-        for line in list_file.read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 2:
-                pairs.append((_under(root, parts[0]), _under(root, parts[1])))
+        for name in lists:
+            list_file = root / f"{name}.txt"
+            if not list_file.is_file():
+                raise FileNotFoundError(f"{list_file} not found (expected a SegNet-layout list)")
+            for line in list_file.read_text().splitlines():
+                parts = line.split()
+                if len(parts) >= 2:
+                    pairs.append((_under(root, parts[0]), _under(root, parts[1])))
+        pairs = [p for p in pairs if _selected(camvid_sequence(p[0]), keep, drop)]
+        if not pairs:
+            raise ValueError(f"CamVid split {split!r} selects no frames under {root}")
         if limit:
             pairs = pairs[:limit]
         info = DatasetInfo(info.name, info.class_names, info.palette, info.drivable, ignore_index)
@@ -163,6 +168,33 @@ class CamVidDataset(SegDataset):
         out = label.copy()
         out[out >= self.info.num_classes] = self.info.ignore_index
         return out
+
+
+def parse_split(split: str) -> tuple[list[str], set[str], set[str]]:
+    """``LIST[+LIST...][:SEQ,...|:-SEQ,...]`` -> (list files, sequences kept, dropped).
+
+    ``train+val:-0006R0`` is every listed frame except drive 0006R0 and ``train:0006R0``
+    only that drive: a held-out *sequence* is a fairer stand-in for unseen drives than
+    frames of a drive that is also trained on (CamVid's val is 0016E5, as is most of train).
+    """
+    lists_part, _, seq_part = split.partition(":")
+    lists = [s for s in lists_part.split("+") if s]
+    if not lists:
+        raise ValueError(f"split {split!r} names no list (e.g. train, train+val)")
+    keep: set[str] = set()
+    drop: set[str] = set()
+    for item in (s.strip() for s in seq_part.split(",") if s.strip()):
+        (drop if item.startswith("-") else keep).add(item.lstrip("-"))
+    return lists, keep, drop
+
+
+def camvid_sequence(path: Path) -> str:
+    """The drive a CamVid frame comes from: its file name up to the first ``_``."""
+    return path.name.split("_", 1)[0]
+
+
+def _selected(seq: str, keep: set[str], drop: set[str]) -> bool:
+    return (not keep or seq in keep) and seq not in drop
 
 
 def _under(root: Path, rel: str) -> Path:
@@ -227,6 +259,8 @@ __all__ = [
     "CityscapesDataset",
     "DatasetInfo",
     "SegDataset",
+    "camvid_sequence",
     "cityscapes_label_to_train_id",
     "open_dataset",
+    "parse_split",
 ]

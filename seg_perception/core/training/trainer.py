@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..hw import cpu_bf16_unit
 from ..models.checkpoint import read_checkpoint, save_checkpoint, strip_prefixes
 from ..models.meta import ModelMeta
 from ..models.registry import create_model, get_entry
@@ -74,7 +75,8 @@ class TrainConfig:
     time_budget_min: float | None = None  # poly schedule reaches 0 when this time is used
     export: str | None = None  # also copy best weights here (atomically) on improvement
     limit: int | None = None  # use only the first N frames of each split (tests, smoke runs)
-    amp: bool = True  # mixed precision where the device is CUDA
+    amp: bool = True  # mixed precision: fp16 on CUDA, bf16 on CPUs with a bf16 unit
+    select: str = "best"  # best: weights of the best validation; final: the last epoch's
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -225,10 +227,16 @@ def train(cfg: TrainConfig) -> TrainResult:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     device = resolve_device(cfg.device)
+    if cfg.select not in ("best", "final"):
+        raise ValueError(f"select {cfg.select!r}: choose best or final")
     use_amp = cfg.amp and device.type == "cuda"
+    # bf16 autocast on a CPU with a bf16 unit: 1.3x per training step on 2 Zen 5 cores.
+    cpu_bf16 = cfg.amp and device.type == "cpu" and cpu_bf16_unit() is not None
+    amp_dtype = torch.float16 if use_amp else torch.bfloat16
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     last_path, best_path, log_path = out / "last.pt", out / "best.safetensors", out / "log.csv"
+    latest_path = out / "latest.safetensors"
 
     train_set = open_dataset(cfg.dataset, cfg.data_root, cfg.train_split, cfg.ignore_index,
                              cfg.limit)
@@ -239,9 +247,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.init_from:
         init_from(model, cfg.init_from)
     model.to(device)
-    log.info("model %s: %.2f M parameters, %d classes, input %dx%d, device %s",
+    log.info("model %s: %.2f M parameters, %d classes, input %dx%d, device %s%s",
              cfg.model, sum(p.numel() for p in model.parameters()) / 1e6, meta.num_classes,
-             *meta.input_size, device)
+             *meta.input_size, device, " (bf16 autocast)" if cpu_bf16 else "")
 
     log.info("%d training / %d validation frames; computing class frequencies",
              len(train_set), len(val_set))
@@ -309,7 +317,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 group["lr"] = lr
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp or cpu_bf16):
                 logits = model(images)
                 logits = F.interpolate(logits, size=labels.shape[1:], mode="bilinear",
                                        align_corners=False)
@@ -349,16 +357,22 @@ def train(cfg: TrainConfig) -> TrainResult:
             log.info("epoch %d: loss %s, val mIoU %.2f%%, pixel acc %.2f%% (%.0f s eval)",
                      epoch, row["train_loss"], miou * 100, cm.pixel_accuracy() * 100,
                      result.seconds)
+            epoch_meta = meta.replace(extra={
+                **cfg.extra, "val_miou": round(miou, 5), "val_split": cfg.val_split,
+                "epoch": epoch, "epochs": cfg.epochs, "seed": cfg.seed,
+                "train_split": cfg.train_split, "selection": cfg.select,
+            })
+            write = functools.partial(_save_weights, model, epoch_meta)
+            if cfg.select == "final":
+                # A fixed schedule: the weights of the latest epoch, never picked by a score.
+                _atomic_replace(write, latest_path)
+                if cfg.export:
+                    _atomic_replace(write, Path(cfg.export))
             if miou > best_miou:
                 best_miou, best_epoch = miou, epoch
                 summary = cm.summary(meta.class_names)
-                best_meta = meta.replace(extra={
-                    **cfg.extra, "val_miou": round(miou, 5), "val_split": cfg.val_split,
-                    "epoch": epoch, "seed": cfg.seed, "train_split": cfg.train_split,
-                })
-                write = functools.partial(_save_weights, model, best_meta)
                 _atomic_replace(write, best_path)
-                if cfg.export:
+                if cfg.export and cfg.select == "best":
                     _atomic_replace(write, Path(cfg.export))
                 (out / "best_val.json").write_text(json.dumps(
                     {**summary, "epoch": epoch}, indent=2))
