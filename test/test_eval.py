@@ -160,3 +160,54 @@ def test_eval_cli_reports_missing_data(tmp_path: Path) -> None:
 
     rc = main(["eval", "--model", "tiny_seg", "--data-root", str(tmp_path), "--split", "val"])
     assert rc == 2
+
+
+def test_drivable_confusion_counts_obstacles_read_as_road() -> None:
+    from seg_perception.core.training.evaluate import drivable_confusion
+
+    cm = ConfusionMatrix(3, ignore_index=255)
+    # class 0 road (drivable), 1 car, 2 sky: 1 of 4 car pixels predicted road, no sky pixel.
+    cm.update(np.array([0, 0, 0, 1, 1, 1, 2, 2]), np.array([0, 0, 1, 1, 1, 1, 2, 2]))
+    shares = drivable_confusion(cm, ["road", "car", "sky"], (0,))
+    assert shares == {"car": 0.25, "sky": 0.0}
+
+
+def test_eval_cli_engine_and_logits_paths(tmp_path: Path, oracle_registered: str) -> None:
+    from seg_perception.cli import main
+
+    root = tmp_path / "data"
+    write_synthetic_camvid(root)
+    model = load_model(oracle_registered).model
+    order = list(range(N))
+    order[3], order[8] = 8, 3  # Road and Car swap colours: every car pixel reads as road
+    model.set_colours(order)
+    ckpt = save_checkpoint(model, tmp_path / "swapped.safetensors")
+    results = {}
+    for path in ("engine", "logits"):
+        rc = main(["eval", "--model", oracle_registered, "--checkpoint", str(ckpt),
+                   "--data-root", str(root), "--device", "cpu", "--path", path,
+                   "--json", str(tmp_path / f"{path}.json")])
+        assert rc == 0
+        results[path] = json.loads((tmp_path / f"{path}.json").read_text())
+    for r in results.values():
+        assert r["read_as_drivable"]["Car"] == 1.0
+        assert r["read_as_drivable"]["Sky"] == 0.0
+        assert "Road" not in r["read_as_drivable"]
+    assert results["engine"]["path"] == "engine" and "on cpu" in results["engine"]["engine"]
+    assert results["engine"]["confusion"] == results["logits"]["confusion"]
+
+
+def test_eval_engine_path_is_the_node_engine(camvid_dir: Path) -> None:
+    """The figure eval reports comes from SegEngine, exactly as the node calls it."""
+    from seg_perception.core.engine import build_engine
+    from seg_perception.core.training.evaluate import evaluate_engine
+
+    data = open_dataset("camvid", camvid_dir, "val", limit=2)
+    engine, _ = build_engine("default", device="cpu", threads=1)
+    result = evaluate_engine(engine, data)
+    expected = ConfusionMatrix(N, 11)
+    for i in range(len(data)):
+        img, lab = data.load(i)
+        expected.update(engine(img).labels, lab)
+    np.testing.assert_array_equal(result.confusion.counts, expected.counts)
+    assert result.confusion.counts.sum() > 0.9 * 2 * 480 * 360

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -13,21 +14,32 @@ log = logging.getLogger(__name__)
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval",
-        help="per-class IoU, mean IoU and pixel accuracy on a labelled split",
-        description="Evaluate a model on CamVid- or Cityscapes-layout data: each frame is "
-        "resized to the model's input size, the logits are upsampled bilinearly to the "
-        "annotation's native size and the argmax is scored; ignore pixels are excluded.",
+        help="per-class IoU, mean IoU, pixel accuracy and false-drivable shares on a split",
+        description="Evaluate a model on CamVid- or Cityscapes-layout data at the "
+        "annotation's native resolution (ignore pixels excluded). By default every frame "
+        "goes through the engine the node runs (same resize, normalisation, backend, "
+        "precision and postprocessing), so the mIoU is the deployed one. --path logits "
+        "scores the bare network instead, as the trainer validates: frames resized with "
+        "OpenCV, logits upsampled bilinearly before the argmax.",
     )
-    p.add_argument("--model", default="default", help="registered model (default: %(default)s)")
+    p.add_argument("--model", default="default",
+                   help="registered model or an exported .onnx file (default: %(default)s)")
     p.add_argument("--checkpoint", default=None,
                    help="weights file (default: the weights shipped with the model)")
     p.add_argument("--dataset", choices=("camvid", "cityscapes"), default="camvid")
     p.add_argument("--data-root", required=True, help="dataset folder")
-    p.add_argument("--split", default="val")
+    p.add_argument("--split", default="val",
+                   help="CamVid: lists joined by + with an optional sequence filter, e.g. "
+                   "train:0006R0 (default: %(default)s)")
     p.add_argument("--ignore-index", type=int, default=None,
                    help="label id excluded from the metrics (default: the dataset's)")
+    p.add_argument("--path", choices=("engine", "logits"), default="engine",
+                   help="engine: the node's path (default); logits: the trainer's validation")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--precision", default="auto", help="engine precision (see the node's "
+                   "`precision` parameter)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: half the CPUs)")
+    p.add_argument("--batch-size", type=int, default=4, help="batch size of --path logits")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N frames")
     p.add_argument("--json", default=None, metavar="FILE", help="write the results as JSON")
     p.add_argument("--out", default=None, metavar="DIR",
@@ -35,55 +47,89 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..core.models.checkpoint import CheckpointError, load_model
-    from ..core.training.datasets import open_dataset
-    from ..core.training.evaluate import evaluate
-    from ..core.training.metrics import plot_confusion
+def _evaluate(args: argparse.Namespace, data: Any) -> tuple[Any, dict[str, Any]]:
+    """(EvalResult, description of what ran) for the chosen path."""
+    from ..core.training.evaluate import evaluate, evaluate_engine
+
+    if args.path == "engine":
+        from ..core.engine import build_engine
+
+        engine, info = build_engine(args.model, args.checkpoint, args.device, args.precision,
+                                    threads=args.threads)
+        if not info.trained:
+            log.warning("model %s has no trained weights: the scores describe random weights",
+                        info.model)
+        result = evaluate_engine(engine, data, progress=True)
+        ran = {"model": info.model, "weights": info.weights, "device": info.device,
+               "precision": info.precision, "engine": engine.description}
+        return result, {**ran, "meta": engine.meta}
+
+    import torch
+
+    from ..core.engine import resolve_threads
+    from ..core.models.checkpoint import load_model
     from ..core.training.trainer import resolve_device
 
-    try:
-        loaded = load_model(args.model, args.checkpoint)
-        data = open_dataset(args.dataset, args.data_root, args.split, args.ignore_index,
-                            args.limit, cache=False)
-    except (CheckpointError, FileNotFoundError, ValueError, KeyError) as exc:
-        log.error("%s", exc)
-        return 2
+    torch.set_num_threads(resolve_threads(args.threads))
+    loaded = load_model(args.model, args.checkpoint)
     if not loaded.trained:
         log.warning("model %s has no trained weights: the scores describe random weights",
                     loaded.name)
     device = resolve_device(args.device)
     model = loaded.model.to(device)
+    result = evaluate(model, loaded.meta, data, device, args.batch_size, progress=True)
+    ran = {"model": loaded.name, "weights": loaded.weights, "device": str(device),
+           "precision": "fp32", "engine": "bare network, logits upsampled bilinearly"}
+    return result, {**ran, "meta": loaded.meta}
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.engine import EngineConfigError
+    from ..core.models.checkpoint import CheckpointError
+    from ..core.training.datasets import open_dataset
+    from ..core.training.evaluate import drivable_confusion
+    from ..core.training.metrics import plot_confusion
+
     try:
-        result = evaluate(model, loaded.meta, data, device, args.batch_size, progress=True)
-    except ValueError as exc:
+        data = open_dataset(args.dataset, args.data_root, args.split, args.ignore_index,
+                            args.limit, cache=False)
+        result, ran = _evaluate(args, data)
+    except (CheckpointError, EngineConfigError, FileNotFoundError, ValueError,
+            KeyError) as exc:
         log.error("%s", exc)
         return 2
+    meta = ran.pop("meta")
     cm = result.confusion
+    names = data.info.class_names
     summary = {
-        "model": loaded.name,
-        "weights": loaded.weights,
+        **ran,
+        "path": args.path,
         "dataset": args.dataset,
         "split": args.split,
         "frames": result.frames,
-        "input_size": list(loaded.meta.input_size),
-        **cm.summary(data.info.class_names),
+        "input_size": list(meta.input_size),
+        **cm.summary(names),
+        "read_as_drivable": drivable_confusion(cm, names, data.info.drivable),
         "confusion": cm.counts.tolist(),
     }
-    width = max(len(n) for n in data.info.class_names)
+    width = max(len(n) for n in names)
+    print(f"{'class':<{width}}    IoU  as drivable")
     for name, iou in summary["per_class_iou"].items():
         shown = "   n/a" if iou is None else f"{iou * 100:6.2f}"
-        print(f"{name:<{width}} {shown}")
+        share = summary["read_as_drivable"].get(name, "")
+        share = "" if share in ("", None) else f"{share * 100:9.2f}%"
+        print(f"{name:<{width}} {shown} {share}")
     print(f"{'mIoU':<{width}} {cm.miou() * 100:6.2f}")
     print(f"{'pixel acc':<{width}} {cm.pixel_accuracy() * 100:6.2f}")
-    print(f"{result.frames} frames in {result.seconds:.1f} s on {device}")
+    print(f"{result.frames} frames of {args.dataset} {args.split} in {result.seconds:.1f} s: "
+          f"{ran['engine']}")
     paths = []
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         paths.append(out / "results.json")
-        title = f"{loaded.name} on {args.dataset} {args.split}: mIoU {cm.miou() * 100:.1f}%"
-        plot_confusion(cm, data.info.class_names, out / "confusion.png", title)
+        title = f"{ran['model']} on {args.dataset} {args.split}: mIoU {cm.miou() * 100:.1f}%"
+        plot_confusion(cm, names, out / "confusion.png", title)
     if args.json:
         paths.append(Path(args.json))
     for path in paths:

@@ -1,9 +1,13 @@
 """Evaluation at the dataset's native resolution, as the benchmarks define it.
 
-Each frame is resized to the model's input size, normalised with the model's mean/std, the
-logits are upsampled bilinearly back to the annotation's size and the argmax is compared
-with the annotation (ignore pixels excluded). This is the same forward the trainer uses for
-its validation, so training logs and ``seg-perception eval`` agree.
+Two paths, scored the same way (annotation's native size, ignore pixels excluded):
+
+- :func:`evaluate_engine` runs every frame through the :class:`~..engine.SegEngine` the node
+  runs (its resize, normalisation, backend, precision and postprocessing), so its mIoU is
+  the deployed one. ``seg-perception eval`` reports this figure.
+- :func:`evaluate` is the trainer's quick validation on the bare network: frames resized with
+  OpenCV, logits upsampled bilinearly, argmax, in batches. It tracks training; it is not the
+  figure a model is reported with.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +26,9 @@ from ..models.meta import ModelMeta
 from .datasets import SegDataset
 from .metrics import ConfusionMatrix
 from .transforms import resize_to_input, to_tensor
+
+if TYPE_CHECKING:
+    from ..engine import SegEngine
 
 log = logging.getLogger(__name__)
 
@@ -100,4 +108,48 @@ def evaluate(
     return EvalResult(cm, len(dataset), time.perf_counter() - start)
 
 
-__all__ = ["EvalResult", "evaluate", "predict_labels"]
+def evaluate_engine(
+    engine: SegEngine,
+    dataset: SegDataset,
+    progress: bool = False,
+) -> EvalResult:
+    """Confusion matrix of the deployed path: ``engine(frame).labels`` vs the annotation."""
+    meta = engine.meta
+    if meta.num_classes != dataset.info.num_classes:
+        raise ValueError(
+            f"model has {meta.num_classes} classes, dataset {dataset.info.name} has "
+            f"{dataset.info.num_classes}"
+        )
+    cm = ConfusionMatrix(dataset.info.num_classes, dataset.info.ignore_index)
+    indices = range(len(dataset))
+    if progress:
+        from tqdm import tqdm
+
+        indices = tqdm(indices, desc="eval", unit="frame", leave=False)
+    start = time.perf_counter()
+    for i in indices:
+        img, lab = dataset.load(i)
+        labels = engine(img, want_confidence=False).labels
+        cm.update(torch.from_numpy(labels), torch.from_numpy(lab))
+    return EvalResult(cm, len(dataset), time.perf_counter() - start)
+
+
+def drivable_confusion(
+    cm: ConfusionMatrix, class_names: tuple[str, ...] | list[str],
+    drivable_classes: tuple[int, ...] | list[int],
+) -> dict[str, float | None]:
+    """Share of each non-drivable class's pixels that come out as a drivable class.
+
+    For a planner these are the dangerous errors: a car or a pedestrian read as road.
+    """
+    drivable = list(drivable_classes)
+    rows = cm.counts.sum(1)
+    out: dict[str, float | None] = {}
+    for c, name in enumerate(class_names):
+        if c in drivable:
+            continue
+        out[name] = float(cm.counts[c, drivable].sum() / rows[c]) if rows[c] else None
+    return out
+
+
+__all__ = ["EvalResult", "drivable_confusion", "evaluate", "evaluate_engine", "predict_labels"]
