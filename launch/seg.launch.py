@@ -64,6 +64,9 @@ def player_command(player: str, bag: str) -> list:
     if player == "auto":
         player = "ros2" if ros2_bag_available() else "seg-perception"
     if player == "ros2":
+        if not ros2_bag_available():
+            raise RuntimeError("launch argument bag_player:=ros2, but `ros2 bag` (rosbag2) is "
+                               "not installed: use bag_player:=seg-perception or auto")
         # --clock takes an optional frequency: the bag goes before it, not after.
         return ["ros2", "bag", "play", bag, "--clock", CLOCK_HZ]
     if player == "seg-perception":

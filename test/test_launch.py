@@ -290,6 +290,18 @@ def test_including_launch_keeps_its_environment(
     stop_cleanly(launch)
 
 
+def test_ros2_bag_player_without_rosbag2_is_refused(tmp_path: Path, install: Path,
+                                                   launches: list[RosLaunch]) -> None:
+    if not missing_modules("ros2bag", "rosbag2_py"):
+        pytest.skip("rosbag2 is installed here: bag_player:=ros2 is valid")
+    make_bag(tmp_path / "drive", n=1)
+    launch = start(install, launches, tmp_path / "launch.log", "seg_perception",
+                   "seg.launch.py", f"bag:={tmp_path / 'drive'}", "bag_player:=ros2")
+    assert launch.wait_exit() != 0, launch.log()
+    assert "`ros2 bag` (rosbag2) is not installed" in launch.log(), launch.log()
+    assert not re.search(NODE_STARTED, launch.log()), launch.log()
+
+
 @pytest.mark.parametrize(("argument", "expected"), [
     ("rviz:=maybe", r'Argument "rviz" provided value "maybe" is not valid'),
     ("use_sim_time:=yes", r'Argument "use_sim_time" provided value "yes" is not valid'),
