@@ -43,6 +43,7 @@ from ..core.image_codec import ImageDecodeError, validate_raw
 from ..core.render import colorize, overlay, palette_lut
 from ..core.stats import Percentiles, RateMeter, WarningLimiter
 from .conversions import compressed_to_rgb, imgmsg_to_rgb, numpy_to_imgmsg
+from .label_info import publish_label_info
 from .params import PARAMS, PARAMS_BY_NAME, ParamSpec
 
 # Parameter groups that define the ground projection; changing one rebuilds the lookup.
@@ -122,6 +123,8 @@ class SegNode(Node):
         self.grid_pub = self.create_publisher(OccupancyGrid, "drivable/grid", out_qos)
         self.boundary_pub = self.create_publisher(PolygonStamped, "drivable/boundary", out_qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # Class id -> name, once and transient local (vision_msgs/LabelInfo where installed).
+        self.label_info_pub = publish_label_info(self, self.engine.meta)
         # Frames the middleware loses (e.g. fragments of large images over UDP) are counted.
         events = SubscriptionEventCallbacks(message_lost=self._on_message_lost)
         if self.p["input_transport"] == "compressed":
