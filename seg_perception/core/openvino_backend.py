@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,12 @@ class OpenVinoBackend:
         net = model.float().cpu().eval()
         example = torch.zeros(1, 3, h, w)
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), warnings.catch_warnings():
+                # The converter traces the module: torch's tracer warnings (shape-dependent
+                # branches, its own deprecation) describe the trace at this fixed size.
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                warnings.filterwarnings("ignore", message=".*torch.jit.trace",
+                                        category=DeprecationWarning)
                 ov_model = ov.convert_model(net, example_input=example, input=[1, 3, h, w])
         except Exception as exc:  # the converter raises its own error types
             raise EngineConfigError(f"OpenVINO cannot convert {model_name}: {exc}") from exc
