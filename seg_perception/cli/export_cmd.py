@@ -59,6 +59,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="frames, evenly spaced over the sorted list (default: %(default)s)")
     q.add_argument("--calib-method", choices=("minmax", "percentile", "entropy"),
                    default="minmax", help="activation range estimator (default: %(default)s)")
+    q.add_argument("--int8-activations", choices=("s8", "u8"), default="s8",
+                   help="s8: symmetric int8 activations on every layer (OpenVINO's fast path, "
+                   "the default); u8: uint8 activations on convolutions only (ONNX Runtime's "
+                   "fast path)")
     p.set_defaults(func=run)
 
 
@@ -130,7 +134,8 @@ def _run_int8(args: argparse.Namespace, loaded: LoadedModel, w: int, h: int) -> 
     try:
         export_int8(loaded.model, loaded.meta, output, images, w, h,
                     method=args.calib_method, calibration=where, model_name=loaded.name,
-                    weights=loaded.weights, trained=loaded.trained, opset=args.opset)
+                    weights=loaded.weights, trained=loaded.trained, opset=args.opset,
+                    activations=args.int8_activations)
     except (ExportError, ValueError, RuntimeError) as exc:
         log.error("int8 export of %s failed: %s", loaded.name, exc)
         return 1
