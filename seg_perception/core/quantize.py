@@ -20,6 +20,7 @@ options give the same file, and the source weights' SHA-256 is recorded in it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -105,6 +106,31 @@ def calibration_images(
     return images, f"{len(images)} of {len(data)} frames of {dataset} {split} under {root}"
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantiser logs through the root logger; its per-channel notes (e.g.
+    "Axis 1 is out-of-range for weight ... with rank 1": a standalone BatchNorm scale is
+    quantised per tensor instead) go to our debug log rather than the user's console."""
+
+    class _ToDebug(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.name == "root" and record.levelno < logging.ERROR:
+                log.debug("onnxruntime.quantization: %s", record.getMessage())
+                return False
+            return True
+
+    root = logging.getLogger()
+    flt = _ToDebug()
+    handlers = [root, *root.handlers]
+    for h in handlers:
+        h.addFilter(flt)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(flt)
+
+
 class _Frames:
     """ONNX Runtime calibration reader over preprocessed frames (engine preprocessing)."""
 
@@ -171,15 +197,16 @@ def quantize_onnx(
         symmetric = activations == "s8"
         if not symmetric and not op_types:
             op_types = _U8_OPS
-        quantize_static(
-            str(pre), str(tmp_out), _reader(images, meta, (w, h)),
-            quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=methods[method],
-            op_types_to_quantize=list(op_types) if op_types else None,
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": symmetric,
-                           "CalibMovingAverage": False},
-        )
+        with _quiet_root_logger():
+            quantize_static(
+                str(pre), str(tmp_out), _reader(images, meta, (w, h)),
+                quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                weight_type=QuantType.QInt8, calibrate_method=methods[method],
+                op_types_to_quantize=list(op_types) if op_types else None,
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": symmetric,
+                               "CalibMovingAverage": False},
+            )
         proto = onnx.load(str(tmp_out))
     acts = "int8 (symmetric)" if activations == "s8" else "uint8 (asymmetric)"
     record = {"method": method, "frames": len(images), "calibration": calibration,
