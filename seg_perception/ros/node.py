@@ -107,7 +107,8 @@ class SegNode(Node):
             raise StartupError(str(exc)) from exc
         self.get_logger().info(
             f"model {self.info.model}, weights: {self.info.weights}, device {self.info.device}, "
-            f"precision {self.info.precision}")
+            f"backend {self.info.backend}, precision {self.info.precision} "
+            f"({self.info.precision_reason})")
         if not self.info.trained:
             self.get_logger().warning(
                 f"model {self.info.model} runs with RANDOM weights: its labels are meaningless. "
@@ -416,6 +417,8 @@ class SegNode(Node):
             "weights": self.info.weights,
             "device": self.info.device,
             "precision": self.info.precision,
+            "precision_reason": self.info.precision_reason,
+            "backend": self.info.backend,
             "cpu_threads": str(torch.get_num_threads()),
         }
         for stage, pct in self.stage_ms.items():
