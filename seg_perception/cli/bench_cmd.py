@@ -11,7 +11,7 @@ from pathlib import Path
 # so that `seg-perception --help` does not import torch.
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
 BACKEND_CHOICES = ("auto", "torch", "openvino", "onnx")
-UPSAMPLE_CHOICES = ("labels", "logits")
+UPSAMPLE_CHOICES = ("auto", "edges", "labels", "logits")
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="auto (as the node: OpenVINO on a CPU where installed, else torch), "
                    "torch, openvino, or onnx (ONNX Runtime; a registered model is exported "
                    "to a temporary file first)")
-    p.add_argument("--upsample", choices=UPSAMPLE_CHOICES, default="labels",
-                   help="postprocessing: labels (argmax at the output stride, ids resized "
-                   "nearest; the node's) or logits (scores resized bilinearly first; eval's)")
+    p.add_argument("--upsample", choices=UPSAMPLE_CHOICES, default="auto",
+                   help="postprocessing: auto (the node's: edges on a CPU, logits on CUDA), "
+                   "edges (logits' labels, interpolating only where classes meet), labels "
+                   "(argmax at the output stride, ids resized nearest: cheapest) or logits "
+                   "(scores resized bilinearly first)")
     p.add_argument("--no-confidence", dest="confidence", action="store_false",
                    help="skip the confidence map (the node computes it only when subscribed)")
     p.add_argument("--frames", type=int, default=100, help="timed frames (default: %(default)s)")

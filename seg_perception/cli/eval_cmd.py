@@ -38,6 +38,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", help="engine precision (see the node's "
                    "`precision` parameter)")
+    p.add_argument("--backend", default="auto", help="engine backend: auto (the node's), torch, "
+                   "openvino or onnx")
+    p.add_argument("--upsample", default="auto", help="engine postprocessing: auto (the "
+                   "node's), edges, labels or logits (see `seg-perception bench --help`)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: half the CPUs)")
     p.add_argument("--batch-size", type=int, default=4, help="batch size of --path logits")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N frames")
@@ -55,7 +59,8 @@ def _evaluate(args: argparse.Namespace, data: Any) -> tuple[Any, dict[str, Any]]
         from ..core.engine import build_engine
 
         engine, info = build_engine(args.model, args.checkpoint, args.device, args.precision,
-                                    threads=args.threads)
+                                    threads=args.threads, backend=args.backend,
+                                    upsample=args.upsample)
         if not info.trained:
             log.warning("model %s has no trained weights: the scores describe random weights",
                         info.model)

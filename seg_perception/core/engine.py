@@ -6,10 +6,15 @@ winning probability when asked), resize of the ids to the camera resolution (nea
 
 Backends: torch (CUDA or CPU), OpenVINO (CPU; the default there when installed, bf16 on CPUs
 with a bf16 matrix unit, and int8 for quantised exports) and ONNX Runtime (CPU or CUDA).
-Postprocessing (``upsample``): ``labels`` (default) takes argmax and confidence at the
-network's output stride and resizes the ids (nearest), which costs a fraction of the network;
-``logits`` upsamples the class scores bilinearly to the frame's resolution first, exactly as
-``seg-perception eval`` and the benchmarks score a model (for eval parity).
+Postprocessing (``upsample``):
+- ``logits``: class scores upsampled bilinearly to the frame, then argmax: how benchmarks
+  score a model; on a CPU it costs about as much as the network.
+- ``edges``: the same labels as ``logits`` (exactly, see :mod:`.upsample`), computing
+  interpolated scores only where the low-resolution winners disagree; confidence at the
+  network's output stride. A few milliseconds at 480x360.
+- ``labels``: argmax and confidence at the output stride, ids resized nearest: the cheapest
+  (0.6 points of CamVid mIoU below ``logits`` for the default model).
+- ``auto`` (default): ``edges`` on a CPU, ``logits`` on CUDA (where the GPU upsamples fast).
 """
 
 from __future__ import annotations
@@ -30,13 +35,14 @@ from torch import nn
 
 from . import hw
 from .models.meta import ModelMeta
+from .upsample import edge_refined_labels
 
 log = logging.getLogger(__name__)
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
 BACKEND_CHOICES = ("auto", "torch", "openvino", "onnx")
-UPSAMPLE_CHOICES = ("labels", "logits")
+UPSAMPLE_CHOICES = ("auto", "edges", "labels", "logits")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -189,13 +195,17 @@ class SegEngine:
         precision: str = "auto",
         input_size: tuple[int, int] | None = None,
         channels_last: bool = True,
-        upsample: str = "labels",
+        upsample: str = "auto",
     ) -> None:
         self.meta = meta
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         if upsample not in UPSAMPLE_CHOICES:
             raise EngineConfigError(
                 f"upsample {upsample!r} is not one of {', '.join(UPSAMPLE_CHOICES)}")
+        if upsample == "auto":
+            upsample = "edges" if self.device.type == "cpu" else "logits"
+        elif upsample == "edges" and self.device.type != "cpu":
+            upsample = "logits"  # the same labels; on a GPU the full upsampling is cheap
         self.upsample = upsample
         self.input_size = tuple(input_size or meta.input_size)  # (width, height)
         self.channels_last = channels_last and isinstance(model, nn.Module)
@@ -333,6 +343,14 @@ class SegEngine:
         with torch.inference_mode():
             size = out_hw if self.upsample == "logits" else None
             planes = self._planes(scores, drivable_scores, want_confidence, size)
+            if self.upsample == "edges":
+                low = planes[0][0].numpy()
+                labels = edge_refined_labels(scores[0].float().numpy(), out_hw, low)
+                rest = [_nearest_host(p[0].numpy(), out_hw) for p in planes[1:]]
+                if drivable_scores is None:
+                    rest.append(cv2.LUT(labels, self._drivable_lut))
+                conf = rest[0] if want_confidence else None
+                return labels, conf, rest[-1]
             if drivable_scores is None:
                 planes.append(self._drivable_plane(planes[0]))
             if self.device.type == "cpu":
@@ -496,7 +514,7 @@ def build_engine(
     threads: int | None = None,
     *,
     backend: str = "auto",
-    upsample: str = "labels",
+    upsample: str = "auto",
 ) -> tuple[SegEngine, EngineInfo]:
     """Create the engine for a registered model (optionally with a checkpoint) or a .onnx file.
 
