@@ -88,7 +88,6 @@ def edge_refined_labels(
     # Where all four sources agree, any of them gives the answer: nearest is one of them.
     labels = cv2.resize(low, (big_w, big_h), interpolation=cv2.INTER_NEAREST_EXACT)
     y0, y1, wy = bilinear_taps(big_h, h)
-    x0, x1, wx = bilinear_taps(big_w, w)
     ys, xs = _pixels_of_cells(mixed_cells(low), big_h, big_w)
     if ys.size == 0:
         return labels
