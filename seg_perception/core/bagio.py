@@ -657,8 +657,10 @@ def stop_signals(finishing: str = "finishing the output") -> Iterator[StopState]
     after its current step and finishes its output, as after Ctrl-C); every later one is
     ignored, with one line on stderr saying that the output is being finished. Without it,
     SIGTERM kills the process on the spot (an .mcap without summary) and a second Ctrl-C
-    raises inside the code that closes the bag. Main thread only; the handlers in place
-    before are restored after the block.
+    raises inside the code that closes the bag. Main thread only. The handlers in place
+    before are restored after the block, unless a stop signal came: then the process is on
+    its way out and further ones stay ignored, so none can cut its exit short (a traceback
+    from interpreter shutdown, or death by SIGTERM instead of the exit status).
     """
     state = StopState()
     if threading.current_thread() is not threading.main_thread():
@@ -680,7 +682,7 @@ def stop_signals(finishing: str = "finishing the output") -> Iterator[StopState]
         yield state
     finally:
         for s, old in previous.items():
-            signal.signal(s, old)
+            signal.signal(s, old if state.count == 0 else signal.SIG_IGN)
 
 
 # --- processing ------------------------------------------------------------------------------
