@@ -5,3 +5,9 @@ The ROS-free core lives in :mod:`seg_perception.core`; the ROS 2 node in
 """
 
 __version__ = "0.1.0"
+
+# OpenCV reads its decoder pixel cap once, when cv2 is first imported: set it before anything
+# of ours imports cv2 (see seg_perception.core.image_codec.OPENCV_MAX_PIXELS).
+import os as _os
+
+_os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 27))

@@ -24,6 +24,7 @@ VERBS: dict[str, str] = {
     "bench": "bench_cmd",
     "export": "export_cmd",
     "models": "models_cmd",
+    "soak": "soak_cmd",
 }
 
 

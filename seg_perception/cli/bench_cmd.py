@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 # The engine's choices (seg_perception.core.engine; a test keeps them equal), spelled out
 # so that `seg-perception --help` does not import torch.
@@ -16,6 +18,9 @@ UPSAMPLE_CHOICES = ("auto", "edges", "labels", "logits")
 log = logging.getLogger(__name__)
 
 
+MAX_SIDE = 16384  # pixels: beyond 8K twice over, where a frame would not fit in memory
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
@@ -23,7 +28,29 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from exc
     if w <= 0 or h <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    if w > MAX_SIDE or h > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"size {text!r} exceeds {MAX_SIDE} pixels a side")
     return w, h
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``lo`` to ``hi``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be from {lo} to {hi}, got {value}")
+        return value
+    return parse
+
+
+def _one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """A wrong option prints one line (no usage block) and exits 2."""
+    def error(message: str) -> NoReturn:
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
+    parser.error = error  # type: ignore[method-assign]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -40,9 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="registered model or exported .onnx file (default: %(default)s)")
     p.add_argument("--checkpoint", default=None,
                    help="weights file (default: the weights shipped with the model)")
-    p.add_argument("--width", type=int, default=None,
+    p.add_argument("--width", type=_int_in(1, MAX_SIDE), default=None,
                    help="network input width (default: the model's)")
-    p.add_argument("--height", type=int, default=None,
+    p.add_argument("--height", type=_int_in(1, MAX_SIDE), default=None,
                    help="network input height (default: the model's)")
     p.add_argument("--camera", type=_size, default=None, metavar="WxH",
                    help="camera frame size fed to the engine (default: the input size)")
@@ -61,15 +88,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "(scores resized bilinearly first)")
     p.add_argument("--no-confidence", dest="confidence", action="store_false",
                    help="skip the confidence map (the node computes it only when subscribed)")
-    p.add_argument("--frames", type=int, default=100, help="timed frames (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=10,
+    p.add_argument("--frames", type=_int_in(1, 1_000_000), default=100,
+                   help="timed frames (default: %(default)s)")
+    p.add_argument("--warmup", type=_int_in(0, 1_000_000), default=10,
                    help="untimed frames first (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=_int_in(0, 1024), default=None,
                    help="CPU threads for torch and ONNX Runtime (default: half the CPUs, "
                    "at least 1, as the node uses)")
-    p.add_argument("--peak-size", type=int, default=None, metavar="N",
+    p.add_argument("--peak-size", type=_int_in(1, 32768), default=None,
+                   metavar="N",
                    help="matrix size for the peak measurement (default: 4096 CPU, 8192 CUDA)")
     p.add_argument("--json", default=None, metavar="FILE", help="write all figures as JSON")
+    _one_line_errors(p)
     p.set_defaults(func=run)
 
 

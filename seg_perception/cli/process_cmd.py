@@ -32,8 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "/cam_front/drivable/grid, ...; a top-level /image gives /labels, /overlay, ... . "
         "Every output has the input frame's header stamp and log time (the grid and boundary "
         "are in grid_frame). Exit status: 0 done, 1 undecodable frames (unless "
-        "--skip-bad-frames) or input truncated part-way, 2 nothing processed, 130 "
-        "interrupted (the output bag stays valid).",
+        "--skip-bad-frames) or input truncated part-way (a cut-off .mcap is read up to the "
+        "cut), 2 nothing processed (no output is left), 130 interrupted by Ctrl-C or SIGTERM "
+        "(the output bag stays valid; a second signal does not stop its finishing).",
     )
     p.add_argument("input", type=Path, metavar="INPUT",
                    help="bag directory (with metadata.yaml) or .mcap/.db3 file")
@@ -174,7 +175,8 @@ def build_options(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 # --- run -------------------------------------------------------------------------------------
 
-def _report(summary: Any, skip_bad: bool) -> int:
+def _report(summary: Any, skip_bad: bool, stopped_by: str = "") -> int:
+    """Print what ``process`` did; the exit status (see the verb's help)."""
     cams = summary.cameras
     frames = sum(summary.frames.values())
     total = sum(c.count for c in cams)
@@ -196,9 +198,20 @@ def _report(summary: Any, skip_bad: bool) -> int:
         for bad in summary.bad:
             print(f"  {bad.describe()}")
     if summary.interrupted:
-        print(f"interrupted after {summary.processed} frames; {summary.output} is a valid bag "
-              "with every frame processed so far")
+        how = f" by {stopped_by}" if stopped_by else ""
+        print(f"interrupted{how} after {summary.processed} frames; {summary.output} is a valid "
+              "bag with every frame processed so far")
         return EXIT_INTERRUPTED
+    if summary.processed == 0:
+        if summary.error:
+            why = f"the input ends before its first good frame ({summary.error})"
+        elif summary.bad:
+            why = f"all {len(summary.bad)} frames are undecodable"
+        else:
+            topics = ", ".join(c.image_topic for c in cams)
+            why = f"the image topic(s) {topics} have no messages"
+        print(f"nothing processed: {why}")
+        return EXIT_USAGE
     if summary.error:
         print(f"error: {summary.error}")
         print(f"{summary.output} holds the {frames} frames read before the error")
@@ -210,7 +223,7 @@ def _report(summary: Any, skip_bad: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.bagio import BagError, process_bag
+    from ..core.bagio import BagError, process_bag, stop_signals
     from ..core.engine import EngineConfigError, build_engine
 
     try:
@@ -241,12 +254,25 @@ def run(args: argparse.Namespace) -> int:
               "seg_perception.device": info.device,
               "seg_perception.precision": info.precision,
               "seg_perception.input": str(args.input)}
-    try:
-        summary = process_bag(
-            args.input, args.output, engine, image_topics=args.image_topic,
-            camera_info_topics=args.camera_info_topic, options=options,
-            progress=not args.no_progress, custom_data=custom)
-    except BagError as exc:
-        log.error("%s", exc)
-        return EXIT_USAGE
-    return _report(summary, args.skip_bad_frames)
+    with stop_signals("finishing the output bag") as stop:
+        try:
+            summary = process_bag(
+                args.input, args.output, engine, image_topics=args.image_topic,
+                camera_info_topics=args.camera_info_topic, options=options,
+                progress=not args.no_progress, custom_data=custom)
+        except BagError as exc:
+            log.error("%s", exc)
+            return EXIT_USAGE
+        code = _report(summary, args.skip_bad_frames, stop.name)
+        if code == EXIT_USAGE and not summary.copied and not any(summary.written.values()):
+            _remove_empty_output(args.output)
+        return code
+
+
+def _remove_empty_output(path: Path) -> None:
+    """Remove the output bag this run created and wrote nothing to (exit 2 leaves none)."""
+    import shutil
+
+    if path.is_dir() and all(p.suffix in (".mcap", ".db3", ".yaml") for p in path.iterdir()):
+        shutil.rmtree(path, ignore_errors=True)
+        print(f"{path} removed: it held no messages")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import signal
 import struct
 import sys
@@ -35,7 +36,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .geometry import CameraModel, CameraMounting, DrivableAreaMapper, GridSpec
-from .image_codec import ImageDecodeError, decode_compressed, decode_raw, encode_compressed
+from .image_codec import (
+    DEFAULT_MAX_PIXELS,
+    ImageDecodeError,
+    decode_compressed,
+    decode_raw,
+    encode_compressed,
+)
+from .mcap_prefix import McapPrefixReader, expected_counts_from_metadata
 from .render import colorize, overlay, palette_lut
 
 if TYPE_CHECKING:
@@ -143,12 +151,48 @@ def _bag_hint(path: Path, exc: BaseException, midway: bool = False) -> str:
     return f"{text}; {hint}"
 
 
+def _single_mcap(path: Path) -> Path | None:
+    """The bag's .mcap file: ``path`` itself, or the only .mcap in the bag directory."""
+    if path.is_file():
+        return path if path.suffix == ".mcap" else None
+    files = sorted(path.glob("*.mcap")) if path.is_dir() else []
+    return files[0] if len(files) == 1 else None
+
+
+def _open_mcap_prefix(path: Path) -> McapPrefixReader | None:
+    """The readable prefix of a cut-off .mcap (no summary, no footer), or None when the
+    file is not one (then the original error stands)."""
+    mcap = _single_mcap(path)
+    if mcap is None:
+        return None
+    expected = expected_counts_from_metadata(path) if path.is_dir() else {}
+    reader = McapPrefixReader(mcap, expected,
+                              error=lambda text: BagError(f"bag {path} is incomplete: {text}"))
+    try:
+        reader.open()
+    except Exception as exc:  # not even a readable start: the original error is clearer
+        log.debug("%s: no readable prefix either: %s", mcap, exc)
+        reader.close()
+        return None
+    if reader.truncation is None or not reader.connections:
+        reader.close()
+        return None
+    cut = reader.truncation
+    log.warning("bag %s: %s is cut off at byte %d of %d (no summary: not closed cleanly); "
+                "reading the %d messages before the cut", path, mcap.name, cut.offset,
+                cut.file_size, reader.message_count)
+    return reader
+
+
 @contextlib.contextmanager
 def open_bag(path: str | Path) -> Iterator[Reader]:
     """Open a rosbag2 bag (directory, ``.mcap`` or ``.db3``) for reading.
 
     Any failure to open becomes a :class:`BagError` naming the bag and the likely cause, so
     callers can show one line instead of a traceback from deep inside the storage plugin.
+    An .mcap that was never closed (a recorder killed, a copy cut short: no summary) reads
+    as its complete records, like a damaged .db3 does: one warning says so, and iterating
+    its messages ends with an error saying where it was cut and what is known to be lost.
     """
     from rosbags.rosbag2 import Reader
 
@@ -161,7 +205,10 @@ def open_bag(path: str | Path) -> Iterator[Reader]:
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # ReaderError, OSError, struct/apsw/yaml errors: all "unreadable"
-        raise BagError(f"cannot read bag {path}: {_bag_hint(path, exc)}") from exc
+        prefix = _open_mcap_prefix(path)
+        if prefix is None:
+            raise BagError(f"cannot read bag {path}: {_bag_hint(path, exc)}") from exc
+        reader = prefix
     try:
         yield reader
     finally:
@@ -192,7 +239,7 @@ def _guarded(messages: Iterator[tuple[Connection, int, bytes]],
             item = next(messages)
         except StopIteration:
             return
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, BagError):  # BagError: a cut-off .mcap, already explained
             raise
         except Exception as exc:
             raise BagError(f"bag {path} is unreadable after {count} messages: "
@@ -317,22 +364,25 @@ def _cdr_stamp(raw: bytes | memoryview) -> tuple[int, int] | None:
     return (sec, nanosec) if nanosec < 1_000_000_000 else None
 
 
-def decode_frame(msgtype: str, raw: bytes | memoryview) -> tuple[Any, np.ndarray]:
+def decode_frame(msgtype: str, raw: bytes | memoryview,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[Any, np.ndarray]:
     """Deserialise an image message and decode its pixels: ``(header, rgb)``.
 
     Raises :class:`ImageDecodeError` for anything that stops the frame from being used,
-    a message that does not deserialise (truncated, wrong type) included.
+    a message that does not deserialise (truncated, wrong type) included, and an image of
+    more than ``max_pixels`` pixels.
     """
     try:
         msg = typestore().deserialize_cdr(raw, msgtype)
     except Exception as exc:  # SerdeError, struct.error, IndexError ...
-        raise ImageDecodeError(f"cannot deserialise {msgtype}: {exc}") from exc
+        raise ImageDecodeError(f"cannot deserialise {msgtype}: {exc}",
+                               kind="message.undeserialisable") from exc
     if msgtype == COMPRESSED:
-        rgb = decode_compressed(msg.format, msg.data)
+        rgb = decode_compressed(msg.format, msg.data, max_pixels)
     else:
         # copy: the payload is a read-only view of the bag buffer; the engine wants its own.
         rgb = decode_raw(msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian,
-                         msg.data, copy=True)
+                         msg.data, copy=True, max_pixels=max_pixels)
     return msg.header, rgb
 
 
@@ -534,36 +584,105 @@ class BagWriter:
         self.close()
 
 
+#: The signals that stop a job: Ctrl-C, and what ``kill``, ``timeout`` and systemd send.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _deliver(signum: int, previous: Any) -> None:
+    """Act on a held-back signal as ``previous`` (the handler before the block) would."""
+    if callable(previous):
+        previous(signum, None)
+    elif previous == signal.SIG_IGN:
+        return
+    elif signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    else:  # SIG_DFL of SIGTERM: terminate, as without us
+        signal.raise_signal(signum)
+
+
 @contextlib.contextmanager
 def _sigint_held() -> Iterator[None]:
-    """Hold SIGINT back until the block has run, then deliver it (main thread only)."""
+    """Hold SIGINT and SIGTERM back until the block has run, then deliver the first one
+    (main thread only): a frame's outputs are written whole or not at all."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+
+    def catch(signum: int, _frame: Any) -> None:
+        caught.append(signum)
+
+    previous = {s: signal.signal(s, catch) for s in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if caught:
-        if callable(previous):
-            previous(signal.SIGINT, None)
-        elif previous != signal.SIG_IGN:
-            raise KeyboardInterrupt
+        _deliver(caught[0], previous[caught[0]])
 
 
 @contextlib.contextmanager
 def _sigint_deferred() -> Iterator[None]:
-    """Ignore SIGINT for the block (main thread only; elsewhere signals do not arrive)."""
+    """Ignore SIGINT and SIGTERM for the block (main thread only; elsewhere signals do not
+    arrive): closing a bag is never cut short."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@dataclass
+class StopState:
+    """What :func:`stop_signals` saw: the first stop signal (None: none) and how many."""
+
+    signum: int | None = None
+    count: int = 0
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
+
+
+@contextlib.contextmanager
+def stop_signals(finishing: str = "finishing the output") -> Iterator[StopState]:
+    """SIGTERM handled like Ctrl-C, and no second signal cuts the finishing short.
+
+    Inside the block the first SIGINT or SIGTERM raises KeyboardInterrupt (the job stops
+    after its current step and finishes its output, as after Ctrl-C); every later one is
+    ignored, with one line on stderr saying that the output is being finished. Without it,
+    SIGTERM kills the process on the spot (an .mcap without summary) and a second Ctrl-C
+    raises inside the code that closes the bag. Main thread only. The handlers in place
+    before are restored after the block, unless a stop signal came: then the process is on
+    its way out and further ones stay ignored, so none can cut its exit short (a traceback
+    from interpreter shutdown, or death by SIGTERM instead of the exit status).
+    """
+    state = StopState()
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        state.count += 1
+        if state.count == 1:
+            state.signum = signum
+            raise KeyboardInterrupt
+        if state.count == 2:  # os.write: no lock a signal handler could deadlock on
+            with contextlib.suppress(OSError):
+                os.write(2, f"{signal.Signals(signum).name} again: still {finishing}, "
+                            "one moment (ignored)\n".encode())
+
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield state
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old if state.count == 0 else signal.SIG_IGN)
 
 
 # --- processing ------------------------------------------------------------------------------
@@ -660,13 +779,16 @@ def _first_camera_infos(reader: Reader, cams: dict[str, _Camera], path: Path) ->
     first: dict[str, Any] = {}
     if not conns:
         return first
-    for conn, _, raw in _guarded(reader.messages(conns), path):
-        if conn.topic in first:
-            continue
-        with contextlib.suppress(Exception):
-            first[conn.topic] = typestore().deserialize_cdr(raw, CAMERA_INFO)
-        if len(first) == len(topics):
-            break
+    try:
+        for conn, _, raw in _guarded(reader.messages(conns), path):
+            if conn.topic in first:
+                continue
+            with contextlib.suppress(Exception):
+                first[conn.topic] = typestore().deserialize_cdr(raw, CAMERA_INFO)
+            if len(first) == len(topics):
+                break
+    except BagError as exc:  # damaged or cut off: the frame loop meets it too and says so
+        log.debug("camera_info read-ahead stopped: %s", exc)
     return first
 
 

@@ -8,12 +8,27 @@ Nothing here imports a ROS package: functions take the message fields as plain v
 Decoding works on a zero-copy ``np.frombuffer`` view of the payload; row padding
 (``step`` > width * bytes per pixel) is dropped by slicing that view, so the only copy made
 is the colour conversion's output (and none at all for ``rgb8`` unless ``copy=True``).
+
+Every decoder refuses an image larger than ``max_pixels`` (default
+:data:`DEFAULT_MAX_PIXELS`) before it allocates anything: raw images by their width and
+height fields, JPEG and PNG by the size in their headers (SOFn marker, IHDR chunk), read
+here without decoding. JPEG and PNG are decoded with Pillow, which reports corrupt data as an
+exception; OpenCV's decoders print libjpeg/libpng messages straight to the process's stderr,
+past any logging, so OpenCV only decodes what Pillow cannot (16-bit colour PNG and files that
+are neither JPEG nor PNG), under its own pixel cap (``OPENCV_IO_MAX_IMAGE_PIXELS``, set by
+``seg_perception/__init__.py``) and with the result's size checked.
+
+Every :class:`ImageDecodeError` carries a ``kind``: a short, stable name of the problem
+(``"encoding.unsupported"``, ``"compressed.corrupt"``, ...) without the values that differ from
+message to message, for rate-limiting warnings per kind of problem.
 """
 
 from __future__ import annotations
 
 import array
+import io
 import logging
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +38,41 @@ import numpy as np
 _LOG = logging.getLogger(__name__)
 
 
+#: Largest image decoded by default, in pixels: 8K UHD (7680x4320 = 33.2 M) fits, a 16000x16000
+#: "decompression bomb" (256 M pixels, 768 MB as RGB) does not. Callers pass ``max_pixels``.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+#: OpenCV's own pixel cap for the files only OpenCV decodes (``OPENCV_IO_MAX_IMAGE_PIXELS``;
+#: OpenCV reads it once, when cv2 is first imported, so seg_perception/__init__.py sets it).
+OPENCV_MAX_PIXELS = 1 << 27
+
+
 class ImageDecodeError(ValueError):
-    """An image payload cannot be turned into pixels (bad fields, short data, corrupt file)."""
+    """An image payload cannot be turned into pixels (bad fields, short data, corrupt file).
+
+    ``kind`` names the problem without the values of this message (for rate limiting).
+    """
+
+    def __init__(self, message: str, kind: str = "image.invalid") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _mpix(pixels: int) -> str:
+    return f"{pixels / 1e6:.1f} M" if pixels >= 100_000 else str(pixels)
+
+
+def check_pixels(width: int, height: int, max_pixels: int | None, what: str) -> None:
+    """Raise :class:`ImageDecodeError` (kind ``size.too_large``) when ``width*height``
+    exceeds ``max_pixels`` (None or <= 0: no limit)."""
+    if max_pixels is None or max_pixels <= 0:
+        return
+    pixels = int(width) * int(height)
+    if pixels > max_pixels:
+        raise ImageDecodeError(
+            f"{what} of {width}x{height} = {_mpix(pixels)} pixels exceeds the limit of "
+            f"{_mpix(int(max_pixels))} pixels (max_image_pixels); not decoded",
+            kind="size.too_large")
 
 
 @dataclass(frozen=True)
@@ -71,9 +119,10 @@ _YUV_UYVY = frozenset({"yuv422", "uyvy"})
 def _layout(encoding: str) -> _Layout:
     try:
         return _LAYOUTS[encoding]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ImageDecodeError(
-            f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}"
+            f"unsupported image encoding {encoding!r}; supported: "
+            f"{', '.join(SUPPORTED_ENCODINGS)}", kind="encoding.unsupported",
         ) from None
 
 
@@ -88,40 +137,47 @@ def _as_bytes_view(data: Any) -> np.ndarray:
     try:
         return np.frombuffer(data, dtype=np.uint8)
     except (TypeError, ValueError) as err:
-        raise ImageDecodeError(f"image data is not a byte buffer: {type(data).__name__}") from err
+        raise ImageDecodeError(f"image data is not a byte buffer: {type(data).__name__}",
+                               kind="data.not_bytes") from err
 
 
-def _checked(encoding: str, width: int, height: int, step: int, data: Any) -> np.ndarray:
+def _checked(encoding: str, width: int, height: int, step: int, data: Any,
+             max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Validate the fields; return the first step*height bytes of ``data`` as a flat view."""
     lay = _layout(encoding)
     if width <= 0 or height <= 0:
-        raise ImageDecodeError(f"{encoding} image has zero size: width={width}, height={height}")
+        raise ImageDecodeError(f"{encoding} image has zero size: width={width}, height={height}",
+                               kind="size.zero")
+    check_pixels(width, height, max_pixels, f"{encoding} image")
     row_bytes = width * lay.bytes_per_pixel
     if step < row_bytes:
         raise ImageDecodeError(
             f"{encoding} image step {step} is smaller than width*bytes_per_pixel = "
-            f"{width}*{lay.bytes_per_pixel} = {row_bytes}"
+            f"{width}*{lay.bytes_per_pixel} = {row_bytes}", kind="step.too_small"
         )
     if lay.channels == 2 and width % 2:
-        raise ImageDecodeError(f"{encoding} (4:2:2) needs an even width, got {width}")
+        raise ImageDecodeError(f"{encoding} (4:2:2) needs an even width, got {width}",
+                               kind="width.odd")
     buf = _as_bytes_view(data)
     need = step * height
     if buf.size < need:
         raise ImageDecodeError(
             f"{encoding} image data has {buf.size} bytes, fewer than step*height = "
-            f"{step}*{height} = {need}"
+            f"{step}*{height} = {need}", kind="data.short"
         )
     if buf.size > need:
         _LOG.debug("%s image data has %d bytes beyond step*height", encoding, buf.size - need)
     return buf[:need]
 
 
-def validate_raw(encoding: str, width: int, height: int, step: int, data: Any) -> None:
+def validate_raw(encoding: str, width: int, height: int, step: int, data: Any,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
     """Raise :class:`ImageDecodeError` unless the fields describe a decodable payload.
 
     Cheap (no pixel is touched); lets other decoders (cv_bridge) fail with the same errors.
+    An image of more than ``max_pixels`` pixels is refused (None: no limit).
     """
-    _checked(encoding, width, height, step, data)
+    _checked(encoding, width, height, step, data, max_pixels)
 
 
 def mono16_to_mono8(gray16: np.ndarray) -> np.ndarray:
@@ -132,14 +188,16 @@ def mono16_to_mono8(gray16: np.ndarray) -> np.ndarray:
 
 
 def decode_raw(encoding: str, width: int, height: int, step: int, is_bigendian: bool | int,
-               data: Any, *, copy: bool = False) -> np.ndarray:
+               data: Any, *, copy: bool = False,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a raw ``sensor_msgs/Image`` payload to an RGB uint8 (H, W, 3) array.
 
     Equal to ``cv_bridge.imgmsg_to_cv2(msg, "rgb8")``. For ``rgb8`` without ``copy`` the
     result is a view of ``data`` (read-only when ``data`` is ``bytes``): copy it before
-    keeping it past the message's lifetime or writing to it.
+    keeping it past the message's lifetime or writing to it. Images of more than
+    ``max_pixels`` pixels are refused before anything is converted (None: no limit).
     """
-    flat = _checked(encoding, width, height, step, data)
+    flat = _checked(encoding, width, height, step, data, max_pixels)
     lay = _layout(encoding)
     # (height, width*bpp) view: each row starts `step` bytes after the previous one.
     rows = flat.reshape(height, step)[:, : width * lay.bytes_per_pixel]
@@ -157,7 +215,7 @@ def decode_raw(encoding: str, width: int, height: int, step: int, is_bigendian: 
         return cv2.cvtColor(view, lay.to_rgb)
     except cv2.error as err:
         raise ImageDecodeError(
-            f"OpenCV cannot convert {encoding} {width}x{height}: {err}"
+            f"OpenCV cannot convert {encoding} {width}x{height}: {err}", kind="convert.failed"
         ) from err
 
 
@@ -257,46 +315,199 @@ def image_payload(arr: np.ndarray) -> array.array:
 
 def _parse_format(fmt: str) -> tuple[str, str]:
     """Split a CompressedImage.format into (codec, source encoding or "")."""
-    text = fmt.strip().lower()
+    text = str(fmt).strip().lower()
     source = ""
     if ";" in text:
         source, _, text = (part.strip() for part in text.partition(";"))
     if "compresseddepth" in text:
-        raise ImageDecodeError(f"compressedDepth images are not supported (format {fmt!r})")
+        raise ImageDecodeError(f"compressedDepth images are not supported (format {fmt!r})",
+                               kind="compressed.depth_unsupported")
     if "jpeg" in text or "jpg" in text:
         return "jpeg", source
     if "png" in text:
         return "png", source
     if not text:
         return "", source
-    raise ImageDecodeError(f"unsupported compressed format {fmt!r}; expected jpeg or png")
+    raise ImageDecodeError(f"unsupported compressed format {fmt!r}; expected jpeg or png",
+                           kind="compressed.format_unsupported")
 
 
-def decode_compressed(fmt: str, data: Any) -> np.ndarray:
-    """Decode a JPEG/PNG ``CompressedImage`` payload to RGB uint8 (H, W, 3).
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8"
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless, arithmetic ...):
+# C0-CF except DHT (C4), JPG (C8) and DAC (CC).
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
-    image_transport writes colour as BGR inside the file; 16-bit PNG is scaled to 8 bits
-    like mono16; an alpha channel is dropped.
-    """
-    codec, _ = _parse_format(fmt)
-    buf = _as_bytes_view(data)
-    if buf.size == 0:
-        raise ImageDecodeError(f"compressed image ({fmt!r}) has no data")
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None:
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a compressed file's header says, read without decoding it."""
+
+    codec: str  # "jpeg" or "png"
+    width: int
+    height: int
+    bit_depth: int  # bits per sample
+    channels: int  # colour components (PNG: from the colour type; 0 for a palette)
+
+
+def _png_header(buf: memoryview) -> ImageHeader | None:
+    # Signature, then the IHDR chunk: length (4), "IHDR", width, height (big-endian uint32),
+    # bit depth, colour type, ... (PNG spec, section 11.2.2). IHDR must come first.
+    if len(buf) < 26 or bytes(buf[12:16]) != b"IHDR":
+        return None
+    width, height, depth, colour = struct.unpack_from(">IIBB", buf, 16)
+    if width == 0 or height == 0:
+        return None
+    channels = {0: 1, 2: 3, 3: 0, 4: 2, 6: 4}.get(colour, -1)
+    return ImageHeader("png", width, height, depth, channels)
+
+
+def _jpeg_header(buf: memoryview) -> ImageHeader | None:
+    """Walk the marker segments from SOI to the first SOFn (ITU T.81 B.1.1); None when the
+    data ends, a segment is malformed or the scan starts before a frame header. The height
+    is 0 when a DNL marker defines it later."""
+    i, n = 2, len(buf)
+    while i < n:
+        if buf[i] != 0xFF:
+            return None  # segments follow one another; anything else is corrupt
+        while i < n and buf[i] == 0xFF:  # fill bytes
+            i += 1
+        if i >= n:
+            return None
+        marker = buf[i]
+        i += 1
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # TEM, RSTn, SOI: no length field
+            continue
+        if marker in (0xD9, 0xDA) or i + 2 > n:  # EOI or SOS before any frame header
+            return None
+        length = (buf[i] << 8) | buf[i + 1]
+        if length < 2:
+            return None
+        if marker in _SOF_MARKERS:
+            if length < 8 or i + 8 > n:
+                return None
+            depth, height, width, comps = struct.unpack_from(">BHHB", buf, i + 2)
+            return None if width == 0 else ImageHeader("jpeg", width, height, depth, comps)
+        i += length
+    return None
+
+
+def _sniff(buf: np.ndarray) -> tuple[str, ImageHeader | None]:
+    """("jpeg" | "png" | "", header or None) from a file's first bytes."""
+    view = memoryview(buf)
+    if bytes(view[:8]) == _PNG_MAGIC:
+        return "png", _png_header(view)
+    if bytes(view[:2]) == _JPEG_MAGIC:
+        return "jpeg", _jpeg_header(view)
+    return "", None
+
+
+def compressed_header(data: Any) -> ImageHeader | None:
+    """Size and depth of a JPEG or PNG file read from its header, without decoding; None
+    when the data is neither or its header is unreadable (a corrupt file)."""
+    return _sniff(_as_bytes_view(data))[1]
+
+
+def _corrupt(codec: str, fmt: str, size: int, why: str) -> ImageDecodeError:
+    return ImageDecodeError(
+        f"cannot decode {codec or 'compressed'} image ({fmt!r}, {size} bytes): corrupt or not "
+        f"a JPEG/PNG file ({why})", kind="compressed.corrupt")
+
+
+def _decode_pillow(buf: np.ndarray, header: ImageHeader, fmt: str) -> np.ndarray:
+    """JPEG/PNG with Pillow: errors are exceptions (nothing is printed), RGB comes out."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(memoryview(buf)), formats=[header.codec.upper()]) as im:
+            if im.size != (header.width, header.height):  # not the frame header we checked
+                raise _corrupt(header.codec, fmt, buf.size,
+                               f"header says {header.width}x{header.height}, decoder "
+                               f"{im.size[0]}x{im.size[1]}")
+            im.load()
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                gray16 = np.asarray(im)
+                if gray16.dtype != np.uint16:
+                    gray16 = np.clip(gray16, 0, 65535).astype(np.uint16)
+                return cv2.cvtColor(mono16_to_mono8(gray16), cv2.COLOR_GRAY2RGB)
+            if mode == "L":
+                return cv2.cvtColor(np.asarray(im), cv2.COLOR_GRAY2RGB)
+            if mode == "RGB":
+                return np.asarray(im).copy()  # asarray is a read-only view of bytes
+            if mode == "RGBA":
+                return cv2.cvtColor(np.asarray(im), cv2.COLOR_RGBA2RGB)
+            if mode == "LA":
+                return cv2.cvtColor(np.asarray(im)[..., 0], cv2.COLOR_GRAY2RGB)
+            return np.asarray(im.convert("RGB"))  # palette, 1-bit, CMYK, YCbCr
+    except ImageDecodeError:
+        raise
+    except MemoryError:
         raise ImageDecodeError(
-            f"cannot decode {codec or 'compressed'} image ({fmt!r}, {buf.size} bytes): "
-            "corrupt or not a JPEG/PNG file"
-        )
+            f"{header.codec} image {header.width}x{header.height}: out of memory decoding it",
+            kind="compressed.memory") from None
+    except Exception as exc:  # OSError (truncated, broken stream), SyntaxError, ValueError
+        raise _corrupt(header.codec, fmt, buf.size, f"{type(exc).__name__}: {exc}") from None
+
+
+def _decode_opencv(buf: np.ndarray, codec: str, fmt: str, max_pixels: int | None) -> np.ndarray:
+    """Files Pillow cannot take (16-bit colour PNG, formats other than JPEG/PNG)."""
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # OpenCV's own size cap (validateInputImageSize) and friends
+        text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise _corrupt(codec, fmt, buf.size, f"OpenCV: {text}") from None
+    if img is None:
+        raise _corrupt(codec, fmt, buf.size, "OpenCV cannot decode it")
+    check_pixels(img.shape[1], img.shape[0], max_pixels, f"{codec or 'compressed'} image")
     if img.dtype == np.uint16:
         img = cv2.convertScaleAbs(img, alpha=255.0 / 65535.0)
     elif img.dtype != np.uint8:
-        raise ImageDecodeError(f"unsupported compressed pixel type {img.dtype} ({fmt!r})")
+        raise ImageDecodeError(f"unsupported compressed pixel type {img.dtype} ({fmt!r})",
+                               kind="compressed.pixel_type")
     if img.ndim == 2 or img.shape[2] == 1:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     if img.shape[2] == 4:
         return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def decode_compressed(fmt: str, data: Any,
+                      max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a JPEG/PNG ``CompressedImage`` payload to RGB uint8 (H, W, 3).
+
+    image_transport writes colour as BGR inside the file; 16-bit PNG is scaled to 8 bits
+    like mono16; an alpha channel is dropped. The size in a JPEG/PNG header is checked
+    against ``max_pixels`` (None: no limit) before anything is decoded; a JPEG/PNG whose
+    header cannot be read is corrupt. Data that is neither JPEG nor PNG goes to OpenCV, under
+    its own pixel cap, and its decoded size is checked.
+    """
+    codec, _ = _parse_format(fmt)
+    buf = _as_bytes_view(data)
+    if buf.size == 0:
+        raise ImageDecodeError(f"compressed image ({fmt!r}) has no data",
+                               kind="compressed.empty")
+    kind, header = _sniff(buf)
+    if not kind:
+        return _decode_opencv(buf, codec, fmt, max_pixels)
+    if header is None:
+        raise _corrupt(kind, fmt, buf.size, f"no readable {kind.upper()} frame header")
+    if header.height == 0:  # JPEG whose height comes in a DNL marker: OpenCV, checked after
+        check_pixels(header.width, 1, max_pixels, f"{kind} image")
+        return _decode_opencv(buf, kind, fmt, max_pixels)
+    check_pixels(header.width, header.height, max_pixels, f"{kind} image")
+    pillow_cap = _pillow_max_pixels()
+    if (kind == "png" and header.bit_depth == 16 and header.channels in (3, 4)) or (
+            pillow_cap is not None and header.width * header.height > pillow_cap):
+        return _decode_opencv(buf, kind, fmt, max_pixels)  # Pillow keeps 8 bits of these
+    return _decode_pillow(buf, header, fmt)
+
+
+def _pillow_max_pixels() -> int | None:
+    """Pillow's decompression-bomb threshold (it warns above it); None when disabled."""
+    from PIL import Image
+
+    return Image.MAX_IMAGE_PIXELS
 
 
 def encode_compressed(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> tuple[bytes, str]:

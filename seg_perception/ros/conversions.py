@@ -17,6 +17,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..core.image_codec import (
+    DEFAULT_MAX_PIXELS,
     SUPPORTED_ENCODINGS,
     ImageDecodeError,
     decode_compressed,
@@ -71,26 +72,30 @@ def _new(msg_type: type) -> Any:
     return msg_type()
 
 
-def imgmsg_to_rgb(msg: Image) -> np.ndarray:
+def imgmsg_to_rgb(msg: Image, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """RGB uint8 (H, W, 3) pixels of a raw ``sensor_msgs/Image``.
 
     Raises :class:`ImageDecodeError` naming the problem for any malformed or unsupported
-    message. An ``rgb8`` result may share memory with ``msg.data`` (no copy); copy it before
-    changing it.
+    message, or one larger than ``max_pixels``. An ``rgb8`` result may share memory with
+    ``msg.data`` (no copy); copy it before changing it.
     """
     enc = msg.encoding
     if HAVE_CV_BRIDGE and _BRIDGE is not None and enc in _BRIDGE_ENCODINGS:
-        validate_raw(enc, msg.width, msg.height, msg.step, msg.data)
+        validate_raw(enc, msg.width, msg.height, msg.step, msg.data, max_pixels)
         try:
             return np.asarray(_BRIDGE.imgmsg_to_cv2(msg, "rgb8"))
         except Exception as err:  # CvBridgeError, TypeError from numpy, cv2.error
-            raise ImageDecodeError(f"cv_bridge cannot convert {enc}: {err}") from err
-    return decode_raw(enc, msg.width, msg.height, msg.step, msg.is_bigendian, msg.data)
+            raise ImageDecodeError(f"cv_bridge cannot convert {enc}: {err}",
+                                   kind="convert.failed") from err
+    return decode_raw(enc, msg.width, msg.height, msg.step, msg.is_bigendian, msg.data,
+                      max_pixels=max_pixels)
 
 
-def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """RGB uint8 (H, W, 3) pixels of a JPEG/PNG ``sensor_msgs/CompressedImage``."""
-    return decode_compressed(msg.format, msg.data)
+def compressed_to_rgb(msg: CompressedImage,
+                      max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """RGB uint8 (H, W, 3) pixels of a JPEG/PNG ``sensor_msgs/CompressedImage`` (refused
+    before decoding when its header says it has more than ``max_pixels`` pixels)."""
+    return decode_compressed(msg.format, msg.data, max_pixels)
 
 
 def numpy_to_imgmsg(arr: np.ndarray, encoding: str | None = None,

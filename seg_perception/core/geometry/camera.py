@@ -26,6 +26,19 @@ SUPPORTED_DISTORTION: dict[str, tuple[int, ...]] = {
     "equidistant": (4,),
 }
 
+#: Bounds beyond which CameraInfo values describe no real camera and the projection maths
+#: would overflow: pixels per focal length, principal point and skew (pixels), distortion
+#: coefficients, and image sides (pixels).
+MAX_FOCAL = 1e7
+MIN_FOCAL = 1e-3
+MAX_PIXEL_COORD = 1e7
+MAX_DISTORTION = 1e6
+MAX_IMAGE_SIDE = 1 << 17
+
+# Floating-point states that extreme but accepted intrinsics produce far outside the lens
+# model's valid range (overflow to inf, inf - inf): those points come out NaN, not visible.
+_QUIET = {"over": "ignore", "invalid": "ignore", "divide": "ignore", "under": "ignore"}
+
 # Rotation from the optical frame to the body frame (columns: optical x, y, z in body axes).
 BODY_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
@@ -170,14 +183,30 @@ class CameraModel:
                 f"camera image size {self.width}x{self.height} is empty (CameraInfo width/height "
                 "must be > 0; an all-zero CameraInfo means the camera is not calibrated)"
             )
+        if self.width > MAX_IMAGE_SIDE or self.height > MAX_IMAGE_SIDE:
+            raise ValueError(
+                f"camera image size {self.width}x{self.height} is beyond any camera (at most "
+                f"{MAX_IMAGE_SIDE} pixels a side)"
+            )
         k = self.matrix
         if k[0, 0] <= 0.0 or k[1, 1] <= 0.0:
             raise ValueError(
                 f"camera focal length fx={k[0, 0]}, fy={k[1, 1]} must be > 0 "
                 "(is CameraInfo K set?)"
             )
+        if not (MIN_FOCAL <= k[0, 0] <= MAX_FOCAL and MIN_FOCAL <= k[1, 1] <= MAX_FOCAL):
+            raise ValueError(
+                f"camera focal length fx={k[0, 0]:g}, fy={k[1, 1]:g} pixels is outside "
+                f"[{MIN_FOCAL:g}, {MAX_FOCAL:g}]: no real camera has it (is CameraInfo K in "
+                "pixels?)"
+            )
         if abs(k[2, 2] - 1.0) > 1e-9 or k[1, 0] != 0.0 or k[2, 0] != 0.0 or k[2, 1] != 0.0:
             raise ValueError(f"camera K is not an upper-triangular intrinsic matrix: {self.K}")
+        if max(abs(k[0, 1]), abs(k[0, 2]), abs(k[1, 2])) > MAX_PIXEL_COORD:
+            raise ValueError(
+                f"camera principal point ({k[0, 2]:g}, {k[1, 2]:g}) or skew {k[0, 1]:g} is "
+                f"beyond {MAX_PIXEL_COORD:g} pixels: not a camera's intrinsics"
+            )
         if self.D:
             counts = SUPPORTED_DISTORTION.get(self.distortion_model)
             if counts is None:
@@ -190,6 +219,12 @@ class CameraModel:
                 raise ValueError(
                     f"distortion model '{self.distortion_model}' takes {counts} coefficients, "
                     f"got {len(self.D)}"
+                )
+            worst = max(abs(d) for d in self.D)
+            if worst > MAX_DISTORTION:
+                raise ValueError(
+                    f"distortion coefficient {worst:g} is beyond {MAX_DISTORTION:g}: no lens "
+                    f"model has it (D = {list(self.D)})"
                 )
         return self
 
@@ -227,22 +262,24 @@ class CameraModel:
         if not self.D:
             return math.inf
         r = np.linspace(0.0, 20.0, 40001)
-        rd = r * self._radial_gain(r)
-        bad = np.nonzero(np.diff(rd) <= 0.0)[0]
+        with np.errstate(**_QUIET):
+            rd = r * self._radial_gain(r)
+            step = np.diff(rd)
+        bad = np.nonzero(~(step > 0.0))[0]  # falling, flat, or NaN/inf from overflow
         return float(r[bad[0]]) if len(bad) else 20.0
 
     def _radial_gain(self, r: np.ndarray) -> np.ndarray:
         c = self._coeffs
-        if self.distortion_model == "equidistant":
-            theta = np.arctan(r)
-            t2 = theta * theta
-            thd = theta * (1 + t2 * (c[0] + t2 * (c[1] + t2 * (c[2] + t2 * c[3]))))
-            with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(**_QUIET):
+            if self.distortion_model == "equidistant":
+                theta = np.arctan(r)
+                t2 = theta * theta
+                thd = theta * (1 + t2 * (c[0] + t2 * (c[1] + t2 * (c[2] + t2 * c[3]))))
                 return np.where(r > 1e-12, thd / np.maximum(r, 1e-12), 1.0)
-        r2 = r * r
-        num = 1 + r2 * (c[0] + r2 * (c[1] + r2 * c[4]))
-        den = 1 + r2 * (c[5] + r2 * (c[6] + r2 * c[7]))
-        return num / den
+            r2 = r * r
+            num = 1 + r2 * (c[0] + r2 * (c[1] + r2 * c[4]))
+            den = 1 + r2 * (c[5] + r2 * (c[6] + r2 * c[7]))
+            return num / den
 
     # -- projection ---------------------------------------------------------------------------
     def distort_normalized(self, xy: np.ndarray) -> np.ndarray:
@@ -251,15 +288,16 @@ class CameraModel:
         if not self.D:
             return xy.copy()
         x, y = xy[:, 0], xy[:, 1]
-        r2 = x * x + y * y
-        gain = self._radial_gain(np.sqrt(r2))
-        if self.distortion_model == "equidistant":
-            return np.stack([x * gain, y * gain], axis=1)
-        c = self._coeffs
-        p1, p2 = c[2], c[3]
-        xd = x * gain + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
-        yd = y * gain + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
-        return np.stack([xd, yd], axis=1)
+        with np.errstate(**_QUIET):
+            r2 = x * x + y * y
+            gain = self._radial_gain(np.sqrt(r2))
+            if self.distortion_model == "equidistant":
+                return np.stack([x * gain, y * gain], axis=1)
+            c = self._coeffs
+            p1, p2 = c[2], c[3]
+            xd = x * gain + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+            yd = y * gain + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+            return np.stack([xd, yd], axis=1)
 
     def project(self, points_optical: np.ndarray) -> np.ndarray:
         """Points (N, 3) in the optical frame -> pixel coordinates (N, 2), distortion applied.
@@ -270,16 +308,17 @@ class CameraModel:
         p = np.asarray(points_optical, dtype=np.float64).reshape(-1, 3)
         z = p[:, 2]
         ok = z > 1e-9
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(**_QUIET):
             xy = p[:, :2] / np.where(ok, z, 1.0)[:, None]
-        if self.D:
-            r = np.hypot(xy[:, 0], xy[:, 1])
-            ok &= r <= self.max_valid_radius
-            xy = self.distort_normalized(xy)
-        k = self.matrix
-        u = k[0, 0] * xy[:, 0] + k[0, 1] * xy[:, 1] + k[0, 2]
-        v = k[1, 1] * xy[:, 1] + k[1, 2]
+            if self.D:
+                r = np.hypot(xy[:, 0], xy[:, 1])
+                ok &= r <= self.max_valid_radius
+                xy = self.distort_normalized(xy)
+            k = self.matrix
+            u = k[0, 0] * xy[:, 0] + k[0, 1] * xy[:, 1] + k[0, 2]
+            v = k[1, 1] * xy[:, 1] + k[1, 2]
         uv = np.stack([u, v], axis=1)
+        ok &= np.isfinite(u) & np.isfinite(v)  # overflow: not an image point (NaN, not inf)
         uv[~ok] = np.nan
         return uv
 
