@@ -454,6 +454,50 @@ def test_archive_on_ray_matches_process_and_resumes(
 
 
 @pytest.mark.slow
+def test_a_worker_that_dies_fails_only_its_bag(ray_local: Any, checkpoint: Path,
+                                               tmp_path: Path) -> None:
+    """SIGKILL the worker mid-bag (as the OOM killer would): that bag fails with the reason,
+    a new worker takes the other bags."""
+    from seg_perception.cli.process_cmd import output_custom_data
+    from seg_perception.core.fleet_ray import EngineSpec, RayPool
+
+    make_bag(tmp_path / "bags" / "a_big", {"/cam/image_raw": "raw"}, generated_frames(300),
+             camera_info=False)
+    for name in ("b_small", "c_small"):
+        make_bag(tmp_path / "bags" / name, {"/cam/image_raw": "raw"}, generated_frames(2),
+                 camera_info=False)
+    out = tmp_path / "out"
+    spec = fleet.TaskSpec(out, ProcessOptions(grid=None))
+    bags = fleet.expand_inputs([tmp_path / "bags"])
+    with fleet.locked_out_dir(out):
+        m = fleet.Manifest.load(out)
+        with RayPool(EngineSpec("tiny_seg", str(checkpoint), "cpu", "auto"), spec,
+                     output_custom_data, n_bags=len(bags), workers=1) as pool:
+            ident = pool.identity
+            items = fleet.plan(m, bags, ident, "opts")
+            run = fleet.ArchiveRun(m, items, ident, "opts", progress=False)
+
+            def kill_when_busy() -> None:
+                deadline = time.monotonic() + 120
+                while run.running.get("a_big", (0, 0))[0] < 3 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                os.kill(ident.pid, signal.SIGKILL)
+
+            killer = threading.Thread(target=kill_when_busy, daemon=True)
+            killer.start()
+            pool.run(run.todo, run)
+            killer.join(timeout=10)
+            assert pool.actors and pool.actors[0].identity.pid != ident.pid  # replaced
+    state = manifest(out)
+    assert {n: r["status"] for n, r in state.items()} == {
+        "a_big": "failed", "b_small": "done", "c_small": "done"}
+    assert "died while processing" in state["a_big"]["error"]
+    assert not (out / "a_big").exists() and (out / "b_small" / "b_small.mcap").is_file()
+    assert not incomplete(out) or all(p.name.startswith("a_big.") for p in incomplete(out))
+    assert run.exit_status(skip_bad_frames=False) == 1
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_interrupt_leaves_a_consistent_manifest_and_resumes(
         ray_local: Any, checkpoint: Path, tmp_path: Path, signum: int,

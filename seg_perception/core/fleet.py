@@ -673,6 +673,13 @@ class ArchiveRun:
         self.finished(bag, TaskResult(bag.name, PARTIAL if self.interrupted else FAILED,
                                       error=None if self.interrupted else reason))
 
+    def settle(self) -> None:
+        """After the run: a bag still marked running never reported back (the run was
+        stopped between handing it out and hearing from its worker)."""
+        for bag in self.todo:
+            if bag.name in self.running:
+                self.abandoned(bag, "no result from its worker")
+
     # -- progress --
     def rates(self) -> tuple[int, float, float | None]:
         """(frames handled this run, frames/s, ETA seconds or None)."""

@@ -260,6 +260,8 @@ class RayPool:
             else:
                 workers = max(1, cpus // 2)
         threads = self.want_threads or max(1, cpus // workers)
+        if gpu_share > 0 and not self.want_threads:
+            threads = min(threads, 4)  # the network runs on the GPU: CPUs decode and write
         threads = min(threads, node_cpus)
         fit = max(1, cpus // threads)
         if gpu_share > 0:
@@ -369,6 +371,7 @@ class RayPool:
         except KeyboardInterrupt:
             archive.interrupted = True
             self._stop_all(inflight, archive, stop_timeout)
+        archive.settle()
 
     def _collect(self, ref: Any, actor: _Actor, bag: BagInput, archive: ArchiveRun) -> bool:
         """Record a finished task; False when its worker died."""
