@@ -265,6 +265,21 @@ def test_plan_skips_only_what_is_done_the_same_way(tmp_path: Path) -> None:
         fleet.plan(m, bags, ident, "o1")
 
 
+def test_output_folder_lock_and_leftovers(tmp_path: Path) -> None:
+    """One driver per output folder; a crashed run's incomplete outputs are removed."""
+    out = tmp_path / "out"
+    stale = out / fleet.WORK_DIR / fleet.INCOMPLETE / "drive.0badc0de" / "drive"
+    stale.mkdir(parents=True)
+    with fleet.locked_out_dir(out) as token:
+        assert not stale.parent.exists()
+        assert fleet.check_out_dir(out, token) is None
+        with pytest.raises(fleet.FleetError, match="another process-many"), \
+                fleet.locked_out_dir(out):
+            pass
+    with fleet.locked_out_dir(out) as again:  # released at the end of the run
+        assert again != token
+
+
 def test_options_hash_follows_the_options() -> None:
     base = fleet.options_sha256(ProcessOptions(), None, None)
     assert base == fleet.options_sha256(ProcessOptions(), None, None)
