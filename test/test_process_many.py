@@ -371,9 +371,19 @@ def test_random_weights_are_the_same_in_every_worker(tmp_path: Path) -> None:
     from seg_perception.core.fleet_ray import BagWorker, EngineSpec
 
     spec = fleet.TaskSpec(tmp_path, ProcessOptions())
-    a, b = (BagWorker(EngineSpec("tiny_seg", None, "cpu", "auto"), spec, 1,
-                      output_custom_data).identity() for _ in range(2))
+    workers = [BagWorker(EngineSpec("tiny_seg", None, "cpu", "auto"), spec, 1,
+                         output_custom_data) for _ in range(2)]
+    a, b = (w.identity() for w in workers)
     assert not a.trained and a.weights_sha256 == b.weights_sha256
+    # The hash is that of the tensors the worker's network really holds.
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, t in sorted(workers[0].engine.model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    assert digest.hexdigest() == a.weights_sha256
     bad = BagWorker(EngineSpec("no_such_model", None, "cpu", "auto"), spec, 1,
                     output_custom_data).identity()
     assert bad.error and "no_such_model" in bad.error

@@ -214,28 +214,34 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def weights_sha256(model: str, checkpoint: str | None, engine: SegEngine) -> str:
-    """SHA-256 of the weights an engine runs: the checkpoint, ``.onnx`` or shipped weights
-    file (comparable with ``sha256sum``), else (random initialisation) of its tensors."""
-    from .engine import is_onnx_path
+RANDOM_INIT_SEED = 0  # workers seed torch with it before building an untrained network
 
+
+def weights_sha256(model: str, checkpoint: str | None) -> str:
+    """SHA-256 of the weights a worker runs: the checkpoint, ``.onnx`` or shipped weights
+    file (comparable with ``sha256sum``); for a network without weights, of the tensors its
+    random initialisation with :data:`RANDOM_INIT_SEED` gives (whatever backend runs it)."""
+    from .engine import is_onnx_path
+    from .models.registry import create_model, get_entry
+    from .models.zoo import DEFAULT_MODEL
+
+    name = DEFAULT_MODEL if model in ("", "default") else model
     path: Path | None = None
     if checkpoint:
         path = Path(checkpoint)
     elif is_onnx_path(model):
         path = Path(model)
     else:
-        from .models.registry import get_entry
-        from .models.zoo import DEFAULT_MODEL
-
-        path = get_entry(DEFAULT_MODEL if model in ("", "default") else model) \
-            .shipped_weights_path()
+        path = get_entry(name).shipped_weights_path()
     if path is not None:
         return file_sha256(path)
     import torch
 
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        state = create_model(name).state_dict()
     digest = hashlib.sha256()
-    for key, tensor in sorted(engine.model.state_dict().items()):
+    for key, tensor in sorted(state.items()):
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -30,6 +30,7 @@ from typing import Any
 
 from .fleet import (
     FAILED,
+    RANDOM_INIT_SEED,
     ArchiveRun,
     BagInput,
     FleetError,
@@ -104,15 +105,15 @@ class BagWorker:
             from .engine import build_engine
 
             cv2.setNumThreads(threads)
-            # Untrained networks get the same random weights in every worker (seed 0); a
-            # trained checkpoint overwrites every tensor, so this changes nothing for it.
-            torch.manual_seed(0)
+            # Untrained networks get the same random weights in every worker; a trained
+            # checkpoint overwrites every tensor, so this changes nothing for it.
+            torch.manual_seed(RANDOM_INIT_SEED)
             self.engine, self.info = build_engine(engine.model, engine.checkpoint,
                                                   engine.device, engine.precision,
                                                   threads=threads)
             self.engine.warmup()
             self._identity = Identity(
-                self.info.model, weights_sha256(engine.model, engine.checkpoint, self.engine),
+                self.info.model, weights_sha256(engine.model, engine.checkpoint),
                 self.info.weights, self.info.trained, self.info.device, self.info.precision,
                 socket.gethostname(), os.getpid(), threads)
         except Exception as exc:  # reported by the driver as "cannot load model"
