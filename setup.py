@@ -22,6 +22,9 @@ setup(
     python_requires=">=3.10",
     install_requires=["setuptools", "numpy", "opencv-python-headless", "pyyaml", "safetensors",
                       "tqdm"],
+    # `pip install seg_perception[fleet]`: process-many on Ray, locally or on a cluster (the
+    # cluster must run the same Ray version; Ray Client needs the [client] part).
+    extras_require={"fleet": ["ray[client]==2.60.0"]},
     zip_safe=False,
     maintainer="seg_perception developers",
     maintainer_email="seg-perception@example.org",

@@ -18,6 +18,7 @@ VERBS: dict[str, str] = {
     "demo": "demo_cmd",
     "predict": "predict_cmd",
     "process": "process_cmd",
+    "process-many": "process_many_cmd",
     "play": "play_cmd",
     "eval": "eval_cmd",
     "train": "train_cmd",

@@ -40,6 +40,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="bag directory (with metadata.yaml) or .mcap/.db3 file")
     p.add_argument("output", type=Path, metavar="OUTPUT",
                    help="bag directory to create (OUTPUT/metadata.yaml, OUTPUT/<name>.mcap)")
+    add_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+# --- shared with process-many -----------------------------------------------------------------
+# SEAM (issue 15): process-many calls add_options, build_options, engine_choice and
+# output_custom_data, then core.bagio.process_bag; keep these when refactoring.
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    """The options that decide a bag's outputs (``process`` and ``process-many`` share them)."""
     p.add_argument("--image-topic", action="extend", nargs="+", default=None, metavar="T",
                    help="image topic(s) to process (default: every image topic; where a "
                    "camera has raw and compressed topics, the raw one)")
@@ -67,8 +78,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="copy every message of the input bag into the output as well")
     p.add_argument("--skip-bad-frames", action="store_true",
                    help="exit 0 even when frames cannot be decoded (they are still listed)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
 
 
 # DrivableAreaMapper argument -> node parameter (as the node builds its mapper).
@@ -173,6 +182,20 @@ def build_options(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     return options, p
 
 
+def engine_choice(args: argparse.Namespace,
+                  params: dict[str, Any]) -> tuple[str, str | None, str, str]:
+    """``(model, checkpoint, device, precision)``: the command line over the parameters file."""
+    return (args.model or params["model"], args.checkpoint or params["checkpoint"] or None,
+            args.device or params["device"], args.precision or params["precision"])
+
+
+def output_custom_data(info: Any, input_path: str | Path) -> dict[str, str]:
+    """metadata.yaml custom data of an output bag: what made it, from which input."""
+    return {"seg_perception.model": info.model, "seg_perception.weights": info.weights,
+            "seg_perception.device": info.device, "seg_perception.precision": info.precision,
+            "seg_perception.input": str(input_path)}
+
+
 # --- run -------------------------------------------------------------------------------------
 
 def _report(summary: Any, skip_bad: bool, stopped_by: str = "") -> int:
@@ -238,11 +261,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.input.exists():
         log.error("input bag %s does not exist", args.input)
         return EXIT_USAGE
-    model = args.model or params["model"]
-    checkpoint = args.checkpoint or params["checkpoint"] or None
+    model, checkpoint, device, precision = engine_choice(args, params)
     try:
-        engine, info = build_engine(model, checkpoint, args.device or params["device"],
-                                    args.precision or params["precision"])
+        engine, info = build_engine(model, checkpoint, device, precision)
     except (EngineConfigError, KeyError, ValueError, FileNotFoundError, OSError) as exc:
         log.error("cannot load model %s: %s", model, exc)
         return EXIT_USAGE
@@ -250,10 +271,7 @@ def run(args: argparse.Namespace) -> int:
     if not info.trained:
         log.warning("model %s has random weights: its labels are meaningless", info.model)
     engine.warmup()
-    custom = {"seg_perception.model": info.model, "seg_perception.weights": info.weights,
-              "seg_perception.device": info.device,
-              "seg_perception.precision": info.precision,
-              "seg_perception.input": str(args.input)}
+    custom = output_custom_data(info, args.input)
     with stop_signals("finishing the output bag") as stop:
         try:
             summary = process_bag(
