@@ -177,7 +177,8 @@ class _TwoHeads(torch.nn.Module):
 def test_multitask_drivable_head_defines_the_mask() -> None:
     meta = ModelMeta(arch="two", num_classes=3, class_names=("a", "b", "c"),
                      palette=((0, 0, 0),) * 3, drivable_classes=(1,), input_size=(64, 32))
-    engine = SegEngine(_TwoHeads(), meta, "cpu", "fp32")
+    # Nearest upsampling keeps the halves exact (bilinear scores blur the boundary row).
+    engine = SegEngine(_TwoHeads(), meta, "cpu", "fp32", upsample="labels")
     result = engine(np.zeros((64, 128, 3), np.uint8))
     assert (result.labels[:32] == 2).all() and (result.labels[32:] == 0).all()
     assert (result.drivable[:, :64] == 255).all() and (result.drivable[:, 64:] == 0).all()
