@@ -19,16 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .engine_options import DEVICE_CHOICES, PRECISION_CHOICES, EngineConfigError
 from .models.meta import ModelMeta
 
 log = logging.getLogger(__name__)
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
-PRECISION_CHOICES = ("auto", "fp32", "fp16")
-
-
-class EngineConfigError(ValueError):
-    """A device/precision/model choice that cannot work on this machine."""
 
 
 def resolve_device(device: str) -> torch.device:
