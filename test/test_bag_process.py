@@ -186,7 +186,7 @@ def assert_frame_exact(out: dict[str, list], expected: dict[str, list[tuple]],
                     assert msg.header.frame_id == fid
                     assert (msg.width, msg.height) == size
                 else:
-                    assert msg.header.frame_id == "base_link"
+                    assert msg.header.frame_id == "base_footprint"
         if not grid:
             assert f"{ns}/drivable/grid" not in out
 
@@ -309,7 +309,7 @@ def test_foxy_db3_bag(tmp_path: Path, engine: Any) -> None:
         topic = bagio.bag_topics(reader)["/camera/image_raw"]
         assert topic.count == 3 and topic.qos  # recorded QoS parsed from the Foxy text
     summary = process_bag(tmp_path / "foxy", tmp_path / "out", engine, progress=False,
-                          options=ProcessOptions(grid=None))
+                          options=ProcessOptions(grid=False))
     assert summary.processed == 3
     assert_frame_exact(read_bag(tmp_path / "out"), {"/camera/image_raw": expected}, grid=False)
     # The .db3 file on its own (no metadata.yaml) reads as well.
@@ -406,7 +406,7 @@ def test_corruption_midway_keeps_a_valid_output(tmp_path: Path, engine: Any) -> 
     mcap.write_bytes(bytes(data))
 
     summary = process_bag(tmp_path / "bag", tmp_path / "out", engine, progress=False,
-                          options=ProcessOptions(grid=None))
+                          options=ProcessOptions(grid=False))
     assert summary.error and "corrupt or cut off" in summary.error
     assert 0 < summary.processed < 40
     out = read_bag(tmp_path / "out")
@@ -478,12 +478,14 @@ def test_params_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     args = build_parser().parse_args(
         ["process", "in", "out", "--params-file", str(params)])
     options, _ = build_options(args)
-    assert (options.grid_frame, options.overlay_alpha) == ("odom", 0.25)
-    assert (options.grid.resolution, options.grid.x_max, options.grid.y_min) == (0.5, 20.0, -10.0)
-    assert options.mounting.pitch == 0.2 and options.mounting.yaw == 0.0
-    assert options.mountings["/cam_rear"].yaw == 3.14159
-    assert options.mountings["/cam_rear"].pitch == 0.2  # the rest from /**
-    assert options.mapper["max_vertices"] == 12
+    cfg = options.config
+    assert (cfg.grid_frame, cfg.overlay_alpha) == ("odom", 0.25)
+    assert (cfg.grid.resolution, cfg.grid.x_max, cfg.grid.y_min) == (0.5, 20.0, -10.0)
+    assert cfg.mounting.pitch == 0.2 and cfg.mounting.yaw == 0.0
+    assert options.config_for("/cam_rear").mounting.yaw == 3.14159
+    assert options.config_for("/cam_rear").mounting.pitch == 0.2  # the rest from /**
+    assert options.config_for("/cam_front") is cfg
+    assert cfg.max_vertices == 12
 
     cams = {"/cam_front/image_raw": "raw"}
     make_bag(tmp_path / "in", cams, generated_frames(2))

@@ -150,6 +150,13 @@ def _image_topic(bag: Path, wanted: str | None) -> tuple[str, str]:
     return first, images[first]
 
 
+def _tf_topics(bag: Path) -> list[str]:
+    """The bag's /tf_static and /tf: the node takes the camera pose from them."""
+    with open_bag(bag) as reader:
+        topics = bag_topics(reader)
+    return [t for t in ("/tf_static", "/tf") if t in topics]
+
+
 def _start_node(opts: DemoOptions, ns: str, image_topic: str, info_topic: str,
                 compressed: bool, params: dict[str, Any], log_path: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "seg_perception.ros.node", "--ros-args", "-r", f"__ns:={ns}"]
@@ -262,7 +269,8 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
                 time.sleep(0.1)
             time.sleep(1.0)  # let the node see our subscriptions too
             player = BagPlayer(node, input_bag, PlayOptions(
-                rate=opts.rate, topics=[image_topic, info_topic], delay=1.0))
+                rate=opts.rate, topics=[image_topic, info_topic, *_tf_topics(input_bag)],
+                delay=1.0))
             # DDS matching takes a moment: frames published before it are lost for good.
             pubs = list({id(p): p for p in player.publishers()}.values())
             deadline = time.monotonic() + 30
