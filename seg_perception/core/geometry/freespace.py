@@ -102,11 +102,12 @@ def ego_distance2(spec: GridSpec, ego_xy: tuple[float, float]) -> np.ndarray:
     return ((gx - ego_xy[0]) ** 2 + (gy - ego_xy[1]) ** 2).astype(np.float32)
 
 
-def nearest_component(cells: np.ndarray, dist2: np.ndarray, min_cells: int = 1,
+def nearest_component(cells: np.ndarray, dist2: np.ndarray | None, min_cells: int = 1,
                       connectivity: int = 8) -> np.ndarray:
     """Bool mask of the component of ``cells`` (at least ``min_cells``) nearest the ego point.
 
-    ``dist2`` is each cell's squared distance to the ego point (:func:`ego_distance2`).
+    ``dist2`` is each cell's squared distance to the ego point (:func:`ego_distance2`);
+    None picks the largest component.
     """
     src = np.ascontiguousarray(cells, dtype=bool).view(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(src, connectivity=connectivity)
@@ -116,6 +117,8 @@ def nearest_component(cells: np.ndarray, dist2: np.ndarray, min_cells: int = 1,
     good[0] = False
     if not good.any():
         return np.zeros(cells.shape, dtype=bool)
+    if dist2 is None:
+        return labels == int(np.argmax(np.where(good, stats[:, cv2.CC_STAT_AREA], -1)))
     nearest = int(np.argmin(np.where(good[labels], dist2, np.inf)))
     return labels == labels.flat[nearest]
 
@@ -229,7 +232,8 @@ def open_holes(component: np.ndarray) -> np.ndarray:
     return comp
 
 
-def polygon_region(component: np.ndarray, dist2: np.ndarray, min_cells: int = 1) -> np.ndarray:
+def polygon_region(component: np.ndarray, dist2: np.ndarray | None,
+                   min_cells: int = 1) -> np.ndarray:
     """The cells a boundary polygon may cover: the 4-connected part of ``component`` nearest
     the ego point, well-composed and without holes (see the module docstring). Only ever
     removes cells from ``component``."""
@@ -387,6 +391,19 @@ class _Shortcuts:
         self.region = _Region(region)
         self.outline = outline
         self.n = len(outline)
+        self._index = {(int(x), int(y)): k for k, (x, y) in enumerate(outline)}
+
+    def _touches_other_vertex(self, i: int, j: int) -> bool:
+        """Whether the segment i-j passes through an outline vertex outside chain i..j (the
+        polygon would touch itself there)."""
+        p, q = self.outline[i % self.n], self.outline[j % self.n]
+        dx, dy = int(q[0] - p[0]), int(q[1] - p[1])
+        g = math.gcd(abs(dx), abs(dy))
+        for k in range(1, g):
+            hit = self._index.get((int(p[0]) + k * dx // g, int(p[1]) + k * dy // g))
+            if hit is not None and not (0 < (hit - i) % self.n < j - i):
+                return True
+        return False
 
     def chain(self, i: int, j: int) -> np.ndarray:
         """Outline vertices i..j (indices taken modulo n, j > i)."""
@@ -403,6 +420,8 @@ class _Shortcuts:
         non-region cell, and where it runs along a grid line the non-region cells beside it
         must lie outside the area (a winding-number test).
         """
+        if self._touches_other_vertex(i, j):
+            return False
         p = self.outline[i % self.n].astype(np.float64)
         q = self.outline[j % self.n].astype(np.float64)
         dx, dy = q[0] - p[0], q[1] - p[1]
@@ -545,8 +564,9 @@ def _crossings(p: np.ndarray, q: np.ndarray, a: np.ndarray, b: np.ndarray) -> np
     return (d1 * d2 < 0) & (d3 * d4 < 0)
 
 
-def is_simple(pts: np.ndarray) -> bool:
-    """True when no two non-adjacent edges of the closed polygon properly cross."""
+def is_simple(pts: np.ndarray, strict: bool = False) -> bool:
+    """True when no two non-adjacent edges of the closed polygon properly cross; with
+    ``strict`` also when no vertex lies on a non-adjacent edge (no touching either)."""
     n = len(pts)
     if n < 4:
         return True
@@ -554,7 +574,18 @@ def is_simple(pts: np.ndarray) -> bool:
     cross = _crossings(a[:, None], b[:, None], a[None], b[None])
     i, j = np.triu_indices(n, 2)
     keep = ~((i == 0) & (j == n - 1))
-    return not bool(cross[i[keep], j[keep]].any())
+    if cross[i[keep], j[keep]].any():
+        return False
+    if not strict:
+        return True
+    # vertex v on edge e (v not an end of e): collinear and within the edge's extent
+    v = pts[:, None, :]
+    on_line = _cross(a[None], b[None], v) == 0
+    lo, hi = np.minimum(a, b)[None], np.maximum(a, b)[None]
+    within = ((v >= lo) & (v <= hi)).all(axis=-1)
+    idx = np.arange(n)
+    ends = (idx[:, None] == idx[None]) | (idx[:, None] == (idx[None] + 1) % n)
+    return not bool((on_line & within & ~ends).any())
 
 
 def simplify_keep_simple(pts: np.ndarray, max_vertices: int) -> np.ndarray:
@@ -651,15 +682,13 @@ def boundary_polygon(
 
     Counter-clockwise, not repeated at the end (a geometry_msgs/Polygon is implicitly
     closed); vertices on cell corners. ``dist2`` (distance of cells to the ego point) picks
-    the ego part when the region splits; by default the largest distance to the grid origin.
+    the ego part when the region splits; by default the largest part.
     """
     if max_vertices < 4:
         raise ValueError(f"max_vertices = {max_vertices} must be >= 4")
     comp = np.asarray(component, dtype=bool)
     if not comp.any():
         return np.zeros((0, 2))
-    if dist2 is None:
-        dist2 = np.zeros(comp.shape, np.float32)
     region = polygon_region(comp, dist2, min_cells)
     if not region.any():
         return np.zeros((0, 2))
@@ -673,7 +702,7 @@ def boundary_polygon(
         # a finer inner polygon first, then the ears that lose least area
         keep = refine_inside(region, outline, refine_budget(max_vertices))
         pts = outline[keep].astype(np.float64)
-        if not is_simple(pts):
+        if not is_simple(pts, strict=True):
             pts = outline.astype(np.float64)
         if len(pts) > max_vertices:
             pts = clip_ears(pts, max_vertices)
