@@ -197,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or params["checkpoint"] or None
     try:
         engine, info = build_engine(model, checkpoint, args.device or params["device"],
-                                    args.precision or params["precision"])
+                                    args.precision or params["precision"],
+                                    threads=params["cpu_threads"])
     except (EngineConfigError, KeyError, ValueError, FileNotFoundError, OSError) as exc:
         log.error("cannot load model %s: %s", model,
                   exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
