@@ -766,8 +766,8 @@ class _Runner:
             cam.pose_source = source
             self.summary.poses[s.image_topic] = source
             log.info("%s: camera pose from %s", s.image_topic, source)
-        if pose.problem and no_grid is None:
-            no_grid = pose.problem
+        if pose.problem:
+            no_grid = pose.problem + (f"; {no_grid}" if no_grid else "")
         return CameraFrame(rgb, calibration, pose.mounting, cam.rectified, s.namespace, no_grid)
 
     def outputs(self, cam: _Camera, header: Any, rgb: np.ndarray) -> list[tuple[str, Any]]:

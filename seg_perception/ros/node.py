@@ -177,13 +177,14 @@ class FrameWorker:
         wait = 0.0 if channel.info_wait_timed_out else INFO_WAIT
         calibration = channel.infos.wait_match(stamp_ns, config.camera_info_tolerance, wait)
         channel.info_wait_timed_out = calibration is None and channel.infos.count > 0
-        no_grid = pose.problem
+        problems = [pose.problem] if pose.problem else []
         if calibration is None:
-            no_grid = (f"no valid camera_info on {channel.info_topic} yet: drivable/grid and "
-                       "drivable/boundary are published once it arrives"
-                       if channel.infos.count == 0 else
-                       f"{channel.info_topic}: "
-                       + channel.infos.describe_miss(stamp_ns, config.camera_info_tolerance))
+            problems.append(
+                f"no valid camera_info on {channel.info_topic} yet: drivable/grid and "
+                "drivable/boundary are published once it arrives" if channel.infos.count == 0
+                else f"{channel.info_topic}: "
+                + channel.infos.describe_miss(stamp_ns, config.camera_info_tolerance))
+        no_grid = "; ".join(problems) or None
         frame = dataclasses.replace(image, calibration=calibration, pose=pose.mounting,
                                     no_grid=no_grid)
         self.pipeline.map(frame, drivable, config, wanted, result)
@@ -264,7 +265,11 @@ class SegNode(Node):
         if suppressed is None:
             return
         more = f" ({suppressed} more since the last one)" if suppressed else ""
-        getattr(self.get_logger(), level)(message + more)
+        # (rclpy fixes a call site's severity: one call per level)
+        if level == "info":
+            self.get_logger().info(message + more)
+        else:
+            self.get_logger().warning(message + more)
 
     # -- start-up, shutdown ---------------------------------------------------------------
     def _warmup(self) -> None:
@@ -345,6 +350,11 @@ def main(args: list[str] | None = None) -> int:
         code = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Shutting down (SIGINT): rclpy can raise from a message take that races the
+        # context's shutdown under load; that is a clean exit, not an error.
     finally:
         if node is not None:
             node.stop()
