@@ -47,6 +47,8 @@ MAX_HOLE_PASSES = 64
 SLIVER = 1e-3
 #: Area (cells) between outline and shortcut below which the refinement adds no vertex.
 REFINE_TOLERANCE = 1.0
+#: Chains and segments up to this many vertices / columns are measured in plain Python.
+SHORT = 16
 
 
 def refine_budget(max_vertices: int) -> int:
@@ -237,17 +239,14 @@ def polygon_region(component: np.ndarray, dist2: np.ndarray | None,
     """The cells a boundary polygon may cover: the 4-connected part of ``component`` nearest
     the ego point, well-composed and without holes (see the module docstring). Only ever
     removes cells from ``component``."""
-    region = np.asarray(component, dtype=bool)
+    region = nearest_component(component, dist2, min_cells, connectivity=4)
     for _ in range(16):
-        region = nearest_component(region, dist2, min_cells, connectivity=4)
         if not region.any():
             return region
-        region = well_composed(region)
-        region = open_holes(region).astype(bool)
-        again = nearest_component(region, dist2, min_cells, connectivity=4)
-        if np.array_equal(again, region) and np.array_equal(well_composed(region), region):
+        fixed = open_holes(well_composed(region)).astype(bool)
+        if fixed.sum() == region.sum():  # both only remove cells: nothing changed
             return region
-        region = again
+        region = nearest_component(fixed, dist2, min_cells, connectivity=4)
     log.debug("boundary region did not settle; using no free space")
     return np.zeros_like(region)
 
@@ -337,61 +336,59 @@ class _Region:
         np.cumsum(~self.cells, axis=0, out=self._bad[1:])
 
     def rows_in(self, cols: np.ndarray, r0: np.ndarray, r1: np.ndarray) -> bool:
-        """True when, for each column, the rows r0 .. r1 - 1 (cell units) are all region."""
-        c = cols + 1
-        lo, hi = r0 + 1, r1 + 1
-        todo = hi > lo
-        if not todo.any():
-            return True
-        c, lo, hi = c[todo], lo[todo], hi[todo]
-        h, w = self.cells.shape
-        if (c < 0).any() or (c >= w).any() or (lo < 0).any() or (hi > h).any():
-            return False
-        return not bool((self._bad[hi, c] - self._bad[lo, c]).any())
+        """True when, for each column, the rows r0 .. r1 - 1 (cell units) are all region.
 
-    def convex_in(self, pts: np.ndarray) -> bool:
-        """True when every cell a convex polygon (or segment) with lattice vertices overlaps
-        with positive area, or whose interior a segment passes through, is region.
-
-        Column strip by column strip: the polygon's y-range over strip [c, c+1] is its
-        extent on the lines x = c and x = c+1 (the vertices sit on such lines), and the cells
-        of rows floor(y_min) .. ceil(y_max) - 1 of that strip are the ones it meets.
+        Columns -1 .. width and rows -1 .. height (the padding ring) may be asked for; an
+        empty range (r1 <= r0) is trivially fine.
         """
-        pts = np.asarray(pts, dtype=np.float64)
-        x0, x1 = int(pts[:, 0].min()), int(pts[:, 0].max())
-        if x1 == x0:
-            return True  # a vertical segment on a grid line meets no cell's interior
-        xs = np.arange(x0, x1 + 1, dtype=np.float64)
-        p = pts
-        q = np.roll(pts, -1, axis=0) if len(pts) > 2 else pts[::-1]
-        lo_e, hi_e = np.minimum(p[:, 0], q[:, 0]), np.maximum(p[:, 0], q[:, 0])
-        dx = q[:, 0] - p[:, 0]
-        slope = np.divide(q[:, 1] - p[:, 1], dx, out=np.zeros_like(dx), where=dx != 0)
-        y = p[:, 1][None] + (xs[:, None] - p[:, 0][None]) * slope[None]
-        span = (xs[:, None] >= lo_e[None]) & (xs[:, None] <= hi_e[None]) & (dx != 0)[None]
-        lo = np.where(span, y, np.inf).min(axis=1)
-        hi = np.where(span, y, -np.inf).max(axis=1)
-        vert = (dx == 0)  # vertical edges add both endpoints on their line
-        for e in np.flatnonzero(vert):
-            k = int(p[e, 0]) - x0
-            lo[k] = min(lo[k], p[e, 1], q[e, 1])
-            hi[k] = max(hi[k], p[e, 1], q[e, 1])
-        ymin = np.minimum(lo[:-1], lo[1:])
-        ymax = np.maximum(hi[:-1], hi[1:])
-        cols = np.arange(x0, x1, dtype=np.intp)
-        return self.rows_in(cols, np.floor(ymin).astype(np.intp),
-                            np.ceil(ymax).astype(np.intp))
+        c = cols + 1
+        return not bool((self._bad[r1 + 1, c] - self._bad[r0 + 1, c] > 0).any())
+
+    def segment_in(self, x0: float, y0: float, x1: float, y1: float) -> bool:
+        """True when every cell whose interior the segment (lattice end points) passes
+        through is region. Per column strip [c, c+1] the segment spans the rows between its
+        heights on the two lines."""
+        if x0 == x1 or y0 == y1:
+            return True  # on a grid line: it passes through no cell's interior
+        if x1 < x0:
+            x0, y0, x1, y1 = x1, y1, x0, y0
+        slope = (y1 - y0) / (x1 - x0)
+        if x1 - x0 <= SHORT:  # a few columns: plain Python beats numpy's per-call cost
+            bad = self._bad
+            for c in range(int(x0), int(x1)):
+                ya, yb = y0 + (c - x0) * slope, y0 + (c + 1 - x0) * slope
+                lo, hi = (ya, yb) if yb > ya else (yb, ya)
+                if bad.item(math.ceil(hi) + 1, c + 1) > bad.item(math.floor(lo) + 1, c + 1):
+                    return False
+            return True
+        cols = np.arange(int(x0), int(x1) + 1)
+        ys = y0 + (cols - x0) * slope
+        if y1 > y0:  # rising: each strip spans [y(c), y(c+1)]
+            lo, hi = ys[:-1], ys[1:]
+        else:
+            lo, hi = ys[1:], ys[:-1]
+        return self.rows_in(cols[:-1], np.floor(lo).astype(np.intp),
+                            np.ceil(hi).astype(np.intp))
 
 
 class _Shortcuts:
     """Tests whether replacing an outline chain by a straight shortcut keeps the polygon
-    inside the region (see :meth:`ok`)."""
+    inside the region (see :meth:`ok`). Chains are slices of the outline repeated twice, so
+    chain i..j (j < i + n) needs no modulo."""
 
     def __init__(self, region: np.ndarray, outline: np.ndarray) -> None:
         self.region = _Region(region)
         self.outline = outline
-        self.n = len(outline)
-        self._index = {(int(x), int(y)): k for k, (x, y) in enumerate(outline)}
+        self.n = n = len(outline)
+        self.pts = np.concatenate([outline, outline]).astype(np.float64)
+        x, y = self.pts[:, 0], self.pts[:, 1]
+        # running sum of the shoelace terms: the area of chain i..j closed by its shortcut
+        self._shoelace = np.concatenate([[0.0], np.cumsum(x[:-1] * y[1:] - x[1:] * y[:-1])])
+        self._xs, self._ys = x.tolist(), y.tolist()
+        h, w = region.shape
+        self._stride = w + 1
+        self._vertex = np.full((h + 1) * (w + 1), -1, np.intp)
+        self._vertex[outline[:, 1] * (w + 1) + outline[:, 0]] = np.arange(n)
 
     def _touches_other_vertex(self, i: int, j: int) -> bool:
         """Whether the segment i-j passes through an outline vertex outside chain i..j (the
@@ -399,16 +396,19 @@ class _Shortcuts:
         p, q = self.outline[i % self.n], self.outline[j % self.n]
         dx, dy = int(q[0] - p[0]), int(q[1] - p[1])
         g = math.gcd(abs(dx), abs(dy))
-        for k in range(1, g):
-            hit = self._index.get((int(p[0]) + k * dx // g, int(p[1]) + k * dy // g))
-            if hit is not None and not (0 < (hit - i) % self.n < j - i):
-                return True
-        return False
+        if g < 2:
+            return False
+        k = np.arange(1, g)
+        ids = self._vertex[(int(p[1]) + k * (dy // g)) * self._stride + int(p[0])
+                           + k * (dx // g)]
+        ids = ids[ids >= 0]
+        offset = (ids - i) % self.n
+        in_chain = (offset > 0) & (offset < j - i)  # vertices the shortcut removes anyway
+        return bool(len(ids) and not in_chain.all())
 
     def chain(self, i: int, j: int) -> np.ndarray:
-        """Outline vertices i..j (indices taken modulo n, j > i)."""
-        idx = np.arange(i, j + 1) % self.n
-        return self.outline[idx]
+        """Outline vertices i..j (0 <= i < n, i < j < i + n)."""
+        return self.pts[i:j + 1]
 
     def ok(self, i: int, j: int) -> bool:
         """True when the area between chain i..j and the segment from vertex i to j holds no
@@ -418,26 +418,23 @@ class _Shortcuts:
         hole-free region is connected to the outside, so a non-region cell inside that area
         would have to be reached across the segment: the segment must not pass through a
         non-region cell, and where it runs along a grid line the non-region cells beside it
-        must lie outside the area (a winding-number test).
+        must lie outside the area (a winding-number test). The segment must not touch the
+        outline elsewhere either (the polygon would touch itself).
         """
         if self._touches_other_vertex(i, j):
             return False
-        p = self.outline[i % self.n].astype(np.float64)
-        q = self.outline[j % self.n].astype(np.float64)
-        dx, dy = q[0] - p[0], q[1] - p[1]
-        if dx != 0 and dy != 0:
-            return self.region.convex_in(np.array([p, q]))
+        (px, py), (qx, qy) = self.pts[i], self.pts[j]
+        if px != qx and py != qy:
+            return self.region.segment_in(px, py, qx, qy)
         # along a grid line: the cells on both sides that are not region must be outside
-        if dx == 0:
-            y = np.arange(min(p[1], q[1]), max(p[1], q[1])).astype(np.intp)
-            x = int(p[0])
+        if px == qx:
+            y = np.arange(min(py, qy), max(py, qy)).astype(np.intp)
             rows = np.concatenate([y, y])
-            cols = np.concatenate([np.full_like(y, x - 1), np.full_like(y, x)])
+            cols = np.concatenate([np.full_like(y, int(px) - 1), np.full_like(y, int(px))])
         else:
-            x = np.arange(min(p[0], q[0]), max(p[0], q[0])).astype(np.intp)
-            y0 = int(p[1])
+            x = np.arange(min(px, qx), max(px, qx)).astype(np.intp)
             cols = np.concatenate([x, x])
-            rows = np.concatenate([np.full_like(x, y0 - 1), np.full_like(x, y0)])
+            rows = np.concatenate([np.full_like(x, int(py) - 1), np.full_like(x, int(py))])
         outside = ~self.region.cells[rows + 1, cols + 1]
         if not outside.any():
             return True
@@ -448,16 +445,31 @@ class _Shortcuts:
     def measure(self, i: int, j: int) -> tuple[float, int, int]:
         """(area between chain i..j and its shortcut, the chain vertex farthest from the
         shortcut, the vertex farthest on its inner side or -1 when none is)."""
-        pts = self.chain(i, j).astype(np.float64)
-        p, q = pts[0], pts[-1]
-        d = q - p
-        inner = pts[1:-1]
-        side = d[0] * (inner[:, 1] - p[1]) - d[1] * (inner[:, 0] - p[0])  # > 0: left of p->q
+        if j - i <= SHORT:
+            return self._measure_short(i, j)
+        pts = self.pts
+        (px, py), (qx, qy) = pts[i], pts[j]
+        inner = pts[i + 1:j]
+        side = (qx - px) * (inner[:, 1] - py) - (qy - py) * (inner[:, 0] - px)  # > 0: left
         far = i + 1 + int(np.argmax(np.abs(side)))
         k = int(np.argmax(side))
         dip = i + 1 + k if side[k] > 0 else -1
-        x, y = pts[:, 0], pts[:, 1]
-        area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+        area = 0.5 * abs(float(self._shoelace[j] - self._shoelace[i]) + (qx * py - px * qy))
+        return area, far, dip
+
+    def _measure_short(self, i: int, j: int) -> tuple[float, int, int]:
+        xs, ys = self._xs, self._ys
+        px, py, qx, qy = xs[i], ys[i], xs[j], ys[j]
+        dx, dy = qx - px, qy - py
+        far = dip = -1
+        far_v = dip_v = 0.0
+        for k in range(i + 1, j):
+            side = dx * (ys[k] - py) - dy * (xs[k] - px)
+            if abs(side) > far_v or far < 0:
+                far, far_v = k, abs(side)
+            if side > dip_v:
+                dip, dip_v = k, side
+        area = 0.5 * abs(float(self._shoelace[j] - self._shoelace[i]) + (qx * py - px * qy))
         return area, far, dip
 
 
@@ -517,37 +529,43 @@ def _point_in_triangles(px: np.ndarray, py: np.ndarray, a: np.ndarray, b: np.nda
 
 def clip_ears(pts: np.ndarray, max_vertices: int) -> np.ndarray:
     """Remove vertices of a simple counter-clockwise polygon until at most ``max_vertices``
-    remain, always the ear that loses least area.
+    remain, the ears that lose least area first.
 
     Removing an ear (a convex vertex whose triangle holds no other vertex) only cuts that
     triangle off: the polygon stays simple and inside the old one. Every simple polygon with
-    four or more vertices has two ears, so any bound >= 3 is met.
+    four or more vertices has two ears, so any bound >= 3 is met. Ears that are not
+    neighbours stay ears when others go, so large polygons lose several per round.
     """
     pts = np.asarray(pts, dtype=np.float64)
-    alive = list(range(len(pts)))
-    while len(alive) > max_vertices and len(alive) > 3:
+    alive = np.arange(len(pts))
+    target = max(3, max_vertices)
+    while len(alive) > target:
         p = pts[alive]
-        prev, nxt = np.roll(p, 1, axis=0), np.roll(p, -1, axis=0)
+        m = len(p)
+        prev_i, next_i = np.roll(np.arange(m), 1), np.roll(np.arange(m), -1)
+        prev, nxt = p[prev_i], p[next_i]
         cross = _cross(prev, p, nxt)
         cand = np.flatnonzero(cross >= 0)
-        order = cand[np.argsort(cross[cand], kind="stable")]
-        removed = False
-        for start in range(0, len(order), 16):
-            block = order[start:start + 16]
-            inside = _point_in_triangles(p[:, 0], p[:, 1], prev[block], p[block], nxt[block])
-            m = len(p)
-            for row, k in enumerate(block):
-                hit = inside[row].copy()
-                hit[[(k - 1) % m, k, (k + 1) % m]] = False
-                if cross[k] == 0 or not hit.any():
-                    del alive[int(k)]
-                    removed = True
-                    break
-            if removed:
-                break
-        if not removed:  # cannot happen for a simple polygon; keep what we have
-            log.debug("ear clipping found no ear at %d vertices", len(alive))
+        if not len(cand):
             break
+        inside = _point_in_triangles(p[:, 0], p[:, 1], prev[cand], p[cand], nxt[cand])
+        rows = np.arange(len(cand))
+        inside[rows, cand] = inside[rows, prev_i[cand]] = inside[rows, next_i[cand]] = False
+        ears = cand[~inside.any(axis=1) | (cross[cand] == 0)]
+        if not len(ears):  # cannot happen for a simple polygon; keep what we have
+            log.debug("ear clipping found no ear at %d vertices", m)
+            break
+        ears = ears[np.argsort(cross[ears], kind="stable")]
+        budget = min(m - target, max(1, m // 16))
+        taken = np.zeros(m, bool)
+        picked = []
+        for v in ears:
+            if len(picked) == budget:
+                break
+            if not (taken[prev_i[v]] or taken[next_i[v]]):
+                taken[v] = True
+                picked.append(v)
+        alive = np.delete(alive, picked)
     return pts[alive]
 
 
@@ -676,9 +694,11 @@ def boundary_polygon(
     component: np.ndarray, spec: GridSpec, max_vertices: int = 64,
     dist2: np.ndarray | None = None, min_cells: int = 1,
 ) -> np.ndarray:
-    """Conservative outline (N, 2) x, y in grid_frame of the free ``component`` (bool mask),
-    3 <= N <= ``max_vertices`` or empty (0, 2): every cell the polygon covers belongs to
-    ``component`` (see the module docstring).
+    """Conservative outline (N, 2) x, y in grid_frame of free space (bool mask of free
+    cells, e.g. ``grid == 0`` or one component), 3 <= N <= ``max_vertices`` or empty (0, 2):
+    every cell the polygon covers is in ``component`` (see the module docstring). The
+    polygon outlines the 4-connected part of at least ``min_cells`` cells nearest the ego
+    point.
 
     Counter-clockwise, not repeated at the end (a geometry_msgs/Polygon is implicitly
     closed); vertices on cell corners. ``dist2`` (distance of cells to the ego point) picks
@@ -709,12 +729,25 @@ def boundary_polygon(
     if len(pts) < 3 or signed_area(pts) <= 0:
         return np.zeros((0, 2))
     xy = spec.origin + pts * spec.resolution
-    published = grid_to_cells(xy.astype(np.float32).astype(np.float64), spec)
-    cov, outside = polygon_coverage(published, region.shape)
-    if outside > SLIVER or ((cov > SLIVER) & ~region).any():
+    if not covers_only(grid_to_cells(xy.astype(np.float32).astype(np.float64), spec), region):
         log.warning("free-space polygon failed its containment check; publishing none")
         return np.zeros((0, 2))
     return xy
+
+
+def covers_only(poly: np.ndarray, region: np.ndarray, sliver: float = SLIVER) -> bool:
+    """True when the polygon (cell units) covers no cell outside ``region`` by more than
+    ``sliver`` of its area, cells beyond the grid included (exact overlaps, computed on the
+    polygon's bounding box only)."""
+    x0, y0 = np.floor(poly.min(axis=0)).astype(int) - 1
+    x1, y1 = np.ceil(poly.max(axis=0)).astype(int) + 1
+    cov, outside = polygon_coverage(poly - (x0, y0), (y1 - y0, x1 - x0))
+    h, w = region.shape
+    win = np.zeros((y1 - y0, x1 - x0), bool)
+    ya, yb, xa, xb = max(0, y0), min(h, y1), max(0, x0), min(w, x1)
+    if ya < yb and xa < xb:
+        win[ya - y0:yb - y0, xa - x0:xb - x0] = region[ya:yb, xa:xb]
+    return outside <= sliver and not ((cov > sliver) & ~win).any()
 
 
 __all__ = [

@@ -10,7 +10,7 @@ import numpy as np
 from ..lru import LruCache
 from .camera import CameraModel, CameraMounting
 from .freespace import boundary_polygon, clean_mask, ego_component, ego_distance2, speckle_kernel
-from .grid import GridSpec, GroundLookup
+from .grid import FREE, GridSpec, GroundLookup
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +192,8 @@ class DrivableAreaMapper:
 
         Conservative: every cell the polygon covers is free in ``grid`` (see
         :mod:`.freespace`)."""
-        comp = self.ego_component(grid)
-        return boundary_polygon(comp, self.grid, self.max_vertices, self._dist2,
+        self._check_grid(grid)
+        return boundary_polygon(grid == FREE, self.grid, self.max_vertices, self._dist2,
                                 self.min_region_cells)
 
     def process(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
