@@ -114,3 +114,16 @@ def test_params_file_sections_and_nesting(tmp_path: Path) -> None:
     f.write_text("- not: a mapping\n")
     with pytest.raises(ConfigError, match="not a ROS 2 parameters file"):
         read_params_file(f)
+
+
+def test_geometry_defaults_are_the_tables() -> None:
+    """The mapper's and grid's keyword defaults repeat the table's (one set of defaults)."""
+    from seg_perception.core.geometry import CameraMounting, GridSpec, mapper
+
+    assert PipelineConfig.from_params().grid == GridSpec()
+    assert PipelineConfig.from_params().mounting == CameraMounting()
+    assert DEFAULTS["grid.max_range"] == mapper.DEFAULT_MAX_RANGE
+    assert DEFAULTS["grid.max_pixel_footprint"] == mapper.DEFAULT_MAX_PIXEL_FOOTPRINT
+    assert DEFAULTS["mask.speckle_area"] == mapper.DEFAULT_SPECKLE_AREA
+    assert DEFAULTS["boundary.max_vertices"] == mapper.DEFAULT_MAX_VERTICES
+    assert DEFAULTS["boundary.min_region_area"] == mapper.DEFAULT_MIN_REGION_AREA

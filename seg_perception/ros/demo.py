@@ -40,6 +40,7 @@ from ..core.bagio import (
     output_topic,
     typestore,
 )
+from ..core.config import PipelineConfig
 from ..core.demo_report import (
     grid_picture,
     side_by_side,
@@ -310,9 +311,8 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
         "camera_info_topic": info_topic,
         "rate": opts.rate,
     })
-    spec = GridSpec(*(float(params.get(k, d)) for k, d in (
-        ("grid.resolution", 0.1), ("grid.x_min", 0.0), ("grid.x_max", 40.0),
-        ("grid.y_min", -10.0), ("grid.y_max", 10.0))))
+    spec = PipelineConfig.from_params(
+        {k: v for k, v in params.items() if k.startswith("grid.")}).grid
     summary["video"] = str(_render_report(input_bag, output_bag, image_topic, ns, spec, report,
                                           opts.fps))
     summary["wall_time_s"] = round(time.perf_counter() - t_start, 1)
