@@ -5,13 +5,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The ROS 2 pieces no registry has (ros2 CLI, launch, launch_testing, tf2_ros, vision_msgs),
+# built into the venv by ../shared/ros2/install.sh where that exists (CI); see README.
+ROS2_KIT_SCRIPT := $(wildcard ../shared/ros2/install.sh)
+ROS2_KIT := $(if $(ROS2_KIT_SCRIPT),$(VENV)/.ros2_kit_installed)
 
-.PHONY: venv test lint demo colcon clean help
+.PHONY: venv ros2-kit test lint demo colcon clean help
 
 help:
 	@echo "make test   - set up .venv (first run) and run the test suite"
 	@echo "make demo   - set up .venv and run the end-to-end demo"
 	@echo "make lint   - ruff"
+	@echo "make ros2-kit - add ../shared/ros2's ROS 2 tools to .venv (make test does it too)"
 	@echo "make colcon - build the package with colcon into build/ and install/"
 
 # Re-runs the installs only when the pins or setup.py change.
@@ -23,7 +28,21 @@ $(STAMP): requirements.txt constraints.txt setup.py
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# Rebuilt when the kit's script changes or the venv was (re)installed after it, since the kit
+# compiles against the venv's ROS 2 wheels; otherwise make does not even start the script.
+ifneq ($(ROS2_KIT),)
+$(ROS2_KIT): $(ROS2_KIT_SCRIPT) $(STAMP)
+	rm -f $@
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt bash $(ROS2_KIT_SCRIPT) $(VENV)
+endif
+
+ros2-kit: $(STAMP) $(ROS2_KIT)
+ifeq ($(ROS2_KIT),)
+	@echo "../shared/ros2/install.sh is absent: the tests that need the ROS 2 tools skip" \
+	      "unless a ROS 2 install is sourced"
+endif
+
+test: $(STAMP) $(ROS2_KIT)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -66,10 +66,11 @@ def test_engine_outputs_at_frame_resolution(camvid_frame: np.ndarray) -> None:
 
 
 def test_engine_matches_plain_pytorch_reference(rng: np.random.Generator) -> None:
-    """Preprocess + argmax equal a straightforward float64 implementation."""
+    """Preprocess + bilinear logits + argmax (``logits`` mode) equal a straightforward
+    float64 implementation."""
     model = create_model("tiny_seg").eval()
     meta = model.meta
-    engine = SegEngine(model, meta, "cpu", "fp32", channels_last=False)
+    engine = SegEngine(model, meta, "cpu", "fp32", channels_last=False, upsample="logits")
     w, h = meta.input_size
     frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     result = engine(frame)
@@ -98,7 +99,7 @@ def test_engine_resizes_arbitrary_frames(rng: np.random.Generator) -> None:
 
 def test_device_and_precision_choices() -> None:
     assert resolve_device("cpu").type == "cpu"
-    assert resolve_precision("auto", torch.device("cpu")) == torch.float32
+    assert resolve_precision("fp32", torch.device("cpu")) == torch.float32
     with pytest.raises(EngineConfigError, match="auto, cpu, cuda"):
         resolve_device("gpu")
     with pytest.raises(EngineConfigError, match="fp32"):

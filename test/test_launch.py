@@ -1,131 +1,321 @@
-"""launch/seg.launch.py: arguments and the Node it builds.
+"""launch/seg.launch.py under the real launch, launch_ros and `ros2` CLI.
 
-launch/launch_ros are not on PyPI, so where they are absent this test provides minimal
-stand-ins for the few classes the file uses and checks what the file asks them to do. A full
-ROS 2 install runs the same checks against the real packages' argument handling.
+The package is built with `colcon build` into a temporary workspace and started with
+`ros2 launch seg_perception seg.launch.py ...` after `. install/setup.bash`, exactly as a user
+does; the test talks to the node over DDS and with `ros2 param` / `ros2 topic`. The tools come
+from ../shared/ros2 (built into .venv by `make test`) or a sourced ROS 2 install; without
+either these tests skip, saying so (see ros2_tools.py).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import itertools
+import re
+import signal
+import subprocess
 import sys
-import types
+import textwrap
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import pytest
-from shared_data import REPO
+import rclpy
+from builtin_interfaces.msg import Time
+from ros2_tools import (
+    RosLaunch,
+    colcon_build,
+    missing_modules,
+    pid_alive,
+    process_env,
+    require_ros2_launch,
+    ros2_executable,
+    ros_env,
+    run_ros2,
+)
+from ros_harness import Probe
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from seg_perception.core import bagio
+from seg_perception.core.geometry import CameraModel
+from seg_perception.ros.params import PARAMS_BY_NAME
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
+W, H = 160, 120
+READY = r"\[seg_node-\d+\] .*ready: listening on"
+NODE_STARTED = r"\[seg_node-\d+\]: process started with pid \[\d+\]"
 
 
-class _Recorder:
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args, self.kwargs = args, kwargs
+@pytest.fixture(scope="module")
+def install(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This checkout built with colcon, once for the module."""
+    require_ros2_launch()
+    return colcon_build(tmp_path_factory.mktemp("colcon_ws"))
 
 
-class _LaunchConfiguration:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def perform(self, context: dict[str, str]) -> str:
-        return context[self.name]
-
-
-def _install_stand_ins(monkeypatch: pytest.MonkeyPatch, share: Path) -> None:
-    mods = {
-        "launch": types.ModuleType("launch"),
-        "launch.actions": types.ModuleType("launch.actions"),
-        "launch.substitutions": types.ModuleType("launch.substitutions"),
-        "launch_ros": types.ModuleType("launch_ros"),
-        "launch_ros.actions": types.ModuleType("launch_ros.actions"),
-        "ament_index_python": types.ModuleType("ament_index_python"),
-        "ament_index_python.packages": types.ModuleType("ament_index_python.packages"),
-    }
-    mods["launch"].LaunchDescription = lambda entities: list(entities)
-    mods["launch.actions"].DeclareLaunchArgument = type("DeclareLaunchArgument", (_Recorder,), {})
-    mods["launch.actions"].OpaqueFunction = type("OpaqueFunction", (_Recorder,), {})
-    mods["launch.actions"].ExecuteProcess = type("ExecuteProcess", (_Recorder,), {})
-    mods["launch.actions"].SetEnvironmentVariable = type("SetEnvironmentVariable", (_Recorder,),
-                                                         {})
-    mods["launch.substitutions"].LaunchConfiguration = _LaunchConfiguration
-    mods["launch_ros.actions"].Node = type("Node", (_Recorder,), {})
-    mods["ament_index_python.packages"].get_package_share_directory = lambda pkg: str(share)
-    for name, mod in mods.items():
-        monkeypatch.setitem(sys.modules, name, mod)
+@pytest.fixture(scope="module")
+def probe() -> Iterator[Probe]:
+    p = Probe("launch_test_probe")
+    yield p
+    p.close()
+    rclpy.try_shutdown()
 
 
-def _load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> types.ModuleType:
-    _install_stand_ins(monkeypatch, tmp_path)
-    spec = importlib.util.spec_from_file_location("seg_launch", REPO / "launch" / "seg.launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def launches() -> Iterator[list[RosLaunch]]:
+    """Every `ros2 launch` a test starts is stopped, with all it started, whatever happens."""
+    started: list[RosLaunch] = []
+    yield started
+    for launch in started:
+        launch.close()
 
 
-def _nodes(module: types.ModuleType, **given: str) -> list[Any]:
-    entities = module.generate_launch_description()
-    declared = {e.args[0] if e.args else e.kwargs["name"]: e.kwargs.get("default_value")
-                for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
-    context = {**declared, **given}
-    opaque = next(e for e in entities if type(e).__name__ == "OpaqueFunction")
-    return opaque.kwargs["function"](context)
+def frame(i: int) -> np.ndarray:
+    img = np.full((H, W, 3), (90, 90, 95), np.uint8)  # road
+    img[: H // 3] = (120, 160, 220)  # sky
+    img[H // 2:, (10 * i) % W:] = (200, 30, 30)
+    return img
 
 
-def _env(module: types.ModuleType, **given: str) -> dict[str, str]:
-    entities = module.generate_launch_description()
-    declared = {e.args[0]: e.kwargs.get("default_value")
-                for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
-    opaque = next(e for e in entities if type(e).__name__ == "OpaqueFunction")
-    return dict(a.args for a in opaque.kwargs["function"]({**declared, **given})
-                if type(a).__name__ == "SetEnvironmentVariable")
+def image_msg(i: int) -> Image:
+    return Image(header=Header(stamp=Time(sec=1_700_000_000 + i, nanosec=500), frame_id="cam"),
+                 height=H, width=W, encoding="rgb8", step=3 * W,
+                 data=frame(i).tobytes())
 
 
-def test_launch_arguments(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    module = _load(monkeypatch, tmp_path)
-    entities = module.generate_launch_description()
-    names = {e.args[0] for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
-    assert {"params_file", "namespace", "image_topic", "camera_info_topic", "use_sim_time",
-            "model", "checkpoint", "device"} <= names
+def key(msg: object) -> tuple[int, int]:
+    return (msg.header.stamp.sec, msg.header.stamp.nanosec)
 
 
-def test_launch_defaults_use_packaged_params(monkeypatch: pytest.MonkeyPatch,
-                                             tmp_path: Path) -> None:
-    module = _load(monkeypatch, tmp_path)
-    (node,) = [a for a in _nodes(module) if type(a).__name__ == "Node"]
-    kw = node.kwargs
-    assert kw["package"] == "seg_perception" and kw["executable"] == "seg_node"
-    assert kw["parameters"][0] == str(tmp_path / "config" / "seg.yaml")
-    # Empty model/checkpoint/device leave the params file in charge.
-    assert kw["parameters"][1] == {"use_sim_time": False}
-    assert ("image", "image") in kw["remappings"]
-    assert _env(module) == {"FASTDDS_DEFAULT_PROFILES_FILE":
-                            str(tmp_path / "config" / "fastdds_shm.xml")}
-    assert _env(module, fastdds_profile="") == {}
+def start(install: Path, launches: list[RosLaunch], log: Path, *args: str,
+          env: dict[str, str] | None = None) -> RosLaunch:
+    launch = RosLaunch(install, args, log, env)
+    launches.append(launch)
+    return launch
 
 
-def test_launch_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    module = _load(monkeypatch, tmp_path)
-    (node,) = [a for a in _nodes(module, namespace="front", image_topic="/cam/image_raw",
-                     camera_info_topic="/cam/camera_info", use_sim_time="true",
-                     model="tiny_seg", device="cpu", params_file="/p.yaml")
-               if type(a).__name__ == "Node"]
-    kw = node.kwargs
-    assert kw["namespace"] == "front"
-    assert kw["parameters"] == ["/p.yaml", {"model": "tiny_seg", "device": "cpu",
-                                            "use_sim_time": True}]
-    remaps = dict(kw["remappings"])
-    assert remaps["image"] == "/cam/image_raw"
-    assert remaps["image/compressed"] == "/cam/image_raw/compressed"
-    assert remaps["camera_info"] == "/cam/camera_info"
+def param_get(node: str, name: str) -> str:
+    out = run_ros2(["param", "get", "--no-daemon", "--timeout", "30", node, name])
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout.strip()
 
 
-def test_launch_bag_and_rviz(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    module = _load(monkeypatch, tmp_path)
-    actions = _nodes(module, bag="/data/drive.mcap", rviz="true")
-    names = [type(a).__name__ for a in actions]
-    assert names == ["SetEnvironmentVariable", "Node", "ExecuteProcess", "Node"]
-    seg, play, rviz = actions[1], actions[2], actions[3]
-    assert seg.kwargs["parameters"][1]["use_sim_time"] is True  # bag time
-    assert play.kwargs["cmd"] == ["ros2", "bag", "play", "--clock", "/data/drive.mcap"]
-    assert rviz.kwargs["executable"] == "rviz2"
-    assert rviz.kwargs["arguments"] == ["-d", str(tmp_path / "config" / "seg.rviz")]
-    assert [type(a).__name__ for a in _nodes(module)] == ["SetEnvironmentVariable", "Node"]
+def stop_cleanly(launch: RosLaunch) -> None:
+    """Ctrl-C: `ros2 launch` and the node end without error or traceback, nothing left."""
+    pids = launch.pids()
+    code = launch.interrupt()
+    log = launch.log()
+    assert code == 0, log
+    assert re.search(r"\[seg_node-\d+\]: process has finished cleanly", log), log
+    assert "Traceback" not in log, log
+    deadline = time.monotonic() + 10
+    while any(pid_alive(p) for p in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [n for n, p in pids.items() if pid_alive(p)], log
+
+
+def hz(topic: str, publish: object, log: Path, seconds: float = 90.0) -> float:
+    """`ros2 topic hz TOPIC` while ``publish()`` runs every 0.25 s; its last average rate."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(ros2_executable()), "topic", "hz", "--window", "20", topic],
+                                stdout=out, stderr=subprocess.STDOUT, env=ros_env())
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and log.read_text().count("average rate") < 3:
+                assert proc.poll() is None, log.read_text()
+                publish()
+                time.sleep(0.25)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    text = log.read_text()
+    rates = [float(r) for r in re.findall(r"average rate: ([0-9.]+)", text)]
+    assert len(rates) >= 3, text
+    return rates[-1]
+
+
+def test_ros2_launch_namespace_remaps_params_file_and_cli(
+        tmp_path: Path, install: Path, probe: Probe, launches: list[RosLaunch]) -> None:
+    """A user's launch: arguments reach the node, it segments, the CLI sees it, Ctrl-C ends it."""
+    params = tmp_path / "mine.yaml"
+    params.write_text(textwrap.dedent("""\
+        /**:
+          ros__parameters:
+            grid_frame: "params_file_frame"
+            overlay_alpha: 0.25
+            device: "cuda"
+        """))
+    probe.subscribe(Image, "/front/labels")
+    pub = probe.publisher(Image, "/cam/image_raw")
+    launch = start(install, launches, tmp_path / "launch.log",
+                   "seg_perception", "seg.launch.py", "namespace:=front",
+                   "image_topic:=/cam/image_raw", "camera_info_topic:=/cam/camera_info",
+                   f"params_file:={params}", "device:=cpu", "use_sim_time:=True")
+    launch.wait_for(r"\[seg_node-\d+\] .*ready: listening on /cam/image_raw")
+    assert "[front.seg_node]" in launch.log()  # namespace
+
+    # Remapped input, namespaced output, stamps copied from the input.
+    count = itertools.count()
+    sent: set[tuple[int, int]] = set()
+
+    def publish() -> None:
+        msg = image_msg(next(count))
+        sent.add(key(msg))
+        pub.publish(msg)
+
+    probe.wait_until(lambda: len(probe.messages("/front/labels")) >= 3, timeout=120,
+                     what="labels from the launched node", tick=publish, period=0.5)
+    labels = probe.messages("/front/labels")
+    assert {key(m) for m in labels} <= sent
+    assert all((m.width, m.height, m.encoding) == (W, H, "mono8") for m in labels)
+
+    # params_file is read, launch arguments override it, the boolean reaches the node typed.
+    assert param_get("/front/seg_node", "grid_frame") == "String value is: params_file_frame"
+    assert param_get("/front/seg_node", "overlay_alpha") == "Double value is: 0.25"
+    assert param_get("/front/seg_node", "device") == "String value is: cpu"
+    assert param_get("/front/seg_node", "use_sim_time") == "Boolean value is: True"
+
+    # The CLI a user debugs with.
+    out = run_ros2(["param", "describe", "--no-daemon", "--timeout", "30", "/front/seg_node",
+                    "overlay_alpha", "model"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    alpha, model = out.stdout.split("Parameter name: model")
+    assert "Parameter name: overlay_alpha" in alpha and "Type: double" in alpha
+    assert PARAMS_BY_NAME["overlay_alpha"].description in alpha
+    assert "Min value: 0.0" in alpha and "Max value: 1.0" in alpha
+    assert "Read only: true" not in alpha
+    assert "Type: string" in model and "Read only: true" in model
+
+    rate = hz("/front/labels", publish, tmp_path / "hz.log")
+    assert 1.0 <= rate <= 8.0, rate  # frames go in at 4 Hz; each is segmented
+
+    if not missing_modules("vision_msgs"):  # ros2 topic echo needs the message package
+        out = run_ros2(["topic", "echo", "--no-daemon", "--once", "--qos-durability",
+                        "transient_local", "--qos-reliability", "reliable",
+                        "/front/label_info", "vision_msgs/msg/LabelInfo"], timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "class_name: Road" in out.stdout and "threshold: 0.0" in out.stdout
+
+    stop_cleanly(launch)
+
+
+def make_bag(path: Path, n: int) -> set[tuple[int, int]]:
+    """``n`` frames on /cam/image_raw and /cam/camera_info at 5 Hz; the header stamps."""
+    start = 1_650_000_000 * 10**9
+    model = CameraModel.from_fov(W, H, 90.0)
+    stamps = set()
+    with bagio.BagWriter(path) as bag:
+        for i in range(n):
+            t = start + i * 200_000_000
+            header = bagio.make_header(t // 10**9, t % 10**9, "camera_optical")
+            bag.write("/cam/image_raw", bagio.image_msg(frame(i), "rgb8", header), t)
+            bag.write("/cam/camera_info", bagio.camera_info_msg(model, header), t)
+            stamps.add((t // 10**9, t % 10**9))
+    return stamps
+
+
+def test_ros2_launch_bag_plays_after_the_node_is_ready(
+        tmp_path: Path, install: Path, probe: Probe, launches: list[RosLaunch]) -> None:
+    """bag:= starts the player once seg_node is ready, with the profile, on sim time."""
+    fallback = bool(missing_modules("ros2bag", "rosbag2_py"))
+    stamps = make_bag(tmp_path / "drive", n=40)
+    probe.subscribe(Image, "/labels")
+    launch = start(install, launches, tmp_path / "launch.log",
+                   "seg_perception", "seg.launch.py", f"bag:={tmp_path / 'drive'}",
+                   "image_topic:=/cam/image_raw", "camera_info_topic:=/cam/camera_info",
+                   "device:=cpu")
+    player_name = "seg-perception" if fallback else "ros2"
+    started = launch.wait_for(rf"\[{player_name}-\d+\]: process started with pid \[(\d+)\]")
+    player_pid = int(re.search(r"\[(\d+)\]$", started).group(1))
+    node_pid = next(p for n, p in launch.pids().items() if n.startswith("seg_node"))
+    player_env, node_env = process_env(player_pid), process_env(node_pid)
+    log = launch.log()
+    # The player was started by the node's ready line, not with the node.
+    assert log.index("ready: listening on /cam/image_raw") < log.index(started), log
+    assert re.search(r"seg_node is ready: starting `" + (
+        "seg-perception play" if fallback else "ros2 bag play"), log), log
+    profile = install / "seg_perception" / "share" / "seg_perception" / "config"
+    assert player_env[PROFILE_ENV] == node_env[PROFILE_ENV] == str(profile / "fastdds_shm.xml")
+
+    launch.wait_for(rf"\[{player_name}-\d+\]: process has finished cleanly", timeout=120)
+    probe.wait_until(lambda: len(probe.messages("/labels")) >= 20, timeout=30,
+                     what="labels for the bag's frames")
+    got = {key(m) for m in probe.messages("/labels")}
+    assert got <= stamps  # outputs carry the recorded stamps
+    assert param_get("/seg_node", "use_sim_time") == "Boolean value is: True"
+    stop_cleanly(launch)
+
+
+def test_including_launch_keeps_its_environment(
+        tmp_path: Path, install: Path, launches: list[RosLaunch]) -> None:
+    """The Fast DDS profile reaches seg_node, not the other processes of an including launch."""
+    parent = tmp_path / "robot.launch.py"
+    parent.write_text(textwrap.dedent(f"""\
+        import os
+        from launch import LaunchDescription
+        from launch.actions import ExecuteProcess, IncludeLaunchDescription
+        from launch.launch_description_sources import PythonLaunchDescriptionSource
+        from launch_ros.substitutions import FindPackageShare
+        from launch.substitutions import PathJoinSubstitution
+
+        def generate_launch_description():
+            seg = PathJoinSubstitution([FindPackageShare("seg_perception"), "launch",
+                                        "seg.launch.py"])
+            return LaunchDescription([
+                IncludeLaunchDescription(PythonLaunchDescriptionSource(seg),
+                                         launch_arguments={{"device": "cpu"}}.items()),
+                ExecuteProcess(cmd=[{sys.executable!r}, "-c",
+                                    "import os; print('sibling sees', "
+                                    "os.environ.get('{PROFILE_ENV}', 'nothing'))"],
+                               name="sibling", output="screen"),
+            ])
+        """))
+    launch = start(install, launches, tmp_path / "launch.log", str(parent),
+                   env=ros_env(drop=[PROFILE_ENV]))
+    launch.wait_for(READY)
+    launch.wait_for(r"\[sibling-\d+\]: process has finished cleanly")
+    assert re.search(r"\[sibling-\d+\] sibling sees nothing", launch.log()), launch.log()
+    node_pid = next(p for n, p in launch.pids().items() if n.startswith("seg_node"))
+    profile = install / "seg_perception" / "share" / "seg_perception" / "config"
+    assert process_env(node_pid)[PROFILE_ENV] == str(profile / "fastdds_shm.xml")
+    assert param_get("/seg_node", "use_sim_time") == "Boolean value is: False"
+    stop_cleanly(launch)
+
+
+def test_ros2_bag_player_without_rosbag2_is_refused(tmp_path: Path, install: Path,
+                                                   launches: list[RosLaunch]) -> None:
+    if not missing_modules("ros2bag", "rosbag2_py"):
+        pytest.skip("rosbag2 is installed here: bag_player:=ros2 is valid")
+    make_bag(tmp_path / "drive", n=1)
+    launch = start(install, launches, tmp_path / "launch.log", "seg_perception",
+                   "seg.launch.py", f"bag:={tmp_path / 'drive'}", "bag_player:=ros2")
+    assert launch.wait_exit() != 0, launch.log()
+    assert "`ros2 bag` (rosbag2) is not installed" in launch.log(), launch.log()
+    assert not re.search(NODE_STARTED, launch.log()), launch.log()
+
+
+@pytest.mark.parametrize(("argument", "expected"), [
+    ("rviz:=maybe", r'Argument "rviz" provided value "maybe" is not valid'),
+    ("use_sim_time:=yes", r'Argument "use_sim_time" provided value "yes" is not valid'),
+    ("bag_player:=rosbag", r'Argument "bag_player" provided value "rosbag" is not valid'),
+    ("fastdds_profile:=/no/such/profile.xml", r"fastdds_profile:=/no/such/profile.xml: no such"),
+])
+def test_invalid_arguments_are_refused(tmp_path: Path, install: Path,
+                                       launches: list[RosLaunch], argument: str,
+                                       expected: str) -> None:
+    launch = start(install, launches, tmp_path / "launch.log", "seg_perception",
+                   "seg.launch.py", argument)
+    code = launch.wait_exit()
+    log = launch.log()
+    assert code != 0, log
+    assert re.search(expected, log), log
+    assert not re.search(NODE_STARTED, log), log  # refused before anything started
+    assert "Traceback" not in log, log

@@ -265,7 +265,9 @@ def _official_demo(model: torch.nn.Module, bgr: np.ndarray) -> tuple[np.ndarray,
 
 @pytest.fixture(scope="module")
 def twinlitenet_engine() -> tuple[SegEngine, EngineInfo]:
-    return build_engine("twinlitenet", checkpoint=require(TWINLITENET_WEIGHTS), device="cpu")
+    # The torch backend: the test compares the module itself with the authors' demo.
+    return build_engine("twinlitenet", checkpoint=require(TWINLITENET_WEIGHTS), device="cpu",
+                        precision="fp32", backend="torch")
 
 
 def test_official_twinlitenet_weights_load_strictly() -> None:

@@ -128,7 +128,8 @@ def test_onnx_engine_gives_the_torch_engines_labels(tmp_path: Path) -> None:
     model = create_model("tiny_seg").eval()
     path = export_onnx(model, model.meta, tmp_path / "tiny.onnx", width=160, height=120)
     torch_engine = SegEngine(model, model.meta, "cpu", "fp32", input_size=(160, 120))
-    onnx_engine, info = build_engine(str(path), device="cpu")
+    onnx_engine, info = build_engine(str(path), device="cpu", backend="onnx")
+    assert info.backend == "onnx" and info.precision == "fp32"
     assert onnx_engine.input_size == (160, 120)
     assert info.model == "tiny_seg" and str(path) in info.weights
     frames = [scene(200, 150)]
@@ -146,7 +147,7 @@ def test_onnx_engine_uses_the_drivable_head(tmp_path: Path) -> None:
     model = two_head()
     path = export_onnx(model, TWO_HEAD_META, tmp_path / "two.onnx")
     torch_engine = SegEngine(model, TWO_HEAD_META, "cpu", "fp32")
-    onnx_engine, _ = build_engine(str(path), device="cpu")
+    onnx_engine, _ = build_engine(str(path), device="cpu", backend="onnx")
     frame = scene(80, 60)
     a, b = torch_engine(frame), onnx_engine(frame)
     assert set(np.unique(b.drivable)) <= {0, 255}

@@ -106,7 +106,8 @@ def test_bench_writes_json(tmp_path: Path, backend: str,
                            capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bench.json"
     assert main(["bench", "--model", "tiny_seg", "--width", "64", "--height", "48",
-                 "--device", "cpu", "--backend", backend, "--frames", "3", "--warmup", "1",
+                 "--device", "cpu", "--backend", backend, "--precision", "fp32",
+                 "--frames", "3", "--warmup", "1",
                  "--camera", "80x60", "--peak-size", "256", "--json", str(path)]) == 0
     report = json.loads(path.read_text())
     assert set(report) >= BENCH_KEYS
@@ -140,6 +141,6 @@ def test_peak_and_stats() -> None:
     peak = measure_peak(torch.device("cpu"), torch.float32, size=128, min_seconds=0.01)
     assert peak.gflops_per_s > 0 and peak.dtype == "fp32"
     assert peak.gflops_per_s == max(peak.by_library.values())
-    assert set(peak.by_library) == {"torch", "onnxruntime"}
+    assert set(peak.by_library) == {"torch", "onnxruntime", "openvino"}
     stats = stage_stats([1.0, 2.0, 3.0, 4.0, 100.0])
     assert stats["median"] == 3.0 and 4.0 < stats["p95"] < 100.0

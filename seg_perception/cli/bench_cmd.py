@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import tempfile
 from pathlib import Path
+
+# The engine's choices (seg_perception.core.engine; a test keeps them equal), spelled out
+# so that `seg-perception --help` does not import torch.
+PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
+BACKEND_CHOICES = ("auto", "torch", "openvino", "onnx")
+UPSAMPLE_CHOICES = ("labels", "logits")
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +47,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--camera", type=_size, default=None, metavar="WxH",
                    help="camera frame size fed to the engine (default: the input size)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", help="auto, fp32 or fp16 (CUDA only)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="torch, or onnx (exported to a temporary file, run by ONNX Runtime)")
+    p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
+                   help="auto (fp16 on CUDA; bf16 on CPUs with a bf16 unit, else fp32), fp32, "
+                   "fp16 (CUDA), bf16, or int8 (an int8 .onnx from `export --int8`)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                   help="auto (as the node: OpenVINO on a CPU where installed, else torch), "
+                   "torch, openvino, or onnx (ONNX Runtime; a registered model is exported "
+                   "to a temporary file first)")
+    p.add_argument("--upsample", choices=UPSAMPLE_CHOICES, default="labels",
+                   help="postprocessing: labels (argmax at the output stride, ids resized "
+                   "nearest; the node's) or logits (scores resized bilinearly first; eval's)")
+    p.add_argument("--no-confidence", dest="confidence", action="store_false",
+                   help="skip the confidence map (the node computes it only when subscribed)")
     p.add_argument("--frames", type=int, default=100, help="timed frames (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=10,
                    help="untimed frames first (default: %(default)s)")
@@ -57,52 +71,45 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def _flops_model(name: str, meta: object) -> object | None:
+    """A torch module of a registered network to count FLOPs on (random weights suffice)."""
+    from ..core.models import create_model
 
+    try:
+        return create_model(name, meta=meta).eval()
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
     from ..core.bench import format_report, run_bench
     from ..core.engine import EngineConfigError, build_engine, is_onnx_path
-    from ..core.export import export_onnx
-    from ..core.models.checkpoint import CheckpointError, load_model
+    from ..core.models.checkpoint import CheckpointError
 
     if args.frames < 1 or args.warmup < 0:
         log.error("--frames must be >= 1 and --warmup >= 0")
         return 2
     size = (args.width, args.height) if args.width and args.height else None
-    backend = "onnx" if is_onnx_path(args.model) else args.backend
-    if backend == "onnx" and args.precision not in ("auto", "fp32"):
-        log.warning("the onnx backend runs fp32; --precision %s ignored", args.precision)
-    with tempfile.TemporaryDirectory(prefix="seg-bench-") as tmp:
-        try:
-            flops_model = None
-            if is_onnx_path(args.model):
-                engine, info = build_engine(args.model, None, args.device, "fp32", size,
-                                            threads=args.threads)
-            else:
-                loaded = load_model(args.model, args.checkpoint)
-                w = args.width or loaded.meta.input_size[0]
-                h = args.height or loaded.meta.input_size[1]
-                if backend == "onnx":
-                    path = export_onnx(loaded.model, loaded.meta, Path(tmp) / "model.onnx", w,
-                                       h, model_name=loaded.name, weights=loaded.weights,
-                                       trained=loaded.trained)
-                    engine, info = build_engine(str(path), None, args.device, "fp32",
-                                                threads=args.threads)
-                    flops_model = loaded.model  # same network; FLOPs counted on CPU fp32
-                else:
-                    engine, info = build_engine(args.model, args.checkpoint, args.device,
-                                                args.precision, (w, h), threads=args.threads)
-        except (EngineConfigError, CheckpointError, FileNotFoundError, ValueError,
-                KeyError) as exc:
-            log.error("%s", exc.args[0] if isinstance(exc, KeyError) else exc)
-            return 2
-        log.info("model %s, weights: %s; %s, backend %s", info.model, info.weights,
-                 engine.description, backend)
-        if not info.trained:
-            log.info("random weights: speed is unaffected, labels would be meaningless")
-        report = {"model": info.model, "weights": info.weights, "trained": info.trained,
-                  "backend": backend}
-        report.update(run_bench(engine, args.frames, args.warmup, args.camera, flops_model,
-                                args.peak_size))
+    try:
+        engine, info = build_engine(args.model, None if is_onnx_path(args.model) else
+                                    args.checkpoint, args.device, args.precision, size,
+                                    threads=args.threads, backend=args.backend,
+                                    upsample=args.upsample)
+    except (EngineConfigError, CheckpointError, FileNotFoundError, ValueError,
+            KeyError) as exc:
+        log.error("%s", exc.args[0] if isinstance(exc, KeyError) else exc)
+        return 2
+    log.info("model %s, weights: %s; %s (%s)", info.model, info.weights, engine.description,
+             info.precision_reason)
+    if not info.trained:
+        log.info("random weights: speed is unaffected, labels would be meaningless")
+    flops_model = None
+    if info.backend != "torch":  # FLOPs are counted on the same network as a torch module
+        flops_model = _flops_model(info.model, engine.meta)
+    report = {"model": info.model, "weights": info.weights, "trained": info.trained,
+              "precision_reason": info.precision_reason}
+    report.update(run_bench(engine, args.frames, args.warmup, args.camera, flops_model,
+                            args.peak_size, want_confidence=args.confidence))
     print(format_report(report))
     if args.json:
         path = Path(args.json)

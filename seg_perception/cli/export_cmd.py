@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..core.models.checkpoint import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="leave batch, height and width free instead of fixing the size")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip comparing ONNX Runtime's outputs with PyTorch's")
+    q = p.add_argument_group(
+        "int8", "post-training static quantisation (QDQ: int8 weights per channel, uint8 "
+        "activations calibrated on real frames); the file runs with precision int8 on the "
+        "OpenVINO and ONNX Runtime backends. Calibrate on training frames, judge on another "
+        "split (e.g. seg-perception bench / eval on val).")
+    q.add_argument("--int8", action="store_true", help="write an int8-quantised model")
+    q.add_argument("--calib-data", default=None, metavar="PATH",
+                   help="calibration frames: a folder of images, or a dataset root with "
+                   "--calib-dataset")
+    q.add_argument("--calib-dataset", choices=("images", "camvid", "cityscapes"),
+                   default="images", help="layout of --calib-data (default: %(default)s)")
+    q.add_argument("--calib-split", default="train",
+                   help="dataset split to calibrate on (default: %(default)s)")
+    q.add_argument("--calib-frames", type=int, default=300,
+                   help="frames, evenly spaced over the sorted list (default: %(default)s)")
+    q.add_argument("--calib-method", choices=("minmax", "percentile", "entropy"),
+                   default="minmax", help="activation range estimator (default: %(default)s)")
+    q.add_argument("--int8-activations", choices=("s8", "u8"), default="s8",
+                   help="s8: symmetric int8 activations on every layer (OpenVINO's fast path, "
+                   "the default); u8: uint8 activations on convolutions only (ONNX Runtime's "
+                   "fast path)")
     p.set_defaults(func=run)
 
 
@@ -62,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
                     "labels; pass --checkpoint", loaded.name)
     w = args.width or loaded.meta.input_size[0]
     h = args.height or loaded.meta.input_size[1]
+    if args.int8:
+        return _run_int8(args, loaded, w, h)
     output = Path(args.output or f"{loaded.name}_{w}x{h}.onnx")
     try:
         export_onnx(loaded.model, loaded.meta, output, w, h, args.opset, args.dynamic,
@@ -78,5 +105,49 @@ def run(args: argparse.Namespace) -> int:
             log.info("ONNX Runtime vs PyTorch: max |difference| %.2e", diff)
             if diff > 1e-3:
                 log.warning("outputs differ by up to %.2e; check the exported graph", diff)
+    print(output)
+    return 0
+
+
+def _run_int8(args: argparse.Namespace, loaded: LoadedModel, w: int, h: int) -> int:
+    """``--int8``: export, calibrate, quantise; report agreement with fp32 on a few frames."""
+    from ..core.export import ExportError
+    from ..core.quantize import calibration_images, export_int8, label_agreement
+
+    if args.dynamic:
+        log.error("--int8 exports a fixed input size; drop --dynamic")
+        return 2
+    if not args.calib_data:
+        log.error("--int8 needs calibration frames: --calib-data DIR (e.g. the training "
+                  "split: --calib-data CamVid --calib-dataset camvid --calib-split train)")
+        return 2
+    if args.calib_frames < 1:
+        log.error("--calib-frames must be at least 1")
+        return 2
+    output = Path(args.output or f"{loaded.name}_{w}x{h}_int8.onnx")
+    try:
+        images, where = calibration_images(args.calib_data, args.calib_dataset,
+                                           args.calib_split, args.calib_frames)
+    except (ExportError, FileNotFoundError, ValueError) as exc:
+        log.error("calibration data: %s", exc)
+        return 2
+    log.info("calibrating on %s (%s)", where, args.calib_method)
+    try:
+        export_int8(loaded.model, loaded.meta, output, images, w, h,
+                    method=args.calib_method, calibration=where, model_name=loaded.name,
+                    weights=loaded.weights, trained=loaded.trained, opset=args.opset,
+                    activations=args.int8_activations)
+    except (ExportError, ValueError, RuntimeError) as exc:
+        log.error("int8 export of %s failed: %s", loaded.name, exc)
+        return 1
+    if args.verify:
+        frames = images[:: max(1, len(images) // 8)][:8]
+        agree = label_agreement(output, loaded.model, loaded.meta.replace(input_size=(w, h)),
+                                frames)
+        log.info("int8 vs fp32 (PyTorch) label agreement on %d calibration frames: %.2f%%",
+                 len(frames), agree * 100)
+        if agree < 0.95:
+            log.warning("int8 labels agree with fp32 on only %.1f%% of pixels; check the "
+                        "calibration data", agree * 100)
     print(output)
     return 0

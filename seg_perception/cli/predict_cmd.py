@@ -32,7 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="weights file (default: the weights shipped with the model)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", help="auto, fp32 or fp16 (CUDA only)")
+    p.add_argument("--precision", default="auto",
+                   help="auto, fp32, fp16 (CUDA), bf16, int8 (an int8 .onnx model)")
     p.add_argument("--no-overlay", dest="overlay", action="store_false",
                    help="do not write <stem>_overlay.png")
     p.add_argument("--alpha", type=float, default=0.5,

@@ -52,7 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "'default')")
     p.add_argument("--checkpoint", default=None, help="weights file for --model")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--precision", default=None, help="auto, fp32 or fp16 (default: auto)")
+    p.add_argument("--precision", default=None,
+                   help="auto, fp32, fp16 (CUDA), bf16, int8 (default: auto)")
     p.add_argument("--params-file", type=Path, default=None, metavar="YAML",
                    help="the node's parameter file (e.g. config/seg.yaml), read and checked "
                    "as the node reads it: grid_frame, use_tf, camera.*, grid.*, mask.*, "

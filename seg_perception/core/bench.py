@@ -6,13 +6,14 @@ confidence, resize back and the one copy to the host, ``total`` = the whole call
 frames per second, the network's FLOPs per frame at the input size actually run (counted by
 ``torch.utils.flop_counter``; FLOPs = 2 x multiply-accumulates, convolutions and matrix
 products only), the FLOP rate achieved, and the peak rate of a large matrix product measured
-on the same device and dtype in the same run, so that a speed reads as a fraction of what
-the machine allows. JSON keys: ``model``, ``weights``, ``trained``, ``backend``, ``device``,
+on the same device and dtype in the same run (the dtype the network's matrix products
+actually use: fp32, fp16, bf16 or int8), so that a speed reads as a fraction of what the
+machine allows. JSON keys: ``model``, ``weights``, ``trained``, ``backend``, ``device``,
 ``precision``, ``input_size``, ``frame_size``, ``frames``, ``warmup``, ``stages_ms``,
-``fps``, ``gflops_per_frame``, ``achieved_gflops_per_s`` (at the median inference time),
-``achieved_gflops_per_s_end_to_end``, ``peak`` (``size``, ``dtype``, ``gflops_per_s``,
-``source``, ``by_library``),
-``peak_fraction``, ``machine``.
+``upsample``, ``confidence``, ``fps``, ``gflops_per_frame``, ``achieved_gflops_per_s`` (at
+the median inference time), ``achieved_gflops_per_s_end_to_end``, ``peak`` (``size``,
+``dtype``, ``gflops_per_s``, ``source``, ``by_library``), ``peak_fraction``,
+``postprocess_fraction`` (median postprocess / median inference), ``machine``.
 """
 
 from __future__ import annotations
@@ -115,53 +116,142 @@ def _best_seconds(fn: Callable[[], object], device: torch.device, per_block: int
     return best
 
 
-def _ort_matmul_seconds(size: int, threads: int, min_seconds: float) -> float | None:
-    """ONNX Runtime's own CPU GEMM (MLAS); None where onnx/onnxruntime are missing."""
+PEAK_DTYPES = ("fp32", "fp16", "bf16", "int8")
+_TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def dtype_name(dtype: torch.dtype | str) -> str:
+    """``fp32``/``fp16``/``bf16``/``int8`` for a torch dtype or a precision name."""
+    if isinstance(dtype, torch.dtype):
+        names = {v: k for k, v in _TORCH_DTYPES.items()} | {torch.int8: "int8"}
+        if dtype not in names:
+            raise ValueError(f"no peak measurement for {dtype}")
+        return names[dtype]
+    name = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(dtype, dtype)
+    if name not in PEAK_DTYPES:
+        raise ValueError(f"no peak measurement for {dtype!r}; choose {', '.join(PEAK_DTYPES)}")
+    return name
+
+
+def _ort_matmul_seconds(size: int, threads: int, min_seconds: float, dtype: str = "fp32"
+                        ) -> float | None:
+    """ONNX Runtime's own CPU GEMM (MLAS): ``MatMul`` fp32, or ``MatMulInteger`` u8 x s8
+    for int8 (VNNI where the CPU has it); None where onnx/onnxruntime are missing."""
     try:
         import onnxruntime as ort
         from onnx import TensorProto, helper
     except ImportError:
         return None
-    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [size, size]) for n in "abc"]
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "peak",
-                              io[:2], io[2:])
+    rng = np.random.default_rng(0)
+    if dtype == "int8":
+        io = [helper.make_tensor_value_info("a", TensorProto.UINT8, [size, size]),
+              helper.make_tensor_value_info("b", TensorProto.INT8, [size, size]),
+              helper.make_tensor_value_info("c", TensorProto.INT32, [size, size])]
+        node = helper.make_node("MatMulInteger", ["a", "b"], ["c"])
+        feeds = {"a": rng.integers(0, 256, (size, size), dtype=np.uint8),
+                 "b": rng.integers(-128, 128, (size, size), dtype=np.int8)}
+    else:
+        io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [size, size]) for n in "abc"]
+        node = helper.make_node("MatMul", ["a", "b"], ["c"])
+        feeds = {n: rng.standard_normal((size, size), dtype=np.float32) for n in "ab"}
+    graph = helper.make_graph([node], "peak", io[:2], io[2:])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     session = ort.InferenceSession(proto.SerializeToString(), opts,
                                    providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    feeds = {n: rng.standard_normal((size, size), dtype=np.float32) for n in "ab"}
     return _best_seconds(lambda: session.run(None, feeds), torch.device("cpu"), 1, min_seconds)
 
 
-def measure_peak(
-    device: torch.device, dtype: torch.dtype, size: int | None = None, min_seconds: float = 1.0
-) -> Peak:
-    """The machine's practical peak: the fastest of repeated large matrix products.
+def _openvino_matmul_seconds(size: int, threads: int, min_seconds: float, dtype: str
+                             ) -> float | None:
+    """OpenVINO's CPU matrix product: f32 or bf16 (precision hint), or int8 (a quantised
+    activation times int8 weights, the pattern of a QDQ export); None without openvino."""
+    try:
+        import openvino as ov
+        from openvino import opset13 as ops
+    except ImportError:
+        return None
+    rng = np.random.default_rng(0)
+    a = ops.parameter([size, size], ov.Type.f32)
+    if dtype == "int8":
+        w = ops.constant(rng.integers(-127, 128, (size, size), dtype=np.int8))
+        weights = ops.multiply(ops.convert(w, ov.Type.f32), ops.constant(np.float32(0.01)))
+        lo, hi = ops.constant(np.float32(-4.0)), ops.constant(np.float32(4.0))
+        product = ops.matmul(ops.fake_quantize(a, lo, hi, lo, hi, 256), weights, False, False)
+    else:
+        weights = ops.constant(rng.standard_normal((size, size), dtype=np.float32))
+        product = ops.matmul(a, weights, False, False)
+    hint = "f32" if dtype == "fp32" else "bf16"
+    compiled = ov.Core().compile_model(ov.Model([product], [a]), "CPU", {
+        "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
+        "ENABLE_CPU_PINNING": False})
+    request = compiled.create_infer_request()
+    x = rng.standard_normal((size, size), dtype=np.float32)
+    return _best_seconds(lambda: request.infer([x], share_inputs=True), torch.device("cpu"), 1,
+                         min_seconds)
 
-    One untimed product warms up the library (thread pool, cuBLAS heuristics); then blocks
-    of products are timed until ``min_seconds`` pass (at least two blocks); the best block
-    counts, since the question is what the hardware allows. On CPU in fp32 ONNX Runtime's
-    GEMM is timed too: torch's (MKL) may not use the full vector width on non-Intel CPUs
-    (half the rate on AMD Zen 5), so the faster of the two stands for the hardware.
-    """
-    size = size or (8192 if device.type == "cuda" else 4096)
+
+def _torch_seconds(device: torch.device, dtype: str, size: int, min_seconds: float
+                   ) -> float | None:
     gen = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
-    b = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
     per_block = 10 if device.type == "cuda" else 1
+    if dtype == "int8":
+        a = torch.randint(-128, 128, (size, size), device=device, dtype=torch.int8,
+                          generator=gen)
+        b = torch.randint(-128, 128, (size, size), device=device, dtype=torch.int8,
+                          generator=gen)
+        fn = getattr(torch, "_int_mm", None)
+        if fn is None:
+            return None
+        try:
+            fn(a, b)
+        except RuntimeError:  # not built for this device
+            return None
+        with torch.inference_mode():
+            return _best_seconds(lambda: fn(a, b), device, per_block, min_seconds)
+    a = torch.randn(size, size, device=device, dtype=_TORCH_DTYPES[dtype], generator=gen)
+    b = torch.randn(size, size, device=device, dtype=_TORCH_DTYPES[dtype], generator=gen)
     with torch.inference_mode():
-        seconds = {"torch": _best_seconds(lambda: torch.mm(a, b), device, per_block,
-                                          min_seconds)}
-    if device.type == "cpu" and dtype == torch.float32:
-        ort_seconds = _ort_matmul_seconds(size, torch.get_num_threads(), min_seconds)
-        if ort_seconds is not None:
-            seconds["onnxruntime"] = ort_seconds
+        return _best_seconds(lambda: torch.mm(a, b), device, per_block, min_seconds)
+
+
+def measure_peak(
+    device: torch.device, dtype: torch.dtype | str, size: int | None = None,
+    min_seconds: float = 1.0,
+) -> Peak:
+    """The machine's practical peak for ``dtype``: the fastest of repeated large products.
+
+    ``dtype`` is what the network's matrix products run in (fp32, fp16, bf16, int8; a torch
+    dtype works too). One untimed product warms up each library (thread pool, cuBLAS
+    heuristics); then blocks of products are timed until ``min_seconds`` pass (at least two
+    blocks); the best block counts, since the question is what the hardware allows. On a CPU
+    the libraries the backends use are timed too (torch's MKL may not use the full vector
+    width on non-Intel CPUs: half the rate on AMD Zen 5): ONNX Runtime (fp32 ``MatMul``, int8
+    ``MatMulInteger``) and OpenVINO (fp32, bf16, int8); the fastest stands for the hardware.
+    int8 rates count 2 operations per int8 multiply-accumulate, like the float ones.
+    """
+    name = dtype_name(dtype)
+    size = size or (8192 if device.type == "cuda" else 4096)
+    seconds: dict[str, float] = {}
+    t = _torch_seconds(device, name, size, min_seconds)
+    if t is not None:
+        seconds["torch"] = t
+    if device.type == "cpu":
+        threads = torch.get_num_threads()
+        if name in ("fp32", "int8"):
+            t = _ort_matmul_seconds(size, threads, min_seconds, name)
+            if t is not None:
+                seconds["onnxruntime"] = t
+        if name in ("fp32", "bf16", "int8"):
+            t = _openvino_matmul_seconds(size, threads, min_seconds, name)
+            if t is not None:
+                seconds["openvino"] = t
+    if not seconds:
+        raise ValueError(f"no library here computes {name} matrix products on {device}")
     rates = {lib: 2.0 * size**3 / t / 1e9 for lib, t in seconds.items()}
     source = max(rates, key=rates.__getitem__)
-    name = str(dtype).replace("torch.", "").replace("float32", "fp32").replace("float16", "fp16")
     return Peak(size, name, rates[source], source, rates)
 
 
@@ -196,6 +286,16 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         info["onnxruntime_providers"] = onnxruntime.get_available_providers()
     except ImportError:
         info["onnxruntime_version"] = None
+    try:
+        import openvino
+
+        info["openvino_version"] = openvino.__version__
+    except ImportError:
+        info["openvino_version"] = None
+    from .hw import cpu_bf16_unit, cpu_int8_unit
+
+    info["cpu_bf16_unit"] = cpu_bf16_unit()
+    info["cpu_int8_unit"] = cpu_int8_unit()
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
     else:
@@ -235,17 +335,20 @@ def run_bench(
         dev = param.device if param is not None else torch.device("cpu")
         dtype = param.dtype if param is not None else torch.float32
         x = torch.zeros(1, 3, ih, iw, device=dev, dtype=dtype)
-        flops = count_flops(net, x)
-    peak = measure_peak(engine.device, engine.dtype, peak_size)
+        flops = count_flops(net, x)  # the same count whatever dtype the backend runs
+    precision = engine.precision
+    peak = measure_peak(engine.device, precision, peak_size)
     gflops = flops / 1e9 if flops is not None else None
     achieved = gflops / (stages["inference"]["median"] / 1e3) if gflops is not None else None
-    precision = "fp16" if engine.dtype == torch.float16 else "fp32"
     machine = machine_info(engine.device)
     if load_before is not None:
         machine["load_average_before"] = [round(v, 2) for v in load_before]
     return {
         "device": str(engine.device),
+        "backend": engine.backend_name,
         "precision": precision,
+        "upsample": engine.upsample,
+        "confidence": want_confidence,
         "input_size": list(engine.input_size),
         "frame_size": [w, h],
         "frames": frames,
@@ -259,6 +362,7 @@ def run_bench(
         "peak": {"size": peak.size, "dtype": peak.dtype, "gflops_per_s": peak.gflops_per_s,
                  "source": peak.source, "by_library": peak.by_library},
         "peak_fraction": achieved / peak.gflops_per_s if achieved is not None else None,
+        "postprocess_fraction": stages["postprocess"]["median"] / stages["inference"]["median"],
         "machine": machine,
     }
 
@@ -270,13 +374,15 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"{report.get('model', '?')} ({report.get('backend', 'torch')}) on {report['device']} "
         f"{report['precision']}, input {iw}x{ih}, frames {fw}x{fh}: {report['frames']} frames "
-        f"after {report['warmup']} warm-up",
+        f"after {report['warmup']} warm-up; postprocess: {report.get('upsample', 'labels')}"
+        f"{'' if report.get('confidence', True) else ', no confidence'}",
         f"{'stage':<26}{'median ms':>10}{'p95 ms':>10}",
     ]
     for stage in STAGES:
         s = report["stages_ms"][stage]
         lines.append(f"{STAGE_LABELS[stage]:<26}{s['median']:>10.2f}{s['p95']:>10.2f}")
-    lines.append(f"throughput: {report['fps']:.1f} frames/s (one frame at a time)")
+    lines.append(f"throughput: {report['fps']:.1f} frames/s (one frame at a time); "
+                 f"postprocess = {report['postprocess_fraction'] * 100:.0f}% of inference")
     peak = report["peak"]
     libs = ", ".join(f"{lib} {rate:.1f}" for lib, rate in peak["by_library"].items())
     peak_text = (f"{peak['size']}x{peak['size']} {peak['dtype']} matrix product "
@@ -296,14 +402,17 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(
         f"machine: {m['device_name']}, {m['torch_threads']} torch threads of "
         f"{m['cpus_available']} CPUs, torch {m['torch_version']}, onnxruntime "
-        f"{m.get('onnxruntime_version')}" + (f", load average {load[0]:.2f}" if load else "")
+        f"{m.get('onnxruntime_version')}, openvino {m.get('openvino_version')}"
+        + (f", load average {load[0]:.2f}" if load else "")
     )
     return "\n".join(lines)
 
 
 __all__ = [
+    "PEAK_DTYPES",
     "Peak",
     "count_flops",
+    "dtype_name",
     "format_report",
     "machine_info",
     "measure_peak",

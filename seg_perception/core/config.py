@@ -112,8 +112,10 @@ PARAMS: tuple[ParamSpec, ...] = (
               "package's shipped weights for that model, if any."),
     ParamSpec("device", "auto", "Inference device; 'auto' uses CUDA when available.",
               choices=DEVICE_CHOICES),
-    ParamSpec("precision", "auto", "'auto' is fp16 on CUDA, fp32 on CPU.",
-              choices=PRECISION_CHOICES),
+    ParamSpec("precision", "auto",
+              "'auto' is fp16 on CUDA; on a CPU bf16 where it has a bf16 matrix unit (AMX or "
+              "AVX-512 BF16), else fp32. 'int8' needs an int8 .onnx model from "
+              "`seg-perception export --int8`.", choices=PRECISION_CHOICES),
     ParamSpec("cpu_threads", 0,
               "CPU threads for inference (torch, ONNX Runtime); 0: half the CPUs, at least 1, "
               "leaving room for decoding, DDS and other nodes.", min=0, max=256),

@@ -1,8 +1,15 @@
 """Inference engine: RGB uint8 frame in; class ids, confidence and drivable mask out.
 
 Everything between the upload of the uint8 frame and the single copy back to the host runs
-on the model's device: resize, normalisation, channels-last, the network (fp16 on CUDA by
-default), softmax/argmax, resize of the ids to the camera resolution (nearest).
+on the model's device: resize, normalisation, channels-last, the network, argmax (and the
+winning probability when asked), resize of the ids to the camera resolution (nearest).
+
+Backends: torch (CUDA or CPU), OpenVINO (CPU; the default there when installed, bf16 on CPUs
+with a bf16 matrix unit, and int8 for quantised exports) and ONNX Runtime (CPU or CUDA).
+Postprocessing (``upsample``): ``labels`` (default) takes argmax and confidence at the
+network's output stride and resizes the ids (nearest), which costs a fraction of the network;
+``logits`` upsamples the class scores bilinearly to the frame's resolution first, exactly as
+``seg-perception eval`` and the benchmarks score a model (for eval parity).
 """
 
 from __future__ import annotations
@@ -13,17 +20,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .engine_options import DEVICE_CHOICES, PRECISION_CHOICES, EngineConfigError
+from . import hw
+from .engine_options import (
+    BACKEND_CHOICES,
+    DEVICE_CHOICES,
+    PRECISION_CHOICES,
+    UPSAMPLE_CHOICES,
+    EngineConfigError,
+)
 from .models.meta import ModelMeta
 
 log = logging.getLogger(__name__)
 
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -75,18 +92,65 @@ def resolve_threads(threads: int | None) -> int:
     return int(threads)
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """``auto`` is fp16 on CUDA and fp32 on CPU; fp16 on CPU is refused (slow, inexact)."""
-    precision = (precision or "auto").strip().lower()
-    if precision not in PRECISION_CHOICES:
+def precision_name(precision: str | None) -> str:
+    """Normalise and validate a precision choice (message names the valid ones)."""
+    name = (precision or "auto").strip().lower()
+    if name not in PRECISION_CHOICES:
         raise EngineConfigError(
-            f"precision {precision!r} is not one of {', '.join(PRECISION_CHOICES)}"
+            f"precision {name!r} is not one of {', '.join(PRECISION_CHOICES)}"
         )
-    if precision == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if precision == "fp16" and device.type != "cuda":
-        raise EngineConfigError("precision 'fp16' needs a CUDA device; use 'auto' or 'fp32'")
-    return torch.float16 if precision == "fp16" else torch.float32
+    return name
+
+
+def auto_precision(device: torch.device) -> tuple[str, str]:
+    """What ``auto`` means on ``device``, and why (for the log and /diagnostics).
+
+    fp16 on CUDA; on a CPU bf16 where it has a bf16 matrix unit (AMX or AVX-512 BF16:
+    matrix products run 4-5x faster than fp32 there), fp32 elsewhere (bf16 would be emulated).
+    """
+    if device.type == "cuda":
+        return "fp16", "CUDA device"
+    unit = hw.cpu_bf16_unit()
+    if unit:
+        return "bf16", f"CPU has {unit}"
+    return "fp32", f"CPU has no bf16 unit ({'/'.join(hw.BF16_FLAGS)})"
+
+
+def resolve_precision_name(precision: str | None, device: torch.device) -> str:
+    """``auto``/``fp32``/``fp16``/``bf16``/``int8`` -> the precision that runs on ``device``.
+
+    ``auto`` follows :func:`auto_precision` and logs its choice; fp16 on a CPU is refused
+    (slow, inexact); int8 runs on CPUs only (a quantised export, see ``export --int8``).
+    """
+    name = precision_name(precision)
+    if name == "auto":
+        name, why = auto_precision(device)
+        log.info("precision auto: %s (%s)", name, why)
+        return name
+    if name == "fp16" and device.type != "cuda":
+        raise EngineConfigError(
+            "precision 'fp16' needs a CUDA device; on a CPU use 'auto', 'bf16' or 'fp32'")
+    if name == "int8" and device.type != "cpu":
+        raise EngineConfigError("precision 'int8' runs on the CPU (OpenVINO or ONNX Runtime); "
+                                f"on {device} use 'auto', 'fp16' or 'fp32'")
+    if name == "bf16" and device.type == "cpu" and not hw.cpu_bf16_unit():
+        log.warning("precision bf16 requested but this CPU has no bf16 unit (%s): it is "
+                    "emulated and slower than fp32", "/".join(hw.BF16_FLAGS))
+    return name
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The torch dtype the network runs in for ``precision`` on ``device`` (torch backend).
+
+    int8 has no torch dtype here: it needs a quantised export (OpenVINO/ONNX Runtime).
+    """
+    name = resolve_precision_name(precision, device)
+    if name == "int8":
+        raise EngineConfigError(
+            "precision 'int8' runs a quantised export, not a torch module: create one with "
+            "`seg-perception export --model NAME --int8 --calib-data DIR` and use that .onnx "
+            "file as the model")
+    return _DTYPES[name]
 
 
 @dataclass
@@ -108,7 +172,13 @@ Backend = Callable[[torch.Tensor], torch.Tensor]
 
 
 class SegEngine:
-    """Runs one network on frames; thread-compatible (one frame at a time per engine)."""
+    """Runs one network on frames; thread-compatible (one frame at a time per engine).
+
+    ``model`` is a torch module or a foreign backend (a callable taking the normalised
+    float32 (N, 3, H, W) tensor and returning scores, with a ``precision`` attribute, e.g.
+    :class:`~seg_perception.core.openvino_backend.OpenVinoBackend`). ``upsample`` chooses the
+    postprocessing (see the module docstring): ``labels`` (cheap) or ``logits`` (eval parity).
+    """
 
     def __init__(
         self,
@@ -118,19 +188,35 @@ class SegEngine:
         precision: str = "auto",
         input_size: tuple[int, int] | None = None,
         channels_last: bool = True,
+        upsample: str = "labels",
     ) -> None:
         self.meta = meta
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device)
+        if upsample not in UPSAMPLE_CHOICES:
+            raise EngineConfigError(
+                f"upsample {upsample!r} is not one of {', '.join(UPSAMPLE_CHOICES)}")
+        self.upsample = upsample
         self.input_size = tuple(input_size or meta.input_size)  # (width, height)
         self.channels_last = channels_last and isinstance(model, nn.Module)
+        self._autocast: torch.dtype | None = None
         if isinstance(model, nn.Module):
-            model = model.eval().to(self.device, dtype=self.dtype)
+            self.precision = resolve_precision_name(precision, self.device)
+            self.dtype = resolve_precision(self.precision, self.device)
+            if self.dtype == torch.bfloat16 and self.device.type == "cpu":
+                # Autocast keeps the weights in fp32 and runs convolutions and matrix
+                # products in bf16: as fast as bf16 weights and closer to fp32 (measured on
+                # CamVid, see README); the input stays fp32.
+                self._autocast = torch.bfloat16
+                model = model.eval().to(self.device, dtype=torch.float32)
+                self.dtype = torch.float32
+            else:
+                model = model.eval().to(self.device, dtype=self.dtype)
             if self.channels_last:
                 model = model.to(memory_format=torch.channels_last)
         else:
-            # A foreign backend (e.g. ONNX Runtime) takes fp32 and manages its own device.
+            # A foreign backend takes fp32 and manages its own device and precision.
             self.dtype = torch.float32
+            self.precision = str(getattr(model, "precision", "fp32"))
         self.model = model
         mean = torch.tensor(meta.mean, dtype=torch.float32, device=self.device) * 255.0
         std = torch.tensor(meta.std, dtype=torch.float32, device=self.device) * 255.0
@@ -141,10 +227,19 @@ class SegEngine:
         self._drivable_lut = lut
 
     @property
+    def compute_dtype(self) -> str:
+        """The dtype of the network's matrix products: fp32, fp16, bf16 or int8."""
+        return self.precision
+
+    @property
+    def backend_name(self) -> str:
+        return str(getattr(self.model, "backend_name", "torch"))
+
+    @property
     def description(self) -> str:
-        precision = "fp16" if self.dtype == torch.float16 else "fp32"
         w, h = self.input_size
-        return f"{self.meta.arch} on {self.device} ({precision}, input {w}x{h})"
+        return (f"{self.meta.arch} on {self.device} ({self.backend_name}, {self.precision}, "
+                f"input {w}x{h}, upsample {self.upsample})")
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -158,14 +253,25 @@ class SegEngine:
         t = torch.from_numpy(np.ascontiguousarray(rgb))
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
-        x = t.permute(2, 0, 1).unsqueeze(0).float()
+        x = t.permute(2, 0, 1).unsqueeze(0)  # a channels-last view, no copy
         w, h = self.input_size
         if x.shape[-2:] != (h, w):
-            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > 2 * w)
+            antialias = x.shape[-1] > 2 * w
+            if self.device.type == "cpu":
+                # torch's uint8 bilinear kernel reads the interleaved frame directly: 3x
+                # faster than resizing floats (the result is rounded to uint8, <= 0.5/255).
+                x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False,
+                                  antialias=antialias).float()
+            else:
+                x = F.interpolate(x.float(), size=(h, w), mode="bilinear",
+                                  align_corners=False, antialias=antialias)
+        else:
+            x = x.float()
         x = (x - self._mean) * self._inv_std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        elif not isinstance(self.model, nn.Module):
+            x = x.contiguous()  # foreign backends read a plain NCHW buffer
         return x.to(self.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -176,47 +282,77 @@ class SegEngine:
         mask then comes from that head rather than from the classes.
         """
         with torch.inference_mode():
+            if self._autocast is not None:
+                with torch.autocast(self.device.type, dtype=self._autocast):
+                    return self.model(x)
             return self.model(x)
 
-    def _at_input_size(self, scores: torch.Tensor) -> torch.Tensor:
-        w, h = self.input_size
-        scores = scores.float()
-        if scores.shape[-2:] != (h, w):
-            scores = F.interpolate(scores, size=(h, w), mode="bilinear", align_corners=False)
-        return scores
+    def _planes(self, scores: torch.Tensor, drivable_scores: torch.Tensor | None,
+                want_confidence: bool, size: tuple[int, int] | None) -> list[torch.Tensor]:
+        """uint8 planes (1, h, w): labels, [confidence], [drivable head], at ``size``
+        (bilinear scores) or at the scores' own resolution when ``size`` is None."""
+        if size is not None and tuple(scores.shape[-2:]) != size:
+            # Channels-last makes the upsampling and the reduction over classes several times
+            # faster on a CPU (one pixel's scores become contiguous).
+            scores = F.interpolate(scores.float().contiguous(memory_format=torch.channels_last),
+                                   size=size, mode="bilinear", align_corners=False)
+        top, labels = scores.max(dim=1)  # (1, h, w): argmax without a second pass
+        planes = [labels.to(torch.uint8)]
+        if want_confidence:
+            # Winning probability = 1 / sum(exp(s - max)): one pass, no logsumexp.
+            denom = torch.exp(scores.float() - top.float().unsqueeze(1)).sum(dim=1)
+            planes.append((255.0 / denom).round_().to(torch.uint8))
+        if drivable_scores is not None:
+            head = drivable_scores
+            if size is not None and tuple(head.shape[-2:]) != size:
+                head = F.interpolate(head.float(), size=size, mode="bilinear",
+                                     align_corners=False)
+            # Two channels: a comparison is the argmax, without a strided reduction.
+            planes.append((head[:, 1] > head[:, 0]).to(torch.uint8) * 255)
+        return planes
 
     def postprocess(
         self,
         scores: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
         out_hw: tuple[int, int],
         want_confidence: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """Argmax/confidence on the device at input size, nearest resize, one host copy.
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Labels, confidence (or None) and drivable mask (uint8 0/255) at ``out_hw``.
 
-        Returns labels, confidence (or None) and, for multi-task networks, the drivable head's
-        mask (uint8 0/255, else None).
+        ``labels`` mode: argmax/confidence (and the drivable mask, a lookup of the ids, or
+        the drivable head of multi-task networks) at the network's output resolution, then
+        a nearest (pixel-centre) resize of the uint8 planes; ``logits`` mode: scores resized
+        bilinearly to ``out_hw`` first. On CUDA the planes are resized on the device and
+        copied to the host once; on a CPU OpenCV resizes them (no copy at all).
         """
         drivable_scores = None
         if isinstance(scores, (tuple, list)):
             scores, drivable_scores = scores
+        out_hw = (int(out_hw[0]), int(out_hw[1]))
         with torch.inference_mode():
-            scores = self._at_input_size(scores)
-            top, labels = scores.max(dim=1)  # (1, h, w)
-            planes = [labels.to(torch.uint8)]
-            if want_confidence:
-                prob = torch.exp(top - torch.logsumexp(scores, dim=1))
-                planes.append((prob * 255.0).round_().to(torch.uint8))
-            if drivable_scores is not None:
-                head = self._at_input_size(drivable_scores)
-                # Two channels: a comparison is the argmax, without a strided reduction.
-                planes.append((head[:, 1] > head[:, 0]).to(torch.uint8) * 255)
-            stacked = torch.cat(planes, dim=0).unsqueeze(1)  # (P, 1, h, w) uint8
-            if stacked.shape[-2:] != tuple(out_hw):
-                stacked = F.interpolate(stacked, size=tuple(out_hw), mode="nearest-exact")
-            host = stacked[:, 0].cpu().numpy()  # the one copy back
+            size = out_hw if self.upsample == "logits" else None
+            planes = self._planes(scores, drivable_scores, want_confidence, size)
+            if drivable_scores is None:
+                planes.append(self._drivable_plane(planes[0]))
+            if self.device.type == "cpu":
+                host = [_nearest_host(p[0].numpy(), out_hw) for p in planes]
+            else:
+                if len({tuple(p.shape[-2:]) for p in planes}) > 1:
+                    planes = [_nearest(p, out_hw) for p in planes]
+                stacked = _nearest(torch.cat(planes, dim=0), out_hw)  # (P, h, w) uint8
+                host = list(stacked.cpu().numpy())  # the one copy back
         conf = host[1] if want_confidence else None
-        drivable = host[-1] if drivable_scores is not None else None
-        return host[0], conf, drivable
+        return host[0], conf, host[-1]
+
+    def _drivable_plane(self, labels: torch.Tensor) -> torch.Tensor:
+        """255 where the class id is drivable: a lookup, done before any upsampling."""
+        if labels.device.type == "cpu":
+            ids = np.ascontiguousarray(labels.numpy())
+            return torch.from_numpy(cv2.LUT(ids, self._drivable_lut))
+        lut = getattr(self, "_drivable_lut_dev", None)
+        if lut is None:
+            lut = self._drivable_lut_dev = torch.from_numpy(self._drivable_lut).to(labels.device)
+        return lut[labels.long()]
 
     def __call__(self, rgb: np.ndarray, want_confidence: bool = True) -> SegResult:
         """Segment one RGB uint8 frame; outputs at the frame's own resolution."""
@@ -228,8 +364,6 @@ class SegEngine:
         self._sync()
         t2 = time.perf_counter()
         labels, conf, drivable = self.postprocess(scores, rgb.shape[:2], want_confidence)
-        if drivable is None:
-            drivable = self._drivable_lut[labels]
         t3 = time.perf_counter()
         timings = {
             "preprocess": (t1 - t0) * 1e3,
@@ -248,19 +382,108 @@ class SegEngine:
         return (time.perf_counter() - t0) * 1e3
 
 
+def _nearest_host(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest (pixel-centre) resize of a uint8 (h, w) plane on the host, by OpenCV."""
+    if plane.shape == size:
+        return plane
+    return cv2.resize(np.ascontiguousarray(plane), (size[1], size[0]),
+                      interpolation=cv2.INTER_NEAREST_EXACT)
+
+
+def _nearest(planes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of uint8 (P, h, w) planes (pixel centres, no shift)."""
+    if tuple(planes.shape[-2:]) == size:
+        return planes
+    return F.interpolate(planes.unsqueeze(0), size=size, mode="nearest-exact")[0]
+
+
 def is_onnx_path(model: str) -> bool:
     return str(model).lower().endswith(".onnx")
 
 
 @dataclass
 class EngineInfo:
-    """What runs: for logs and /diagnostics."""
+    """What runs: for logs and /diagnostics.
+
+    ``precision`` is what the network computes in (fp32, fp16, bf16, int8);
+    ``precision_reason`` says why (``auto: CPU has avx512_bf16``, ``requested``, ...).
+    """
 
     model: str
     weights: str
     trained: bool
     device: str
     precision: str
+    backend: str = "torch"
+    precision_reason: str = ""
+
+    @property
+    def summary(self) -> str:
+        why = f" ({self.precision_reason})" if self.precision_reason else ""
+        return f"{self.backend} on {self.device}, {self.precision}{why}"
+
+
+_fallback_logged = False
+
+
+def resolve_backend(backend: str | None, device: torch.device, onnx_file: bool = False) -> str:
+    """``auto``/``torch``/``openvino``/``onnx`` -> the backend that runs on ``device``.
+
+    ``auto`` is OpenVINO on a CPU where it is installed (the fastest CPU path measured), else
+    torch (one log line says so), or ONNX Runtime for a ``.onnx`` file; torch on CUDA (ONNX
+    Runtime's CUDA provider for a ``.onnx`` file).
+    """
+    global _fallback_logged
+    name = (backend or "auto").strip().lower()
+    if name not in BACKEND_CHOICES:
+        raise EngineConfigError(f"backend {name!r} is not one of {', '.join(BACKEND_CHOICES)}")
+    from .openvino_backend import OPENVINO_PIN, openvino_available
+
+    if name == "auto":
+        if device.type == "cpu" and openvino_available():
+            return "openvino"
+        name = "onnx" if onnx_file else "torch"
+        if device.type == "cpu" and not _fallback_logged:
+            _fallback_logged = True
+            log.info("openvino is not installed: running on %s (pip install %s for the faster "
+                     "CPU path)", "ONNX Runtime" if onnx_file else "torch", OPENVINO_PIN)
+        return name
+    if name == "openvino" and device.type != "cpu":
+        raise EngineConfigError(f"backend 'openvino' runs on the CPU; for device {device} use "
+                                "backend 'torch' (or 'onnx' for a .onnx file)")
+    if name == "torch" and onnx_file:
+        raise EngineConfigError("a .onnx model runs on backend 'openvino' or 'onnx', not 'torch'")
+    return name
+
+
+def _precision_for(requested: str | None, device: torch.device, backend: str,
+                   file_precision: str = "fp32") -> tuple[str, str]:
+    """The precision ``backend`` runs and why; refuses combinations that cannot work."""
+    name = precision_name(requested)
+    if file_precision == "int8":
+        if name not in ("auto", "int8"):
+            raise EngineConfigError(f"this model file is quantised to int8; precision {name!r} "
+                                    "needs the fp32 export (or use precision 'auto'/'int8')")
+        if device.type != "cpu":
+            raise EngineConfigError(f"int8 exports run on the CPU, not on {device}")
+        return "int8", "int8 export" if name == "auto" else "requested"
+    if name == "int8":
+        raise EngineConfigError(
+            "precision 'int8' runs a quantised export: create one with `seg-perception export "
+            "--model NAME --int8 --calib-data DIR` and use that .onnx file as the model")
+    if backend == "onnx":
+        if name == "auto":
+            log.info("precision auto: fp32 (ONNX Runtime runs fp32 exports in fp32)")
+            return "fp32", "auto: ONNX Runtime runs fp32"
+        if name != "fp32":
+            raise EngineConfigError(f"backend 'onnx' runs fp32 exports in fp32 (or int8 "
+                                    f"exports); for {name} use backend 'openvino' or 'torch'")
+        return "fp32", "requested"
+    if name == "auto":
+        chosen, why = auto_precision(device)
+        log.info("precision auto: %s (%s)", chosen, why)
+        return chosen, f"auto: {why}"
+    return resolve_precision_name(name, device), "requested"
 
 
 def build_engine(
@@ -270,29 +493,80 @@ def build_engine(
     precision: str = "auto",
     input_size: tuple[int, int] | None = None,
     threads: int | None = None,
+    *,
+    backend: str = "auto",
+    upsample: str = "labels",
 ) -> tuple[SegEngine, EngineInfo]:
     """Create the engine for a registered model (optionally with a checkpoint) or a .onnx file.
 
-    ``threads`` sets the CPU threads of torch and ONNX Runtime (see :func:`resolve_threads`).
+    ``threads`` sets the CPU threads of torch, OpenVINO and ONNX Runtime (see
+    :func:`resolve_threads`); ``backend`` is one of :data:`BACKEND_CHOICES` (see
+    :func:`resolve_backend`); ``upsample`` is the postprocessing mode (:data:`UPSAMPLE_CHOICES`,
+    see the module docstring).
     """
     n_threads = resolve_threads(threads)
     torch.set_num_threads(n_threads)
     log.info("CPU threads for inference: %d of %d CPUs", n_threads, cpu_count())
-    if is_onnx_path(model):
-        from .onnx_backend import OnnxBackend  # optional dependency: onnxruntime
-
-        dev = resolve_device(device)
-        backend = OnnxBackend(model, dev, n_threads)
-        # A fixed-size export only accepts its own size (clear error for any other).
-        size = backend.resolve_input_size(input_size)
-        engine = SegEngine(backend, backend.meta, dev, "fp32", size)
-        info = EngineInfo(backend.model_name, backend.weights, backend.trained, str(dev), "fp32")
-        return engine, info
+    if upsample not in UPSAMPLE_CHOICES:
+        raise EngineConfigError(
+            f"upsample {upsample!r} is not one of {', '.join(UPSAMPLE_CHOICES)}")
+    dev = resolve_device(device)
+    onnx_file = is_onnx_path(model)
+    chosen = resolve_backend(backend, dev, onnx_file)
+    if onnx_file:
+        return _build_from_onnx(model, dev, precision, input_size, n_threads, chosen, upsample)
     from .models.checkpoint import load_model
 
     loaded = load_model(model, checkpoint)
-    engine = SegEngine(loaded.model, loaded.meta, device, precision, input_size)
-    precision_name = "fp16" if engine.dtype == torch.float16 else "fp32"
+    prec, why = _precision_for(precision, dev, chosen)
+    size = tuple(input_size or loaded.meta.input_size)
+    if chosen == "openvino":
+        from .openvino_backend import OpenVinoBackend
+
+        net: nn.Module | Backend = OpenVinoBackend.from_module(
+            loaded.model, loaded.meta, size, prec, n_threads, model_name=loaded.name,
+            weights=loaded.weights, trained=loaded.trained)
+    elif chosen == "onnx":
+        import tempfile
+
+        from .export import export_onnx
+        from .onnx_backend import OnnxBackend
+
+        with tempfile.TemporaryDirectory(prefix="seg-onnx-") as tmp:
+            path = export_onnx(loaded.model, loaded.meta, Path(tmp) / f"{loaded.name}.onnx",
+                               size[0], size[1], model_name=loaded.name,
+                               weights=loaded.weights, trained=loaded.trained)
+            net = OnnxBackend(path, dev, n_threads)  # the session holds the graph in memory
+        net.weights = loaded.weights
+    else:
+        net = loaded.model
+    engine = SegEngine(net, loaded.meta, dev, prec, size, upsample=upsample)
     info = EngineInfo(loaded.name, loaded.weights, loaded.trained, str(engine.device),
-                      precision_name)
+                      engine.precision, chosen, why)
+    return engine, info
+
+
+def _build_from_onnx(path: str, dev: torch.device, precision: str,
+                     input_size: tuple[int, int] | None, threads: int, backend: str,
+                     upsample: str) -> tuple[SegEngine, EngineInfo]:
+    from .export import ExportError, read_onnx_info
+
+    try:
+        file_precision = read_onnx_info(path).precision
+    except ExportError as exc:
+        raise EngineConfigError(str(exc)) from exc
+    prec, why = _precision_for(precision, dev, backend, file_precision)
+    if backend == "openvino":
+        from .openvino_backend import OpenVinoBackend
+
+        net: Any = OpenVinoBackend.from_onnx(path, prec, threads, input_size)
+    else:
+        from .onnx_backend import OnnxBackend  # optional dependency: onnxruntime
+
+        net = OnnxBackend(path, dev, threads)
+    # A fixed-size export only accepts its own size (clear error for any other).
+    size = net.resolve_input_size(input_size)
+    engine = SegEngine(net, net.meta, dev, prec, size, upsample=upsample)
+    engine.precision = prec
+    info = EngineInfo(net.model_name, net.weights, net.trained, str(dev), prec, backend, why)
     return engine, info

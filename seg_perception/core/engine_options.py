@@ -8,7 +8,9 @@ raise :class:`EngineConfigError` without importing each other.
 from __future__ import annotations
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
-PRECISION_CHOICES = ("auto", "fp32", "fp16")
+PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
+BACKEND_CHOICES = ("auto", "torch", "openvino", "onnx")
+UPSAMPLE_CHOICES = ("labels", "logits")
 
 
 class EngineConfigError(ValueError):
@@ -23,4 +25,11 @@ def is_device_choice(value: str) -> bool:
     return head == "cuda" and index.isdigit()
 
 
-__all__ = ["DEVICE_CHOICES", "PRECISION_CHOICES", "EngineConfigError", "is_device_choice"]
+__all__ = [
+    "BACKEND_CHOICES",
+    "DEVICE_CHOICES",
+    "PRECISION_CHOICES",
+    "UPSAMPLE_CHOICES",
+    "EngineConfigError",
+    "is_device_choice",
+]

@@ -15,6 +15,7 @@ import copy
 import io
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,6 +31,8 @@ OUTPUT_NAMES = ("scores", "drivable_scores")
 WEIGHTS_KEY = "seg_perception.weights"
 TRAINED_KEY = "seg_perception.trained"
 DYNAMIC_KEY = "seg_perception.dynamic"
+PRECISION_KEY = "seg_perception.precision"  # "int8" for quantised exports; absent: fp32
+QUANT_KEY = "seg_perception.quantisation"  # JSON: how an int8 export was calibrated
 EXPORT_FORMATS = ("onnx",)
 
 
@@ -136,11 +139,87 @@ def export_onnx(
     return path
 
 
+@dataclass
+class OnnxFileInfo:
+    """What an exported ``.onnx`` file says about itself (see :func:`export_onnx`)."""
+
+    path: Path
+    meta: ModelMeta
+    model_name: str
+    weights: str
+    trained: bool
+    dynamic: bool
+    fixed_size: tuple[int, int] | None
+    precision: str
+    props: dict[str, str]
+
+    def resolve_input_size(self, requested: tuple[int, int] | None) -> tuple[int, int]:
+        """The size frames are resized to: the exported one, or any for dynamic exports."""
+        if requested is None:
+            return tuple(self.meta.input_size)
+        requested = (int(requested[0]), int(requested[1]))
+        if self.fixed_size is not None and requested != self.fixed_size:
+            raise ExportError(
+                f"{self.path.name} was exported for input {self.fixed_size[0]}x"
+                f"{self.fixed_size[1]}, not {requested[0]}x{requested[1]}; re-export with "
+                "--width/--height (or --dynamic)"
+            )
+        return requested
+
+
+def read_onnx_info(path: str | Path) -> OnnxFileInfo:
+    """Metadata and input shape of a ``.onnx`` written by :func:`export_onnx`.
+
+    Raises :class:`ExportError` (a ValueError) for files without our metadata, naming how to
+    export one.
+    """
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model {path} does not exist")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others
+        raise ExportError(f"{path} is not a loadable ONNX model: {exc}") from exc
+    props = {p.key: p.value for p in proto.metadata_props}
+    if META_KEY not in props:
+        raise ExportError(
+            f"{path} was not exported by seg-perception; it lacks the model metadata "
+            "(classes, palette, normalisation, input size) the engine needs. Export it with "
+            "`seg-perception export --model NAME --format onnx`."
+        )
+    try:
+        meta = ModelMeta.from_json(props[META_KEY])
+    except ValueError as exc:
+        raise ExportError(f"{path}: unreadable model metadata: {exc}") from exc
+    graph_inputs = [i for i in proto.graph.input
+                    if i.name not in {t.name for t in proto.graph.initializer}]
+    if len(graph_inputs) != 1:
+        raise ExportError(f"{path}: expected one input, found {[i.name for i in graph_inputs]}")
+    dims = graph_inputs[0].type.tensor_type.shape.dim
+    fixed = None
+    if len(dims) == 4 and dims[2].HasField("dim_value") and dims[3].HasField("dim_value"):
+        fixed = (int(dims[3].dim_value), int(dims[2].dim_value))
+        if meta.input_size != fixed:
+            meta = meta.replace(input_size=fixed)
+    source = props.get(WEIGHTS_KEY)
+    return OnnxFileInfo(
+        path=path, meta=meta, model_name=props.get(MODEL_KEY, meta.arch),
+        weights=f"{path} (exported from {source})" if source else str(path),
+        trained=props.get(TRAINED_KEY, "true") == "true",
+        dynamic=props.get(DYNAMIC_KEY, "false") == "true", fixed_size=fixed,
+        precision=props.get(PRECISION_KEY, "fp32"), props=props,
+    )
+
+
 __all__ = [
     "EXPORT_FORMATS",
     "INPUT_NAME",
     "OUTPUT_NAMES",
     "ExportError",
+    "OnnxFileInfo",
     "export_onnx",
     "model_outputs",
+    "read_onnx_info",
 ]

@@ -17,7 +17,14 @@ import numpy as np
 import torch
 
 from .engine_options import EngineConfigError
-from .export import DYNAMIC_KEY, OUTPUT_NAMES, TRAINED_KEY, WEIGHTS_KEY, model_outputs
+from .export import (
+    DYNAMIC_KEY,
+    OUTPUT_NAMES,
+    PRECISION_KEY,
+    TRAINED_KEY,
+    WEIGHTS_KEY,
+    model_outputs,
+)
 from .models.checkpoint import META_KEY, MODEL_KEY
 from .models.meta import ModelMeta
 
@@ -39,6 +46,8 @@ def _import_ort() -> Any:
 
 class OnnxBackend:
     """An ONNX Runtime session on ``device`` (CPU, or CUDA through the CUDA provider)."""
+
+    backend_name = "onnx"
 
     def __init__(self, path: str | Path, device: torch.device, threads: int | None = None
                  ) -> None:
@@ -107,6 +116,8 @@ class OnnxBackend:
         self.weights = f"{self.path} (exported from {source})" if source else str(self.path)
         self.trained = props.get(TRAINED_KEY, "true") == "true"
         self.dynamic = props.get(DYNAMIC_KEY, "false") == "true"
+        # fp32, or int8 for quantised exports (``export --int8``): what the file computes in.
+        self.precision = props.get(PRECISION_KEY, "fp32")
 
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].type not in _NP_FLOAT:

@@ -48,6 +48,7 @@ from ..core.stats import Percentiles, RateMeter, WarningLimiter
 from . import tf_pose
 from .camera_io import CameraChannel, Frame, qos
 from .conversions import KIT, compressed_to_rgb, imgmsg_to_rgb, numpy_to_imgmsg
+from .label_info import publish_label_info
 from .params import ParameterBridge, StartupError
 
 #: Longest wait (s) of the worker for a frame's camera_info after the image outputs went out
@@ -227,7 +228,8 @@ class SegNode(Node):
         self.engine, self.info = load_engine(p)
         self.get_logger().info(
             f"model {self.info.model}, weights: {self.info.weights}, device {self.info.device}, "
-            f"precision {self.info.precision}")
+            f"backend {self.info.backend}, precision {self.info.precision} "
+            f"({self.info.precision_reason})")
         if not self.info.trained:
             self.get_logger().warning(
                 f"model {self.info.model} runs with RANDOM weights: its labels are meaningless. "
@@ -248,6 +250,8 @@ class SegNode(Node):
                                     self.worker.ready, self._warn)
         self.worker.channels.append(self.camera)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # Class id -> name, once and transient local (vision_msgs/LabelInfo where installed).
+        self.label_info_pub = publish_label_info(self, self.engine.meta)
         if p["warmup"]:
             self._warmup()
         self.worker.start()
@@ -313,6 +317,8 @@ class SegNode(Node):
             "weights": self.info.weights,
             "device": self.info.device,
             "precision": self.info.precision,
+            "precision_reason": self.info.precision_reason,
+            "backend": self.info.backend,
             "cpu_threads": str(torch.get_num_threads()),
         }
         for stage, pct in w.stage_ms.items():

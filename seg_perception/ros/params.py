@@ -236,7 +236,9 @@ class ParameterBridge:
                 srv.callback = handle
 
 
-__all__ = ["ParameterBridge", "StartupError", "descriptor", "params_yaml"]
+# The table itself lives in the core; these names stay importable from here too.
+__all__ = ["PARAMS", "PARAMS_BY_NAME", "ParamSpec", "ParameterBridge", "StartupError",
+           "descriptor", "params_yaml"]
 
 
 if __name__ == "__main__":
