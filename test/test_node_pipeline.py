@@ -154,14 +154,15 @@ def test_parameters_as_users_type_them_and_validated_together(tmp_path: Path,
             # (this ros2param reads the file's "/**" section; seg.yaml has one)
             yaml_file.write_text("/**:\n  ros__parameters:\n    model: default\n"
                                  "    grid.x_min: 100.0\n    grid.x_max: 110.0\n")
-            out = subprocess.run([str(ros2), "param", "load", f"{ns}/seg_node",
-                                  str(yaml_file)], capture_output=True, text=True,
-                                 timeout=120, env=dict(os.environ))
+            # --no-daemon: leave no ros2 daemon behind
+            cli = [str(ros2), "param"]
+            opts = ["--no-daemon", "--timeout", "30", f"{ns}/seg_node"]
+            out = subprocess.run([*cli, "load", *opts, str(yaml_file)], capture_output=True,
+                                 text=True, timeout=120, env=dict(os.environ))
             assert "Set parameter grid.x_min successful" in out.stdout, out.stdout + out.stderr
             assert "Set parameter model failed" in out.stderr
-            out = subprocess.run([str(ros2), "param", "set", f"{ns}/seg_node", "camera.x",
-                                  "3"], capture_output=True, text=True, timeout=120,
-                                 env=dict(os.environ))
+            out = subprocess.run([*cli, "set", *opts, "camera.x", "3"], capture_output=True,
+                                 text=True, timeout=120, env=dict(os.environ))
             assert "Set parameter successful" in out.stdout, out.stdout + out.stderr
             values = done(probe, c.get_parameters(["grid.x_min", "camera.x"])).values
             assert [v.double_value for v in values] == [100.0, 3.0]
