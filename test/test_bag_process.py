@@ -186,7 +186,7 @@ def assert_frame_exact(out: dict[str, list], expected: dict[str, list[tuple]],
                     assert msg.header.frame_id == fid
                     assert (msg.width, msg.height) == size
                 else:
-                    assert msg.header.frame_id == "base_link"
+                    assert msg.header.frame_id == "base_footprint"
         if not grid:
             assert f"{ns}/drivable/grid" not in out
 
@@ -309,7 +309,7 @@ def test_foxy_db3_bag(tmp_path: Path, engine: Any) -> None:
         topic = bagio.bag_topics(reader)["/camera/image_raw"]
         assert topic.count == 3 and topic.qos  # recorded QoS parsed from the Foxy text
     summary = process_bag(tmp_path / "foxy", tmp_path / "out", engine, progress=False,
-                          options=ProcessOptions(grid=None))
+                          options=ProcessOptions(grid=False))
     assert summary.processed == 3
     assert_frame_exact(read_bag(tmp_path / "out"), {"/camera/image_raw": expected}, grid=False)
     # The .db3 file on its own (no metadata.yaml) reads as well.
@@ -406,7 +406,7 @@ def test_corruption_midway_keeps_a_valid_output(tmp_path: Path, engine: Any) -> 
     mcap.write_bytes(bytes(data))
 
     summary = process_bag(tmp_path / "bag", tmp_path / "out", engine, progress=False,
-                          options=ProcessOptions(grid=None))
+                          options=ProcessOptions(grid=False))
     assert summary.error and "corrupt or cut off" in summary.error
     assert 0 < summary.processed < 40
     out = read_bag(tmp_path / "out")
@@ -478,12 +478,14 @@ def test_params_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     args = build_parser().parse_args(
         ["process", "in", "out", "--params-file", str(params)])
     options, _ = build_options(args)
-    assert (options.grid_frame, options.overlay_alpha) == ("odom", 0.25)
-    assert (options.grid.resolution, options.grid.x_max, options.grid.y_min) == (0.5, 20.0, -10.0)
-    assert options.mounting.pitch == 0.2 and options.mounting.yaw == 0.0
-    assert options.mountings["/cam_rear"].yaw == 3.14159
-    assert options.mountings["/cam_rear"].pitch == 0.2  # the rest from /**
-    assert options.mapper["max_vertices"] == 12
+    cfg = options.config
+    assert (cfg.grid_frame, cfg.overlay_alpha) == ("odom", 0.25)
+    assert (cfg.grid.resolution, cfg.grid.x_max, cfg.grid.y_min) == (0.5, 20.0, -10.0)
+    assert cfg.mounting.pitch == 0.2 and cfg.mounting.yaw == 0.0
+    assert options.config_for("/cam_rear").mounting.yaw == 3.14159
+    assert options.config_for("/cam_rear").mounting.pitch == 0.2  # the rest from /**
+    assert options.config_for("/cam_front") is cfg
+    assert cfg.max_vertices == 12
 
     cams = {"/cam_front/image_raw": "raw"}
     make_bag(tmp_path / "in", cams, generated_frames(2))
@@ -515,3 +517,164 @@ def test_iter_frames_and_help(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
         cli_main(["process", "--help"])
     assert exc.value.code == 0
     assert "namespace" in capsys.readouterr().out
+
+
+# --- camera pose from the bag's tf, camera models, pairing --------------------------------------
+
+def _scene_bag(path: Path, mountings: list[Any], topic: str = "/cam/image_raw",
+               tf: str = "static", info_offset_ns: int = 0, frame: str = "cam_optical",
+               calibration: dict[str, Any] | None = None, render_camera: Any = None,
+               info_model: Any = None) -> Any:
+    """Frames of a synthetic road seen from each mounting, with camera_info and tf.
+
+    ``tf``: "static" puts the first mounting on /tf_static (base_footprint -> camera_link ->
+    optical frame), "dynamic" puts every frame's mounting on /tf at its stamp (and half-way
+    samples between), "none" writes no tf. Returns the camera model used for the infos.
+    """
+    from seg_perception.core.geometry import (
+        BODY_FROM_OPTICAL,
+        GridSpec,
+        SceneSpec,
+        Transform,
+        render_scene,
+    )
+
+    model = CameraModel.from_fov(W, H, 80.0)
+    grid = GridSpec(0.2, 0.0, 24.0, -6.0, 6.0)
+    optical = Transform.from_matrix(BODY_FROM_OPTICAL, (0.0, 0.0, 0.0))
+
+    def body(m: Any) -> Any:
+        return Transform.from_matrix(m.rotation_body, m.position)
+
+    with bagio.BagWriter(path) as bag:
+        if tf == "static":
+            bag.write("/tf_static", bagio.tf_msg([("base_footprint", "camera_link",
+                                                   body(mountings[0])),
+                                                  ("camera_link", frame, optical)]),
+                      LOG0 - 1, qos=bagio.tf_static_qos())
+        elif tf == "dynamic":
+            bag.write("/tf_static", bagio.tf_msg([("camera_link", frame, optical)]), LOG0 - 1,
+                      qos=bagio.tf_static_qos())
+        for i, m in enumerate(mountings):
+            sec, nsec = T0 + i, 0
+            header = bagio.make_header(sec, nsec, frame)
+            scene = render_scene(SceneSpec(curvature=1 / 90), render_camera or model, m, grid)
+            log_time = LOG0 + i * 1_000_000_000
+            if tf == "dynamic":
+                bag.write("/tf", bagio.tf_msg([("base_footprint", "camera_link", body(m))],
+                                              sec, nsec), log_time - 2)
+            bag.write(topic, bagio.image_msg(scene.rgb, "rgb8", header), log_time)
+            ih = bagio.make_header(sec, nsec + info_offset_ns, frame)
+            bag.write("/cam/camera_info",
+                      bagio.camera_info_msg(info_model or model, ih, **(calibration or {})),
+                      log_time + 1)
+    return model
+
+
+def _grids(path: Path) -> list[np.ndarray]:
+    from seg_perception.core.messages import grid_from_message
+
+    return [grid_from_message(msg)[0] for _, msg in read_bag(path).get("/cam/drivable/grid", [])]
+
+
+def _truth(mounting: Any, model: Any) -> np.ndarray:
+    from seg_perception.core.geometry import GridSpec, SceneSpec, render_scene
+
+    grid = GridSpec(0.2, 0.0, 24.0, -6.0, 6.0)
+    return render_scene(SceneSpec(curvature=1 / 90), model, mounting, grid).grid
+
+
+PARAMS_GRID = ("/**:\n  ros__parameters:\n    grid.resolution: 0.2\n    grid.x_max: 24.0\n"
+               "    grid.y_min: -6.0\n    grid.y_max: 6.0\n")
+
+
+def test_camera_pose_from_the_bags_tf_static_and_tf(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    from seg_perception.core.geometry import CameraMounting
+
+    params = tmp_path / "p.yaml"
+    params.write_text(PARAMS_GRID)
+    args = ["--model", "tiny_seg", "--device", "cpu", "--no-progress", "--params-file",
+            str(params)]
+    low = CameraMounting(0.5, 0.0, 1.2, 0.0, 0.05, 0.0)
+    high = CameraMounting(0.5, 0.3, 2.2, 0.0, 0.2, 0.1)
+    model = _scene_bag(tmp_path / "static", [low, low])
+    assert cli_main(["process", str(tmp_path / "static"), str(tmp_path / "o1"), *args]) == 0
+    assert "pose from tf (base_footprint <- cam_optical)" in capsys.readouterr().out
+    for g in _grids(tmp_path / "o1"):  # what is seen depends on the camera and its pose
+        np.testing.assert_array_equal(g == -1, _truth(low, model) == -1)
+    # a moving camera: each frame's grid follows its own transform
+    _scene_bag(tmp_path / "dynamic", [low, high, low], tf="dynamic")
+    assert cli_main(["process", str(tmp_path / "dynamic"), str(tmp_path / "o2"), *args]) == 0
+    got = _grids(tmp_path / "o2")
+    assert len(got) == 3
+    for g, m in zip(got, [low, high, low], strict=True):
+        assert ((g == -1) == (_truth(m, model) == -1)).mean() > 0.999
+    assert ((got[0] == -1) != (got[1] == -1)).mean() > 0.05
+    # no tf for the camera: the camera.* parameters, and the summary says so
+    _scene_bag(tmp_path / "notf", [high], tf="none")
+    hp = tmp_path / "high.yaml"
+    hp.write_text(PARAMS_GRID + "    camera.x: 0.5\n    camera.y: 0.3\n    camera.z: 2.2\n"
+                  "    camera.pitch: 0.2\n    camera.yaw: 0.1\n")
+    assert cli_main(["process", str(tmp_path / "notf"), str(tmp_path / "o3"), *args[:-1],
+                     str(hp)]) == 0
+    assert "pose from parameters (the bag has no /tf or /tf_static)" in capsys.readouterr().out
+    [g] = _grids(tmp_path / "o3")
+    assert ((g == -1) == (_truth(high, model) == -1)).mean() > 0.999
+
+
+def test_camera_info_is_paired_by_stamp_and_rectified_topics_use_p(
+        tmp_path: Path, engine: Any) -> None:
+    from seg_perception.core.config import PipelineConfig
+    from seg_perception.core.geometry import CameraMounting
+
+    mount = CameraMounting(0.5, 0.0, 1.4, 0.0, 0.1, 0.0)
+    cfg = {"grid.resolution": 0.2, "grid.x_max": 24.0, "grid.y_min": -6.0, "grid.y_max": 6.0}
+    # infos stamped 20 ms after their images: exact pairing gives no grid, and says so
+    _scene_bag(tmp_path / "late", [mount, mount], info_offset_ns=20_000_000)
+    opts = ProcessOptions(config=PipelineConfig.from_params(cfg))
+    s = process_bag(tmp_path / "late", tmp_path / "o1", engine, progress=False, options=opts)
+    assert s.processed == 2 and s.no_grid["/cam/image_raw"] == 2
+    assert any("same stamp" in w and "camera_info_tolerance" in w for w in s.warnings)
+    assert len(read_bag(tmp_path / "o1")["/cam/labels"]) == 2  # image outputs still there
+    opts = ProcessOptions(config=PipelineConfig.from_params({**cfg,
+                                                             "camera_info_tolerance": 0.05}))
+    s = process_bag(tmp_path / "late", tmp_path / "o2", engine, progress=False, options=opts)
+    assert not s.no_grid and len(_grids(tmp_path / "o2")) == 2
+    # image_rect: P (and no distortion) describe the image; K with a strong D does not
+    d = (-0.3, 0.1, 0.001, -0.002, -0.02)
+    pinhole = CameraModel.from_fov(W, H, 80.0)
+    distorted = CameraModel(W, H, pinhole.K, d)
+    p = np.zeros(12)
+    p[[0, 2, 5, 6, 10]] = [pinhole.K[0], pinhole.K[2], pinhole.K[4], pinhole.K[5], 1.0]
+    opts = ProcessOptions(config=PipelineConfig.from_params(cfg))
+    for topic, right in (("/cam/image_rect", True), ("/cam/image_raw", False)):
+        # the same rectified pixels, once on an image_rect topic, once posing as raw
+        name = topic.split("/")[-1]
+        _scene_bag(tmp_path / f"in_{name}", [mount], topic=topic, calibration={"p": p},
+                   render_camera=pinhole, info_model=distorted)
+        process_bag(tmp_path / f"in_{name}", tmp_path / name, engine, progress=False,
+                    options=opts)
+        [g] = _grids(tmp_path / name)
+        agree = float(((g == -1) == (_truth(mount, pinhole) == -1)).mean())
+        assert (agree > 0.999) == right, (topic, agree)
+
+
+def test_non_finite_parameters_in_a_params_file_are_refused(tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture
+                                                           ) -> None:
+    make_bag(tmp_path / "in", {"/cam/image_raw": "raw"}, generated_frames(1))
+    for i, line in enumerate(("boundary.min_region_area: .inf", "grid.x_min: -1.0e+308",
+                              "grid.y_max: 1.0e+308", "camera.z: .nan")):
+        params = tmp_path / f"p{i}.yaml"
+        params.write_text(f"/**:\n  ros__parameters:\n    {line}\n")
+        caplog.clear()
+        code = cli_main(["process", str(tmp_path / "in"), str(tmp_path / f"out{i}"),
+                         "--model", "tiny_seg", "--device", "cpu", "--params-file",
+                         str(params)])
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert code == 2 and len(errors) == 1, errors
+        assert line.split(":")[0] in errors[0] and ("finite" in errors[0]
+                                                    or "minimum" in errors[0]
+                                                    or "maximum" in errors[0])
+        assert not (tmp_path / f"out{i}").exists()

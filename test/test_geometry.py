@@ -19,7 +19,11 @@ from seg_perception.core.geometry import (
     ground_point,
     rpy_matrix,
 )
-from seg_perception.core.geometry.freespace import is_simple, simplify_keep_simple
+from seg_perception.core.geometry.freespace import (
+    is_simple,
+    polygon_coverage,
+    simplify_keep_simple,
+)
 
 K500 = (500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0)
 PLUMB_BOB = (-0.28, 0.09, 0.001, -0.0015, -0.015)
@@ -365,6 +369,10 @@ def test_simplification_keeps_polygons_simple():
                                                    (4 * i + 1, 1), (4 * i + 3, 1))]
     comb = np.array([(0, 0), (40, 0), (40, 10), *reversed(top)], dtype=float)
     assert is_simple(comb)
+    comb_area = polygon_coverage(comb, (10, 40))[0]
     for bound in (4, 5, 8, 12):
         out = simplify_keep_simple(comb, bound)
         assert len(out) <= bound and is_simple(out)
+        # only ever inside the original: never a hull over the gaps between the teeth
+        cov, outside = polygon_coverage(out, (10, 40))
+        assert outside == 0 and (cov <= comb_area + 1e-9).all() and cov.sum() > 0

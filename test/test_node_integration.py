@@ -208,9 +208,11 @@ def test_grid_and_boundary_follow_parameters_and_camera_info(tmp_path: Path,
     mounting = CameraMounting(x=0.5, y=0.0, z=1.6, roll=0.0, pitch=0.08, yaw=0.0)
     spec = GridSpec(0.2, -2.0, 30.0, -8.0, 8.0)
     scene = render_scene(SceneSpec(), camera, mounting, spec)
-    params = {"grid_frame": "ego", "camera.x": 0.5, "camera.z": 1.6, "camera.pitch": 0.08,
-              "grid.resolution": 0.2, "grid.x_min": -2.0, "grid.x_max": 30.0,
-              "grid.y_min": -8.0, "grid.y_max": 8.0}
+    # The camera.* parameters give the pose (no tf here: use_tf false); camera_info is paired
+    # with each image by stamp, as drivers stamp them.
+    params = {"grid_frame": "ego", "use_tf": False, "camera.x": 0.5, "camera.z": 1.6,
+              "camera.pitch": 0.08, "grid.resolution": 0.2, "grid.x_min": -2.0,
+              "grid.x_max": 30.0, "grid.y_min": -8.0, "grid.y_max": 8.0}
     probe.subscribe(OccupancyGrid, f"{ns}/drivable/grid")
     probe.subscribe(PolygonStamped, f"{ns}/drivable/boundary")
     node = start_node(tmp_path, probe, ns, **params)
@@ -221,9 +223,9 @@ def test_grid_and_boundary_follow_parameters_and_camera_info(tmp_path: Path,
         first = raw_msg(scene.rgb, 300)
         send_until_processed(probe, ns, pub, first)
         node.wait_for_log("no valid camera_info", timeout=30)
-        info = CameraInfo(header=header(301), width=camera.width, height=camera.height,
-                          distortion_model="plumb_bob", d=[0.0] * 5, k=list(camera.K))
         msg = raw_msg(scene.rgb, 302)
+        info = CameraInfo(header=msg.header, width=camera.width, height=camera.height,
+                          distortion_model="plumb_bob", d=[0.0] * 5, k=list(camera.K))
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
 
         def tick() -> None:
@@ -265,10 +267,16 @@ def test_grid_and_boundary_follow_parameters_and_camera_info(tmp_path: Path,
         assert not refused.successful and "camera.z" in refused.reason
         assert set_param("grid.resolution", 0.4).successful
         coarse = raw_msg(scene.rgb, 303)
+        coarse_info = CameraInfo(header=coarse.header, width=camera.width,
+                                 height=camera.height, k=list(camera.K))
         key2 = (coarse.header.stamp.sec, coarse.header.stamp.nanosec)
+
+        def tick2() -> None:
+            info_pub.publish(coarse_info)
+            pub.publish(coarse)
+
         probe.wait_until(lambda: key2 in stamps(probe, f"{ns}/drivable/grid"), timeout=60,
-                         what="grid after the change", tick=lambda: pub.publish(coarse),
-                         period=1.0)
+                         what="grid after the change", tick=tick2, period=1.0)
         grid2 = next(m for m in probe.messages(f"{ns}/drivable/grid")
                      if (m.header.stamp.sec, m.header.stamp.nanosec) == key2)
         assert abs(grid2.info.resolution - 0.4) < 1e-6 and grid2.info.width == 80

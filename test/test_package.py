@@ -1,4 +1,4 @@
-"""Packaging: config/seg.yaml matches the node's parameters; colcon builds the install tree."""
+"""Packaging: config/seg.yaml matches the parameter table; colcon builds the install tree."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import yaml
 from shared_data import REPO
 
-from seg_perception.ros.params import PARAMS
+from seg_perception.core.config import PARAMS
 
 
 def test_config_yaml_names_exactly_the_declared_parameters() -> None:
@@ -33,7 +33,7 @@ def test_package_xml_is_format_3_ament_python() -> None:
     assert root.find("export/build_type").text == "ament_python"
     deps = {e.text for e in root.findall("exec_depend")}
     for dep in ("rclpy", "sensor_msgs", "nav_msgs", "geometry_msgs", "diagnostic_msgs",
-                "launch_ros"):
+                "launch_ros", "tf2_ros"):
         assert dep in deps
 
 
@@ -63,7 +63,7 @@ def test_colcon_build_installs_node_launch_and_config(tmp_path: Path) -> None:
 
 
 def test_config_yaml_is_generated_from_the_parameter_table() -> None:
-    from seg_perception.ros.params import params_yaml
+    from seg_perception.core.config import params_yaml
 
     assert (REPO / "config" / "seg.yaml").read_text() == params_yaml(), (
-        "regenerate with: python -m seg_perception.ros.params > config/seg.yaml")
+        "regenerate with: python -m seg_perception.core.config > config/seg.yaml")

@@ -38,7 +38,7 @@ def displays(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 def test_layout_is_rviz2(config: dict[str, Any]) -> None:
     assert {"Panels", "Visualization Manager", "Window Geometry"} <= set(config)
     manager = config["Visualization Manager"]
-    assert manager["Global Options"]["Fixed Frame"] == "base_link"
+    assert manager["Global Options"]["Fixed Frame"] == "base_footprint"  # the grid_frame
     classes = {d["Class"] for d in displays(manager["Displays"])}
     assert {"rviz_default_plugins/Image", "rviz_default_plugins/Map",
             "rviz_default_plugins/Polygon"} <= classes

@@ -19,7 +19,12 @@ from seg_perception.core.geometry import (
     drive_sequence,
     render_scene,
 )
-from seg_perception.core.geometry.freespace import is_simple
+from seg_perception.core.geometry.freespace import (
+    SLIVER,
+    is_simple,
+    overclaimed_cells,
+    polygon_coverage,
+)
 from seg_perception.core.geometry.scene import CAR, PEDESTRIAN, ROAD, SKY
 
 OBSTACLES = (
@@ -128,18 +133,23 @@ def test_boundary_excludes_islands_and_bounds_vertices(max_vertices):
     poly = mapper.boundary_from_grid(ours)
     assert 3 <= len(poly) <= max_vertices
     assert not _inside(poly, 12.0, -8.0)
-    # the polygon covers the ego region and little else
-    img = np.zeros(grid.shape, np.uint8)
-    cells = (poly - [grid.x_min, grid.y_min]) / grid.resolution - 0.5
-    cv2.fillPoly(img, [np.round(cells).astype(np.int32)], 1)
-    inside = img.astype(bool)
-    covered = (inside & comp).sum() / comp.sum()
-    precision = (inside & comp).sum() / inside.sum()
+    # the polygon covers nothing but the ego region (exact overlap areas, float32 points as
+    # PolygonStamped carries them), and most of it
+    published = poly.astype(np.float32).astype(np.float64)
+    over, _ = overclaimed_cells(published, ours, grid)
+    assert not over.any()
+    cells = (published - [grid.x_min, grid.y_min]) / grid.resolution
+    cov, outside = polygon_coverage(cells, grid.shape)
+    assert outside < SLIVER and not ((cov > SLIVER) & ~comp).any()
+    covered = cov[comp].sum() / comp.sum()
     print(f"\nmax_vertices={max_vertices}: {len(poly)} vertices, "
-          f"covers {covered:.1%} of the ego region, {precision:.1%} of it is ego region")
+          f"covers {covered:.1%} of the ego region, none outside it")
     assert is_simple(poly)
-    if max_vertices >= 16:  # tighter bounds only promise a valid polygon, not a faithful one
-        assert covered > 0.9 and precision > 0.9
+    # tight bounds only promise a valid polygon: fewer vertices of a smaller region
+    if max_vertices >= 64:
+        assert covered > 0.9
+    elif max_vertices >= 16:
+        assert covered > 0.75
 
 
 def test_drive_sequence_moves_along_the_road():

@@ -67,9 +67,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.engine import EngineConfigError
-    from ..core.export import ExportError, export_onnx, max_abs_difference
+    from ..core.engine_options import EngineConfigError
+    from ..core.export import ExportError, export_onnx
     from ..core.models.checkpoint import CheckpointError, load_model
+    from ..core.onnx_backend import max_abs_difference
 
     if args.format not in FORMATS:  # argparse already refuses; kept for programmatic calls
         log.error("format %r is not supported; valid choices: %s", args.format,

@@ -31,10 +31,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "/cam_front/image_raw/compressed both give /cam_front/labels, /cam_front/overlay, "
         "/cam_front/drivable/grid, ...; a top-level /image gives /labels, /overlay, ... . "
         "Every output has the input frame's header stamp and log time (the grid and boundary "
-        "are in grid_frame). Exit status: 0 done, 1 undecodable frames (unless "
-        "--skip-bad-frames) or input truncated part-way (a cut-off .mcap is read up to the "
-        "cut), 2 nothing processed (no output is left), 130 interrupted by Ctrl-C or SIGTERM "
-        "(the output bag stays valid; a second signal does not stop its finishing).",
+        "are in grid_frame). Camera poses come from the bag's /tf_static and /tf (the image's "
+        "frame_id in grid_frame, default base_footprint), else from the camera.* parameters; "
+        "frames are paired with the camera_info of the same stamp. Exit status: 0 done, 1 "
+        "undecodable frames (unless --skip-bad-frames) or input truncated part-way (a cut-off "
+        ".mcap is read up to the cut), 2 nothing processed (no output is left), 130 "
+        "interrupted by Ctrl-C or SIGTERM (the output bag stays valid; a second signal does "
+        "not stop its finishing).",
     )
     p.add_argument("input", type=Path, metavar="INPUT",
                    help="bag directory (with metadata.yaml) or .mcap/.db3 file")
@@ -65,10 +68,11 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default=None,
                    help="auto, fp32, fp16 (CUDA), bf16, int8 (default: auto)")
     p.add_argument("--params-file", type=Path, default=None, metavar="YAML",
-                   help="the node's parameter file (e.g. config/seg.yaml): overlay_alpha, "
-                   "grid_frame, camera.*, grid.*, mask.* and boundary.* come from it; camera.* "
-                   "in a section '<namespace>/seg_node' or '<namespace>/**' overrides '/**' "
-                   "for that camera")
+                   help="the node's parameter file (e.g. config/seg.yaml), read and checked "
+                   "as the node reads it: grid_frame, use_tf, camera.*, grid.*, mask.*, "
+                   "boundary.*, image_type, camera_info_tolerance, overlay_alpha, output_qos.* "
+                   "and the model; a section '<namespace>/seg_node' or '<namespace>/**' "
+                   "overrides '/**' for that camera")
     p.add_argument("--hfov", type=float, default=None, metavar="DEG",
                    help="horizontal field of view for cameras without CameraInfo in the bag "
                    "(pinhole, centred); without it such cameras get no grid or boundary")
@@ -80,105 +84,67 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="exit 0 even when frames cannot be decoded (they are still listed)")
 
 
-# DrivableAreaMapper argument -> node parameter (as the node builds its mapper).
-MAPPER_PARAMS = {
-    "max_range": "grid.max_range",
-    "max_pixel_footprint": "grid.max_pixel_footprint",
-    "speckle_area": "mask.speckle_area",
-    "max_vertices": "boundary.max_vertices",
-    "min_region_area": "boundary.min_region_area",
-}
-
-
 # --- parameters file -------------------------------------------------------------------------
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
-        else:
+def read_params_file(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``(global, per_namespace)`` parameters of a ROS 2 parameter file (see
+    :func:`seg_perception.core.config.read_params_file`)."""
+    from ..core.config import read_params_file as read
+
+    return read(path)
+
+
+def _known(params: dict[str, Any], where: str) -> dict[str, Any]:
+    """The parameters of seg_node in ``params``; others (a ``/**`` section shared with other
+    nodes) are skipped with one warning each."""
+    from ..core.config import PARAMS_BY_NAME, ROS_PARAMETERS, unknown_parameter_message
+
+    out = {}
+    for name, value in params.items():
+        if name in PARAMS_BY_NAME:
             out[name] = value
+        elif name not in ROS_PARAMETERS and not name.startswith("qos_overrides."):
+            log.warning("%s: %s (ignored)", where, unknown_parameter_message(name))
     return out
 
 
-def read_params_file(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """``(global, per_namespace)`` parameters of a ROS 2 parameter file.
-
-    Global: sections ``/**``, ``**``, ``seg_node``, ``/seg_node``, ``/**/seg_node``.
-    Per namespace: ``/<ns>/seg_node`` and ``/<ns>/**`` (the latter applied first).
-    """
-    import yaml
-
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"cannot read parameters file {path}: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: not a ROS 2 parameters file (top level must be a mapping)")
-    glob: dict[str, Any] = {}
-    per_ns: dict[str, dict[str, Any]] = {}
-    order = sorted(doc, key=lambda k: (not str(k).endswith("**"), str(k)))
-    for key in order:
-        section = doc[key]
-        if not isinstance(section, dict) or not isinstance(section.get("ros__parameters"),
-                                                           dict):
-            continue
-        params = _flatten(section["ros__parameters"])
-        name = "/" + str(key).strip("/")
-        if name in ("/**", "/seg_node", "/**/seg_node"):
-            glob.update(params)
-        elif name.endswith("/seg_node") or name.endswith("/**"):
-            ns = name.rsplit("/", 1)[0]
-            per_ns.setdefault(ns, {}).update(params)
-    return glob, per_ns
-
-
-def _checked(params: dict[str, Any], where: str) -> dict[str, Any]:
-    from ..ros.params import PARAMS_BY_NAME
-
-    for name, value in params.items():
-        spec = PARAMS_BY_NAME.get(name)
-        problem = spec.check(value) if spec is not None else None
-        if problem:
-            raise ValueError(f"{where}: {problem}")
-    return params
-
-
 def build_options(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """ProcessOptions from the command line and the parameters file; also the node params."""
+    """ProcessOptions from the command line and the parameters file; also all parameter
+    values (the table's defaults where the file is silent). Raises ValueError (one line)
+    for a bad value or combination."""
     from ..core.bagio import ProcessOptions
-    from ..core.geometry import CameraMounting, GridSpec
-    from ..ros.params import PARAMS
+    from ..core.config import DEFAULTS, PipelineConfig, validate_values
 
     glob: dict[str, Any] = {}
     per_ns: dict[str, dict[str, Any]] = {}
+    where = str(args.params_file)
     if args.params_file is not None:
         glob, per_ns = read_params_file(args.params_file)
-    p = {s.name: s.default for s in PARAMS}
-    p.update(_checked(glob, str(args.params_file)))
-
-    def mounting(values: dict[str, Any]) -> CameraMounting:
-        return CameraMounting(*(float(values[f"camera.{k}"])
-                                for k in ("x", "y", "z", "roll", "pitch", "yaw")))
-
-    grid = None if args.no_grid else GridSpec(*(float(p[f"grid.{k}"]) for k in
-                                                ("resolution", "x_min", "x_max", "y_min",
-                                                 "y_max")))
-    options = ProcessOptions(
-        overlay_alpha=float(p["overlay_alpha"]),
-        grid_frame=str(p["grid_frame"]),
-        grid=grid,
-        mounting=mounting(p),
-        mountings={ns: mounting({**p, **_checked(v, f"{args.params_file} ({ns})")})
-                   for ns, v in per_ns.items()},
-        mapper={arg: p[name] for arg, name in MAPPER_PARAMS.items() if name in p},
-        hfov_deg=args.hfov,
-        keep_input=args.keep_input,
-    )
+    values = validate_values(_known(glob, where), where)
+    p = {**DEFAULTS, **values}
+    try:
+        config = PipelineConfig.from_params(p)
+    except ValueError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+    configs = {}
+    for ns, section in per_ns.items():
+        here = f"{where} ({ns})"
+        extra = validate_values(_known(section, here), here)
+        try:
+            configs[ns] = PipelineConfig.from_params({**p, **extra})
+        except ValueError as exc:
+            raise type(exc)(f"{here}: {exc}") from None
     if args.hfov is not None and not 0.0 < args.hfov < 180.0:
         raise ValueError(f"--hfov {args.hfov} must be between 0 and 180 degrees")
+    options = ProcessOptions(
+        config=config,
+        configs=configs,
+        grid=not args.no_grid,
+        hfov_deg=args.hfov,
+        keep_input=args.keep_input,
+        output_reliability=p["output_qos.reliability"],
+        output_depth=p["output_qos.depth"],
+    )
     return options, p
 
 
@@ -208,9 +174,13 @@ def _report(summary: Any, skip_bad: bool, stopped_by: str = "") -> int:
         n = summary.frames.get(cam.image_topic, 0)
         out_ns = cam.namespace or "/"
         info = cam.camera_info_topic or "no camera_info"
-        grid = "with grid" if summary.written.get(cam.output("drivable/grid")) else "no grid"
+        grids = summary.written.get(cam.output("drivable/grid"), 0)
+        missing = summary.no_grid.get(cam.image_topic, 0)
+        grid = f"{grids} with grid" + (f", {missing} without" if missing else "")
+        pose = summary.poses.get(cam.image_topic)
         print(f"  {cam.image_topic} ({cam.transport}, {info}): {n} of {cam.count} frames read, "
-              f"{summary.written.get(cam.output('labels'), 0)} written to {out_ns}/* ({grid})")
+              f"{summary.written.get(cam.output('labels'), 0)} written to {out_ns}/* ({grid}"
+              + (f"; pose from {pose}" if pose else "") + ")")
     print(f"{summary.processed} frames processed of {total} in {summary.seconds:.1f} s "
           f"({summary.fps:.1f} frames/s); {sum(summary.written.values())} messages written"
           + (f", {summary.copied} input messages copied" if summary.copied else ""))
@@ -263,9 +233,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     model, checkpoint, device, precision = engine_choice(args, params)
     try:
-        engine, info = build_engine(model, checkpoint, device, precision)
+        engine, info = build_engine(model, checkpoint, device, precision,
+                                    threads=params["cpu_threads"])
     except (EngineConfigError, KeyError, ValueError, FileNotFoundError, OSError) as exc:
-        log.error("cannot load model %s: %s", model, exc)
+        log.error("cannot load model %s: %s", model,
+                  exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
         return EXIT_USAGE
     log.info("model %s (%s) on %s, %s", info.model, info.weights, info.device, info.precision)
     if not info.trained:

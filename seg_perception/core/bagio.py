@@ -22,6 +22,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import signal
 import struct
 import sys
@@ -35,7 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .geometry import CameraModel, CameraMounting, DrivableAreaMapper, GridSpec
+from . import messages
+from .config import DEFAULTS, PipelineConfig
+from .geometry import CameraCalibration, CameraModel, GridSpec, Transform
 from .image_codec import (
     DEFAULT_MAX_PIXELS,
     ImageDecodeError,
@@ -44,7 +47,10 @@ from .image_codec import (
     encode_compressed,
 )
 from .mcap_prefix import McapPrefixReader, expected_counts_from_metadata
-from .render import colorize, overlay, palette_lut
+from .messages import MessageKit
+from .pipeline import GRID_OUTPUTS as _GRID
+from .pipeline import IMAGE_ENCODINGS, CameraFrame, CameraInfoBuffer, FramePipeline, resolve_pose
+from .tf import TransformBuffer, TransformError
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection, Qos
@@ -57,23 +63,16 @@ log = logging.getLogger(__name__)
 RAW = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
-OCCUPANCY_GRID = "nav_msgs/msg/OccupancyGrid"
-POLYGON_STAMPED = "geometry_msgs/msg/PolygonStamped"
+OCCUPANCY_GRID = messages.OCCUPANCY_GRID
+POLYGON_STAMPED = messages.POLYGON_STAMPED
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+TF_TOPICS = {"/tf": False, "/tf_static": True}  # topic -> static
 IMAGE_TYPES = {RAW: "raw", COMPRESSED: "compressed"}
 
 #: Image outputs (relative names from CONTRACT.md) and their encodings.
-IMAGE_OUTPUTS: dict[str, str] = {
-    "labels": "mono8",
-    "labels_color": "rgb8",
-    "overlay": "rgb8",
-    "confidence": "mono8",
-    "drivable/mask": "mono8",
-}
-#: Bird's-eye outputs, written when the camera's intrinsics are known.
-GRID_OUTPUTS: dict[str, str] = {
-    "drivable/grid": OCCUPANCY_GRID,
-    "drivable/boundary": POLYGON_STAMPED,
-}
+IMAGE_OUTPUTS: dict[str, str] = dict(IMAGE_ENCODINGS)
+#: Bird's-eye outputs, written when the camera's intrinsics and pose are known.
+GRID_OUTPUTS: dict[str, str] = dict(zip(_GRID, (OCCUPANCY_GRID, POLYGON_STAMPED), strict=True))
 OUTPUT_TYPES: dict[str, str] = {**dict.fromkeys(IMAGE_OUTPUTS, RAW), **GRID_OUTPUTS}
 
 #: rosbag2 metadata version written: 8 keeps Humble/Iron able to read our bags (9 changed the
@@ -418,12 +417,15 @@ def iter_frames(path: str | Path, image_topics: Sequence[str] | None = None) -> 
 
 # --- messages (rosbags types) ----------------------------------------------------------------
 
+def kit() -> MessageKit:
+    """Builds type-store messages for :mod:`seg_perception.core.messages`."""
+    types = _types()
+    return MessageKit(lambda name, **fields: types[name](**fields), lambda a: a)
+
+
 def make_header(sec: int, nanosec: int, frame_id: str) -> Any:
     """A std_msgs/Header for the type store."""
-    t = _types()
-    return t["std_msgs/msg/Header"](
-        stamp=t["builtin_interfaces/msg/Time"](sec=int(sec), nanosec=int(nanosec)),
-        frame_id=frame_id)
+    return messages.header(kit(), sec, nanosec, frame_id)
 
 
 def image_msg(arr: np.ndarray, encoding: str, header: Any) -> Any:
@@ -450,44 +452,54 @@ def compressed_msg(rgb: np.ndarray, header: Any, fmt: str = "jpeg", quality: int
                                 data=np.frombuffer(data, np.uint8))
 
 
-def camera_info_msg(model: CameraModel, header: Any) -> Any:
-    """sensor_msgs/CameraInfo for a pinhole model (R identity, P = [K | 0])."""
+def camera_info_msg(model: CameraModel, header: Any, binning: tuple[int, int] = (0, 0),
+                    roi: tuple[int, int, int, int] = (0, 0, 0, 0),
+                    p: np.ndarray | None = None, r: np.ndarray | None = None) -> Any:
+    """sensor_msgs/CameraInfo for a camera model (R identity and P = [K | 0] unless given)."""
     t = _types()
     k = np.asarray(model.K, np.float64)
-    p = np.zeros(12)
-    p[[0, 1, 2, 4, 5, 6, 10]] = k[[0, 1, 2, 3, 4, 5, 8]]
+    if p is None:
+        p = np.zeros(12)
+        p[[0, 1, 2, 4, 5, 6, 10]] = k[[0, 1, 2, 3, 4, 5, 8]]
     return t[CAMERA_INFO](
         header=header, height=model.height, width=model.width,
         distortion_model=model.distortion_model, d=np.asarray(model.D, np.float64), k=k,
-        r=np.eye(3).reshape(-1), p=p, binning_x=0, binning_y=0,
-        roi=t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+        r=np.eye(3).reshape(-1) if r is None else np.asarray(r, np.float64).reshape(-1),
+        p=np.asarray(p, np.float64).reshape(-1), binning_x=binning[0], binning_y=binning[1],
+        roi=t["sensor_msgs/msg/RegionOfInterest"](x_offset=roi[0], y_offset=roi[1],
+                                                  width=roi[2], height=roi[3],
                                                   do_rectify=False))
+
+
+def tf_msg(transforms: Sequence[tuple[str, str, Transform]], sec: int = 0,
+           nanosec: int = 0) -> Any:
+    """tf2_msgs/TFMessage of (parent, child, transform) entries, all stamped (sec, nanosec)."""
+    t = _types()
+    out = []
+    for parent, child, tr in transforms:
+        x, y, z = tr.translation
+        qx, qy, qz, qw = tr.quaternion
+        out.append(t["geometry_msgs/msg/TransformStamped"](
+            header=make_header(sec, nanosec, parent), child_frame_id=child,
+            transform=t["geometry_msgs/msg/Transform"](
+                translation=t["geometry_msgs/msg/Vector3"](x=x, y=y, z=z),
+                rotation=t["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw))))
+    return t[TF_MESSAGE](transforms=out)
 
 
 def grid_msg(grid: np.ndarray, spec: GridSpec, header: Any) -> Any:
     """nav_msgs/OccupancyGrid of an int8 (height, width) grid laid out as GridSpec says."""
-    t = _types()
-    pose = t["geometry_msgs/msg/Pose"](
-        position=t["geometry_msgs/msg/Point"](x=float(spec.x_min), y=float(spec.y_min), z=0.0),
-        orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0))
-    info = t["nav_msgs/msg/MapMetaData"](
-        map_load_time=header.stamp, resolution=float(spec.resolution), width=spec.width,
-        height=spec.height, origin=pose)
-    data = np.ascontiguousarray(grid, dtype=np.int8).reshape(-1)
-    return t[OCCUPANCY_GRID](header=header, info=info, data=data)
+    return messages.grid_message(kit(), grid, spec, header)
 
 
 def polygon_msg(points: np.ndarray, header: Any) -> Any:
     """geometry_msgs/PolygonStamped from (N, 2) x, y points (z = 0, on the ground)."""
-    t = _types()
-    p32 = t["geometry_msgs/msg/Point32"]
-    pts = [p32(x=float(x), y=float(y), z=0.0) for x, y in np.asarray(points).reshape(-1, 2)]
-    return t[POLYGON_STAMPED](header=header,
-                              polygon=t["geometry_msgs/msg/Polygon"](points=pts))
+    return messages.polygon_message(kit(), points, header)
 
 
-def output_qos() -> list[Qos]:
-    """The QoS the node offers for its outputs (reliable, volatile, keep last 10)."""
+def output_qos(reliability: str = DEFAULTS["output_qos.reliability"],
+               depth: int = DEFAULTS["output_qos.depth"]) -> list[Qos]:
+    """The QoS the node offers for its outputs (its output_qos.* parameters)."""
     from rosbags.interfaces import (
         Qos,
         QosDurability,
@@ -498,8 +510,27 @@ def output_qos() -> list[Qos]:
     )
 
     zero = QosTime(0, 0)
-    return [Qos(QosHistory.KEEP_LAST, 10, QosReliability.RELIABLE, QosDurability.VOLATILE,
+    rel = QosReliability.BEST_EFFORT if reliability == "best_effort" else QosReliability.RELIABLE
+    return [Qos(QosHistory.KEEP_LAST, int(depth), rel, QosDurability.VOLATILE,
                 zero, zero, QosLiveliness.AUTOMATIC, zero, False)]
+
+
+def tf_static_qos() -> list[Qos]:
+    """The QoS of /tf_static (tf2's static broadcaster: reliable, transient local), so a
+    player republishes it latched."""
+    from rosbags.interfaces import (
+        Qos,
+        QosDurability,
+        QosHistory,
+        QosLiveliness,
+        QosReliability,
+        QosTime,
+    )
+
+    zero = QosTime(0, 0)
+    return [Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE,
+                QosDurability.TRANSIENT_LOCAL, zero, zero, QosLiveliness.AUTOMATIC, zero,
+                False)]
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -509,11 +540,13 @@ class BagWriter:
 
     ``path`` is the bag directory to create (rosbag2 layout: ``metadata.yaml`` and
     ``<name>.mcap`` or ``.db3`` inside). :meth:`close` must run for the bag to be readable;
-    use it as a context manager.
+    use it as a context manager. ``qos`` is recorded for topics written without their own
+    (default: :func:`output_qos`).
     """
 
     def __init__(self, path: str | Path, storage: str = "mcap",
-                 custom_data: dict[str, str] | None = None) -> None:
+                 custom_data: dict[str, str] | None = None,
+                 qos: Sequence[Any] | None = None) -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         self.path = Path(path)
@@ -532,6 +565,7 @@ class BagWriter:
         except Exception as exc:
             raise BagError(f"cannot create output bag {self.path}: {exc}") from exc
         self._conns: dict[tuple[str, str], Any] = {}
+        self._qos = list(qos) if qos else None
         self.counts: Counter[str] = Counter()
         self.closed = False
 
@@ -541,7 +575,8 @@ class BagWriter:
         key = (topic, msgtype)
         conn = self._conns.get(key)
         if conn is None:
-            kwargs: dict[str, Any] = {"offered_qos_profiles": list(qos or output_qos())}
+            kwargs: dict[str, Any] = {
+                "offered_qos_profiles": list(qos or self._qos or output_qos())}
             if msgdef and digest:
                 kwargs.update(msgdef=msgdef, rihs01=digest)
             else:
@@ -689,30 +724,34 @@ def stop_signals(finishing: str = "finishing the output") -> Iterator[StopState]
 
 @dataclass
 class ProcessOptions:
-    """How ``process`` renders and maps frames (the node's parameters, offline).
+    """How ``process`` runs the pipeline: the node's parameters, offline.
 
-    ``grid`` None turns the drivable grid and boundary off. ``mountings`` overrides
-    ``mounting`` per camera namespace. ``mapper`` holds further :class:`DrivableAreaMapper`
-    arguments (``max_range``, ``max_pixel_footprint``, ``speckle_area``, ``max_vertices``,
-    ``min_region_area``: the node's ``grid.*``, ``mask.*`` and ``boundary.*`` parameters).
-    ``hfov_deg`` gives a pinhole camera model (principal point at the centre) to cameras
-    whose bag has no CameraInfo. ``keep_input`` copies every message of the input bag too.
+    ``config`` holds the parameters of every camera; ``configs`` overrides it per camera
+    namespace (a params file's ``/<ns>/seg_node`` section). ``grid`` False writes no drivable
+    grid and boundary. ``hfov_deg`` gives a pinhole camera model (principal point at the
+    centre) to cameras whose bag has no CameraInfo. ``keep_input`` copies every message of
+    the input bag too. ``output_reliability``/``output_depth`` are the QoS recorded for the
+    outputs (the node's ``output_qos.*``).
     """
 
-    overlay_alpha: float = 0.5
-    grid_frame: str = "base_link"
-    grid: GridSpec | None = field(default_factory=GridSpec)
-    mounting: CameraMounting = field(default_factory=CameraMounting)
-    mountings: dict[str, CameraMounting] = field(default_factory=dict)
-    mapper: dict[str, Any] = field(default_factory=dict)
+    config: PipelineConfig = field(default_factory=PipelineConfig.from_params)
+    configs: dict[str, PipelineConfig] = field(default_factory=dict)
+    grid: bool = True
     hfov_deg: float | None = None
     keep_input: bool = False
+    output_reliability: str = DEFAULTS["output_qos.reliability"]
+    output_depth: int = DEFAULTS["output_qos.depth"]
+
+    def config_for(self, namespace: str) -> PipelineConfig:
+        return self.configs.get(namespace, self.config)
 
 
 @dataclass
 class ProcessSummary:
     """What ``process`` did. ``interrupted`` is True after Ctrl-C; ``error`` is set when the
-    input turned out to be unreadable part-way. The output bag is valid in both cases."""
+    input turned out to be unreadable part-way. The output bag is valid in both cases.
+    ``no_grid`` counts per image topic the frames that got image outputs but no grid (the
+    reasons are in ``warnings``); ``poses`` says where each camera's pose came from."""
 
     input: Path
     output: Path
@@ -721,6 +760,8 @@ class ProcessSummary:
     processed: int = 0
     written: Counter[str] = field(default_factory=Counter)  # messages per output topic
     bad: list[BadFrame] = field(default_factory=list)
+    no_grid: Counter[str] = field(default_factory=Counter)
+    poses: dict[str, str] = field(default_factory=dict)
     copied: int = 0
     interrupted: bool = False
     error: str | None = None
@@ -741,92 +782,135 @@ class ProcessSummary:
         return self.processed / self.seconds if self.seconds > 0 else 0.0
 
 
+def _stamp_ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
 class _Camera:
-    """Per-camera state of a processing run: frame counter and ground mapper."""
+    """Per-camera state of a processing run: frame counter, its camera_infos by stamp."""
 
     def __init__(self, stream: CameraStream, options: ProcessOptions) -> None:
         self.stream = stream
+        self.config = options.config_for(stream.namespace)
+        self.rectified = self.config.rectified(stream.image_topic)
         self.index = 0
-        self.mapper: DrivableAreaMapper | None = None
-        if options.grid is not None:
-            mounting = options.mountings.get(stream.namespace, options.mounting)
-            try:
-                self.mapper = DrivableAreaMapper(options.grid, mounting, **options.mapper)
-            except (TypeError, ValueError) as exc:
-                raise BagError(f"{stream.image_topic}: drivable grid: {exc}") from exc
-
-    def set_camera_info(self, msg: Any, summary: ProcessSummary) -> None:
-        if self.mapper is None:
-            return
-        try:
-            model = CameraModel.from_camera_info_fields(
-                msg.width, msg.height, msg.k, msg.d, msg.distortion_model)
-            self.mapper.set_camera(model)
-        except ValueError as exc:
-            summary.warn(f"camera_info:{self.stream.image_topic}",
-                         f"{self.stream.camera_info_topic}: camera_info ignored: {exc}")
+        self.infos = CameraInfoBuffer(size=None)  # offline: the whole recording
+        self.pose_source: str | None = None
 
 
-def _first_camera_infos(reader: Reader, cams: dict[str, _Camera], path: Path) -> dict[str, Any]:
-    """The first CameraInfo of each camera_info topic (read ahead, stops when all are found).
+@dataclass
+class _Recording:
+    """What is read ahead of the frames: every camera_info and the tf tree."""
 
-    Offline the intrinsics are known before the first frame even where the recording
-    started the camera_info stream late, so every frame gets a grid.
+    tf: TransformBuffer
+    info_topics: dict[str, list[_Camera]]
+
+
+def _read_ahead(reader: Reader, cams: dict[str, _Camera], summary: ProcessSummary,
+                path: Path, want_grid: bool) -> _Recording:
+    """Camera_infos (paired with frames by stamp later) and /tf_static, /tf of the bag.
+
+    Offline the recording is known in full before the first frame, so a frame can be paired
+    with a camera_info logged after it, and a moving transform interpolated between samples
+    on both sides of the frame.
     """
-    topics = {c.stream.camera_info_topic for c in cams.values() if c.mapper is not None}
-    topics.discard(None)
-    conns = [c for c in reader.connections if c.topic in topics and c.msgtype == CAMERA_INFO]
-    first: dict[str, Any] = {}
+    info_topics: dict[str, list[_Camera]] = {}
+    for cam in cams.values():
+        if cam.stream.camera_info_topic:
+            info_topics.setdefault(cam.stream.camera_info_topic, []).append(cam)
+    tf = TransformBuffer()
+    if not want_grid:
+        return _Recording(tf, info_topics)
+    conns = [c for c in reader.connections
+             if (c.topic in info_topics and c.msgtype == CAMERA_INFO)
+             or (c.topic in TF_TOPICS and c.msgtype == TF_MESSAGE)]
     if not conns:
-        return first
+        return _Recording(tf, info_topics)
+    store = typestore()
     try:
-        for conn, _, raw in _guarded(reader.messages(conns), path):
-            if conn.topic in first:
+        for conn, log_time, raw in _guarded(reader.messages(conns), path):
+            try:
+                msg = store.deserialize_cdr(raw, conn.msgtype)
+            except Exception as exc:  # SerdeError and friends: one damaged message
+                summary.warn(f"unreadable:{conn.topic}", f"{conn.topic}: message at log "
+                             f"time {log_time} cannot be deserialised ({exc}); skipped")
                 continue
-            with contextlib.suppress(Exception):
-                first[conn.topic] = typestore().deserialize_cdr(raw, CAMERA_INFO)
-            if len(first) == len(topics):
-                break
+            if conn.msgtype == TF_MESSAGE:
+                tf.add_message(msg, static=TF_TOPICS[conn.topic])
+                continue
+            try:
+                calibration = CameraCalibration.from_msg(msg)
+            except ValueError as exc:
+                summary.warn(f"camera_info:{conn.topic}",
+                             f"{conn.topic}: camera_info ignored: {exc}")
+                continue
+            for cam in info_topics[conn.topic]:
+                cam.infos.add(_stamp_ns(msg.header.stamp), calibration)
     except BagError as exc:  # damaged or cut off: the frame loop meets it too and says so
-        log.debug("camera_info read-ahead stopped: %s", exc)
-    return first
+        log.debug("camera_info/tf read-ahead stopped: %s", exc)
+    return _Recording(tf, info_topics)
 
 
-class _Renderer:
-    """Turns one engine result into the output messages of one camera (as the node does)."""
+class _Runner:
+    """Turns one decoded frame into the output messages of one camera (as the node does)."""
 
-    def __init__(self, engine: SegEngine, options: ProcessOptions) -> None:
-        self.engine = engine
+    def __init__(self, engine: SegEngine, options: ProcessOptions, recording: _Recording,
+                 summary: ProcessSummary) -> None:
+        self.pipeline = FramePipeline(engine)
         self.options = options
-        self.lut = palette_lut(engine.meta.palette)
+        self.recording = recording
+        self.summary = summary
+        self.want = set(IMAGE_OUTPUTS) | (set(GRID_OUTPUTS) if options.grid else set())
+        self.kit = kit()
 
-    def outputs(self, cam: _Camera, header: Any, rgb: np.ndarray,
-                summary: ProcessSummary) -> list[tuple[str, Any]]:
-        result = self.engine(rgb, want_confidence=True)
-        color = colorize(result.labels, self.lut)
-        blended = overlay(rgb, color, float(self.options.overlay_alpha))
-        s = cam.stream
-        out = [
-            (s.output("labels"), image_msg(result.labels, "mono8", header)),
-            (s.output("labels_color"), image_msg(color, "rgb8", header)),
-            (s.output("overlay"), image_msg(blended, "rgb8", header)),
-            (s.output("confidence"), image_msg(result.confidence, "mono8", header)),
-            (s.output("drivable/mask"), image_msg(result.drivable, "mono8", header)),
-        ]
-        mapper = cam.mapper
-        if mapper is not None and mapper.camera is None and self.options.hfov_deg:
+    def _lookup(self, target: str, source: str, stamp_ns: int, timeout: float) -> Transform:
+        return self.recording.tf.lookup(target, source, stamp_ns)
+
+    def _frame(self, cam: _Camera, header: Any, rgb: np.ndarray) -> CameraFrame:
+        s, cfg = cam.stream, cam.config
+        stamp = _stamp_ns(header.stamp)
+        calibration = cam.infos.match(stamp, cfg.camera_info_tolerance)
+        no_grid = None
+        if calibration is None and cam.infos.count == 0 and self.options.hfov_deg:
             h, w = rgb.shape[:2]
-            mapper.set_camera(CameraModel.from_fov(w, h, self.options.hfov_deg))
-        if mapper is not None and mapper.camera is not None:
-            grid, boundary = mapper.process(result.drivable)
-            ghdr = make_header(header.stamp.sec, header.stamp.nanosec, self.options.grid_frame)
-            out.append((s.output("drivable/grid"), grid_msg(grid, mapper.grid, ghdr)))
-            out.append((s.output("drivable/boundary"), polygon_msg(boundary, ghdr)))
-        elif mapper is not None:
-            summary.warn(f"no_camera_info:{s.image_topic}",
-                     f"{s.image_topic}: no CameraInfo "
-                     f"({s.camera_info_topic or 'no camera_info topic'}) and no --hfov: "
-                     "drivable/grid and drivable/boundary are not written for this camera")
+            calibration = CameraCalibration.from_model(
+                CameraModel.from_fov(w, h, self.options.hfov_deg))
+        if calibration is None:
+            no_grid = (cam.infos.describe_miss(stamp, cfg.camera_info_tolerance)
+                       if cam.infos.count else
+                       f"no CameraInfo ({s.camera_info_topic or 'no camera_info topic'}) "
+                       "and no --hfov")
+        has_tf = self.recording.tf.messages > 0
+        pose = resolve_pose(cfg, header.frame_id, stamp, self._lookup if has_tf else None,
+                            "the bag has no /tf or /tf_static", fallback_unknown=True)
+        source = f"{pose.source} ({pose.detail})" if pose.detail else pose.source
+        if pose.mounting is not None and cam.pose_source != source:
+            cam.pose_source = source
+            self.summary.poses[s.image_topic] = source
+            log.info("%s: camera pose from %s", s.image_topic, source)
+        if pose.problem:
+            no_grid = pose.problem + (f"; {no_grid}" if no_grid else "")
+        return CameraFrame(rgb, calibration, pose.mounting, cam.rectified, s.namespace, no_grid)
+
+    def outputs(self, cam: _Camera, header: Any, rgb: np.ndarray) -> list[tuple[str, Any]]:
+        s, cfg = cam.stream, cam.config
+        result = self.pipeline.process(self._frame(cam, header, rgb), cfg, self.want)
+        out = [(s.output(name), image_msg(result.image(name), enc, header))
+               for name, enc in IMAGE_OUTPUTS.items()]
+        if not self.options.grid:
+            return out
+        if result.grid is not None and result.grid_spec is not None:
+            ghdr = make_header(header.stamp.sec, header.stamp.nanosec, result.grid_frame)
+            out.append((s.output("drivable/grid"),
+                        messages.grid_message(self.kit, result.grid, result.grid_spec, ghdr)))
+            out.append((s.output("drivable/boundary"),
+                        messages.polygon_message(self.kit, result.boundary, ghdr)))
+        else:
+            self.summary.no_grid[s.image_topic] += 1
+            kind = re.sub(r"[\d.]+", "#", result.no_grid or "")[:60]
+            self.summary.warn(f"no_grid:{s.image_topic}:{kind}",
+                              f"{s.image_topic}: drivable/grid and drivable/boundary not "
+                              f"written for frames like #{cam.index - 1}: {result.no_grid}")
         return out
 
 
@@ -845,11 +929,14 @@ def process_bag(
     on_frame: FrameHook | None = None,
     custom_data: dict[str, str] | None = None,
 ) -> ProcessSummary:
-    """Run ``engine`` on every frame of ``src`` and write the node's outputs to bag ``dst``.
+    """Run the frame pipeline on every frame of ``src`` and write the node's outputs to ``dst``.
 
     One message per output topic per decodable frame, with the input's header and log time
-    (the grid and boundary carry ``grid_frame``). Frames that cannot be decoded are listed in
-    ``summary.bad``. Ctrl-C stops after the current frame and still closes ``dst`` properly
+    (the grid and boundary carry ``grid_frame``; a frame without a paired camera_info or a
+    camera pose gets image outputs only, counted in ``summary.no_grid`` and warned about).
+    Camera poses come from the bag's /tf_static and /tf (``use_tf``), else from the
+    camera.* parameters. Frames that cannot be decoded are listed in ``summary.bad``.
+    Ctrl-C stops after the current frame and still closes ``dst`` properly
     (``summary.interrupted``); so does an input that turns out truncated (``summary.error``).
     ``on_frame(n)`` is called after the n-th frame is written (progress hooks, tests).
     Raises :class:`BagError` before writing anything when ``src`` cannot be opened, no
@@ -872,26 +959,20 @@ def process_bag(
         if options.keep_input and (clash := sorted(produced & set(topics))):
             raise BagError(f"--keep-input: input topics {', '.join(clash)} have the names of "
                            "outputs; process a bag without them or drop --keep-input")
-        info_cams: dict[str, list[_Camera]] = {}
-        for cam in cams.values():
-            if cam.stream.camera_info_topic:
-                info_cams.setdefault(cam.stream.camera_info_topic, []).append(cam)
-        for topic, msg in _first_camera_infos(reader, cams, src).items():
-            for cam in info_cams.get(topic, []):
-                cam.set_camera_info(msg, summary)
-
-        wanted = set(cams) | set(info_cams)
+        recording = _read_ahead(reader, cams, summary, src, options.grid)
+        wanted = set(cams)
         conns = [c for c in reader.connections if options.keep_input or c.topic in wanted]
-        renderer = _Renderer(engine, options)
+        runner = _Runner(engine, options, recording, summary)
         total = sum(s.count for s in streams)
-        writer = BagWriter(dst, custom_data=custom_data)
         bar = tqdm(total=total, unit="frame", desc="process", disable=not progress,
                    dynamic_ncols=True, file=sys.stderr)
+        # Created right before the try that closes it: a stop signal cannot land between.
+        writer = BagWriter(dst, custom_data=custom_data,
+                           qos=output_qos(options.output_reliability, options.output_depth))
         t0 = time.perf_counter()
         try:
             with logging_redirect_tqdm():  # warnings print above the bar, not through it
-                _run(reader, conns, cams, info_cams, renderer, writer, summary, options, bar,
-                     on_frame, src)
+                _run(reader, conns, cams, runner, writer, summary, options, bar, on_frame, src)
         except KeyboardInterrupt:
             summary.interrupted = True
         except BagError as exc:
@@ -904,9 +985,8 @@ def process_bag(
     return summary
 
 
-def _run(reader: Reader, conns: list[Any], cams: dict[str, _Camera],
-         info_cams: dict[str, list[_Camera]], renderer: _Renderer, writer: BagWriter,
-         summary: ProcessSummary, options: ProcessOptions, bar: Any,
+def _run(reader: Reader, conns: list[Any], cams: dict[str, _Camera], runner: _Runner,
+         writer: BagWriter, summary: ProcessSummary, options: ProcessOptions, bar: Any,
          on_frame: FrameHook | None, src: Path) -> None:
     """The frame loop of :func:`process_bag` (messages in log-time order).
 
@@ -916,19 +996,9 @@ def _run(reader: Reader, conns: list[Any], cams: dict[str, _Camera],
     for conn, log_time, raw in _guarded(reader.messages(conns), src):
         cam = cams.get(conn.topic)
         is_frame = cam is not None and conn.msgtype in IMAGE_TYPES
-        if options.keep_input and not is_frame:
-            _copy(writer, conn, raw, log_time, summary)
-        if conn.topic in info_cams and conn.msgtype == CAMERA_INFO:
-            try:
-                msg = typestore().deserialize_cdr(raw, CAMERA_INFO)
-            except Exception as exc:
-                summary.warn(f"camera_info_bad:{conn.topic}", f"{conn.topic}: camera_info "
-                             f"unreadable at log time {log_time}: {exc}")
-                continue
-            for info_cam in info_cams[conn.topic]:
-                info_cam.set_camera_info(msg, summary)
-            continue
         if not is_frame:
+            if options.keep_input:
+                _copy(writer, conn, raw, log_time, summary)
             continue
         index = cam.index
         cam.index += 1
@@ -944,7 +1014,7 @@ def _run(reader: Reader, conns: list[Any], cams: dict[str, _Camera],
             bar.set_postfix(bad=len(summary.bad), refresh=False)
             bar.update(1)
             continue
-        outputs = renderer.outputs(cam, header, rgb, summary)
+        outputs = runner.outputs(cam, header, rgb)
         with _sigint_held():
             if options.keep_input:
                 _copy(writer, conn, raw, log_time, summary)
@@ -966,3 +1036,20 @@ def _copy(writer: BagWriter, conn: Any, raw: bytes, log_time: int,
         summary.copied += 1
     except BagError as exc:
         summary.warn(f"copy:{conn.topic}", f"{exc}; not copied")
+
+
+__all__ = [
+    "BagError",
+    "BagWriter",
+    "CameraStream",
+    "ProcessOptions",
+    "ProcessSummary",
+    "TransformError",
+    "camera_namespace",
+    "decode_frame",
+    "iter_frames",
+    "open_bag",
+    "output_topic",
+    "process_bag",
+    "select_cameras",
+]

@@ -13,14 +13,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .bagio import BagWriter, camera_info_msg, image_msg, make_header
-from .geometry import CameraModel, CameraMounting, GridSpec, drive_sequence, render_scene
+from .bagio import BagWriter, camera_info_msg, image_msg, make_header, tf_msg, tf_static_qos
+from .geometry import (
+    BODY_FROM_OPTICAL,
+    CameraModel,
+    CameraMounting,
+    GridSpec,
+    Transform,
+    drive_sequence,
+    render_scene,
+)
 
 log = logging.getLogger(__name__)
 
 DEMO_IMAGE_TOPIC = "/camera/image_raw"
 DEMO_INFO_TOPIC = "/camera/camera_info"
 DEMO_FRAME_ID = "camera_optical_frame"
+DEMO_BODY_FRAME = "camera_link"
+DEMO_BASE_FRAME = "base_footprint"
 START_NS = 1_700_000_000 * 1_000_000_000  # bag time of the first synthetic frame
 
 
@@ -51,12 +61,15 @@ def write_synthetic_drive(
     """Render a drive along a winding road (cars, lane markings, pavements) into a bag.
 
     Each frame is a raw ``rgb8`` image plus its ``camera_info``, stamped and logged at bag
-    time ``START_NS + i / fps``.
+    time ``START_NS + i / fps``. The camera's pose is on ``/tf_static`` as a robot publishes
+    it: ``base_footprint -> camera_link`` (the mounting) ``-> camera_optical_frame``
+    (REP 103's fixed rotation), the images' frame_id.
     """
     camera = CameraModel.from_fov(width, height, hfov_deg)
     mounting = mounting or CameraMounting(x=1.0, y=0.0, z=1.5, pitch=0.06)
     rng = np.random.default_rng(seed)
     with BagWriter(bag) as writer:
+        writer.write("/tf_static", camera_tf(mounting), START_NS, qos=tf_static_qos())
         for i, spec in enumerate(drive_sequence(frames, fps=fps, rng=rng)):
             t = START_NS + round(i * 1e9 / fps)
             header = make_header(t // 1_000_000_000, t % 1_000_000_000, DEMO_FRAME_ID)
@@ -67,6 +80,14 @@ def write_synthetic_drive(
                 progress(i + 1)
     return SyntheticDrive(Path(bag), DEMO_IMAGE_TOPIC, DEMO_INFO_TOPIC, camera, mounting,
                           frames, fps)
+
+
+def camera_tf(mounting: CameraMounting) -> object:
+    """tf2_msgs/TFMessage: base_footprint -> camera_link -> camera_optical_frame."""
+    body = Transform.from_matrix(mounting.rotation_body, mounting.position)
+    optical = Transform.from_matrix(BODY_FROM_OPTICAL, (0.0, 0.0, 0.0))
+    return tf_msg([(DEMO_BASE_FRAME, DEMO_BODY_FRAME, body),
+                   (DEMO_BODY_FRAME, DEMO_FRAME_ID, optical)])
 
 
 # Colours of the bird's-eye picture: unseen, drivable, not drivable.

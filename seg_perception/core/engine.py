@@ -34,20 +34,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import hw
+from .engine_options import (
+    BACKEND_CHOICES,
+    DEVICE_CHOICES,
+    PRECISION_CHOICES,
+    UPSAMPLE_CHOICES,
+    EngineConfigError,
+)
 from .models.meta import ModelMeta
 from .upsample import edge_refined_labels
 
 log = logging.getLogger(__name__)
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
-PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
-BACKEND_CHOICES = ("auto", "torch", "openvino", "onnx")
-UPSAMPLE_CHOICES = ("auto", "edges", "labels", "logits")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class EngineConfigError(ValueError):
-    """A device/precision/model choice that cannot work on this machine."""
 
 
 def resolve_device(device: str) -> torch.device:

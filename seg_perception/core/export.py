@@ -4,7 +4,9 @@ The exported graph takes ``input`` (N, 3, H, W) float32, already normalised with
 mean/std, and returns ``scores`` (and ``drivable_scores`` for multi-task networks) exactly as
 the PyTorch module does. The :class:`ModelMeta` JSON and the model name go into the ONNX
 ``metadata_props`` so a ``.onnx`` file alone is enough to run the node (classes, palette,
-normalisation and input size come with it).
+normalisation and input size come with it). Checking an export against ONNX Runtime lives
+with the runtime (:func:`seg_perception.core.onnx_backend.max_abs_difference`), so this module
+never imports the backend that reads its files.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class ExportError(ValueError):
     """A model that cannot be exported as asked (message says why)."""
 
 
-def _outputs(result: object) -> tuple[torch.Tensor, ...]:
+def model_outputs(result: object) -> tuple[torch.Tensor, ...]:
     """The engine's contract: a score tensor, or a (scores, drivable_scores) pair."""
     if isinstance(result, torch.Tensor):
         return (result,)
@@ -85,7 +87,7 @@ def export_onnx(
     net = copy.deepcopy(model).float().cpu().eval()
     x = torch.zeros(1, 3, h, w)
     with torch.inference_mode():
-        reference = _outputs(net(x))
+        reference = model_outputs(net(x))
     names = list(OUTPUT_NAMES[: len(reference)])
     for out_name, out in zip(names, reference, strict=True):
         if out.ndim != 4 or out.shape[0] != 1:
@@ -211,22 +213,6 @@ def read_onnx_info(path: str | Path) -> OnnxFileInfo:
     )
 
 
-def max_abs_difference(
-    path: str | Path, model: nn.Module, width: int, height: int, seed: int = 0
-) -> float:
-    """Largest |ONNX Runtime - PyTorch| over all outputs for one random normalised input."""
-    from .onnx_backend import OnnxBackend
-
-    backend = OnnxBackend(path, torch.device("cpu"))
-    net = copy.deepcopy(model).float().cpu().eval()
-    x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
-    with torch.inference_mode():
-        expected = _outputs(net(x))
-    got = backend(x)
-    got = got if isinstance(got, tuple) else (got,)
-    return max(float((a - b).abs().max()) for a, b in zip(expected, got, strict=True))
-
-
 __all__ = [
     "EXPORT_FORMATS",
     "INPUT_NAME",
@@ -234,6 +220,6 @@ __all__ = [
     "ExportError",
     "OnnxFileInfo",
     "export_onnx",
-    "max_abs_difference",
+    "model_outputs",
     "read_onnx_info",
 ]

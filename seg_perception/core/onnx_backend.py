@@ -8,6 +8,7 @@ CUDA the tensors stay on the GPU: input and outputs are bound to torch's device 
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .engine import EngineConfigError
-from .export import DYNAMIC_KEY, OUTPUT_NAMES, PRECISION_KEY, TRAINED_KEY, WEIGHTS_KEY
+from .engine_options import EngineConfigError
+from .export import (
+    DYNAMIC_KEY,
+    OUTPUT_NAMES,
+    PRECISION_KEY,
+    TRAINED_KEY,
+    WEIGHTS_KEY,
+    model_outputs,
+)
 from .models.checkpoint import META_KEY, MODEL_KEY
 from .models.meta import ModelMeta
 
@@ -196,4 +204,18 @@ class OnnxBackend:
         return outs
 
 
-__all__ = ["OnnxBackend"]
+def max_abs_difference(
+    path: str | Path, model: torch.nn.Module, width: int, height: int, seed: int = 0
+) -> float:
+    """Largest |ONNX Runtime - PyTorch| over all outputs for one random normalised input."""
+    backend = OnnxBackend(path, torch.device("cpu"))
+    net = copy.deepcopy(model).float().cpu().eval()
+    x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        expected = model_outputs(net(x))
+    got = backend(x)
+    got = got if isinstance(got, tuple) else (got,)
+    return max(float((a - b).abs().max()) for a, b in zip(expected, got, strict=True))
+
+
+__all__ = ["OnnxBackend", "max_abs_difference"]

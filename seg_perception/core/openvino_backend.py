@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from . import hw
-from .engine import EngineConfigError
+from .engine_options import EngineConfigError
 from .export import ExportError, read_onnx_info
 from .models.meta import ModelMeta
 

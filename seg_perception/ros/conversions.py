@@ -9,7 +9,10 @@ compressed decoder labels every file ``bgr8`` (wrong for mono and 16-bit PNG), a
 
 from __future__ import annotations
 
+import array
+import importlib
 import sys
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -26,6 +29,7 @@ from ..core.image_codec import (
     image_payload,
     validate_raw,
 )
+from ..core.messages import MessageKit
 
 try:
     from cv_bridge import CvBridge
@@ -38,6 +42,7 @@ except ImportError:  # not pip-installable: the core codec takes over
 
 __all__ = [
     "HAVE_CV_BRIDGE",
+    "KIT",
     "SUPPORTED_ENCODINGS",
     "ImageDecodeError",
     "compressed_to_rgb",
@@ -70,6 +75,18 @@ def _new(msg_type: type) -> Any:
     if "_check_fields" in msg_type.__slots__:
         return msg_type(check_fields=True)
     return msg_type()
+
+
+@cache
+def message_type(name: str) -> type:
+    """The rclpy class of a message type name such as ``nav_msgs/msg/OccupancyGrid``."""
+    package, _, cls = name.partition("/msg/")
+    return getattr(importlib.import_module(f"{package}.msg"), cls)
+
+
+#: Builds rclpy messages for :mod:`seg_perception.core.messages` (grid, polygon, header).
+KIT = MessageKit(lambda name, **fields: message_type(name)(**fields),
+                 lambda a: array.array("b", np.ascontiguousarray(a, np.int8).tobytes()))
 
 
 def imgmsg_to_rgb(msg: Image, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -40,6 +40,7 @@ from ..core.bagio import (
     output_topic,
     typestore,
 )
+from ..core.config import PipelineConfig
 from ..core.demo_report import (
     grid_picture,
     side_by_side,
@@ -148,6 +149,13 @@ def _image_topic(bag: Path, wanted: str | None) -> tuple[str, str]:
     if len(images) > 1:
         log.info("several image topics in %s; using %s (choose with --image-topic)", bag, first)
     return first, images[first]
+
+
+def _tf_topics(bag: Path) -> list[str]:
+    """The bag's /tf_static and /tf: the node takes the camera pose from them."""
+    with open_bag(bag) as reader:
+        topics = bag_topics(reader)
+    return [t for t in ("/tf_static", "/tf") if t in topics]
 
 
 def _start_node(opts: DemoOptions, ns: str, image_topic: str, info_topic: str,
@@ -262,7 +270,8 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
                 time.sleep(0.1)
             time.sleep(1.0)  # let the node see our subscriptions too
             player = BagPlayer(node, input_bag, PlayOptions(
-                rate=opts.rate, topics=[image_topic, info_topic], delay=1.0))
+                rate=opts.rate, topics=[image_topic, info_topic, *_tf_topics(input_bag)],
+                delay=1.0))
             # DDS matching takes a moment: frames published before it are lost for good.
             pubs = list({id(p): p for p in player.publishers()}.values())
             deadline = time.monotonic() + 30
@@ -302,9 +311,8 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
         "camera_info_topic": info_topic,
         "rate": opts.rate,
     })
-    spec = GridSpec(*(float(params.get(k, d)) for k, d in (
-        ("grid.resolution", 0.1), ("grid.x_min", 0.0), ("grid.x_max", 40.0),
-        ("grid.y_min", -10.0), ("grid.y_max", 10.0))))
+    spec = PipelineConfig.from_params(
+        {k: v for k, v in params.items() if k.startswith("grid.")}).grid
     summary["video"] = str(_render_report(input_bag, output_bag, image_topic, ns, spec, report,
                                           opts.fps))
     summary["wall_time_s"] = round(time.perf_counter() - t_start, 1)

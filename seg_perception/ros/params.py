@@ -1,160 +1,244 @@
-"""Every parameter of ``seg_node``: name, default, description, constraints.
+"""The core parameter table (:mod:`seg_perception.core.config`) as ROS 2 parameters.
 
-One table drives the declarations (with ``ParameterDescriptor``s), the validation of new
-values, and the test that ``config/seg.yaml`` names exactly these parameters.
+:class:`ParameterBridge` declares every parameter with a descriptor (description, valid
+values, ranges, read-only), and keeps one immutable
+:class:`~seg_perception.core.config.PipelineConfig` snapshot that workers read once per frame.
+It follows the ros2/demos pattern: new values are *validated* in the on-set callback (each
+value, then the whole combination) and *applied* in the post-set callback, which builds the
+next snapshot. Several parameters set in one request are validated together: for
+SetParametersAtomically that is rclpy's own behaviour, and the node's SetParameters service
+(``ros2 param load``) is served the same way (each parameter that is individually acceptable
+is applied in one atomic step, or none of them).
+
+Users type integers where doubles are declared (``-p camera.x:=1``, ``ros2 param set ...
+camera.x 1``): those become floats, at start-up and at run time.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
 from typing import Any
 
-from ..core.engine import DEVICE_CHOICES, PRECISION_CHOICES
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rcl_interfaces.srv import SetParameters
+from rclpy.exceptions import ParameterException, ParameterNotDeclaredException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
 
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One declared parameter. ``choices`` or ``(min, max)`` bound its values."""
-
-    name: str
-    default: Any
-    description: str
-    read_only: bool = True
-    choices: tuple[str, ...] | None = None
-    min: float | None = None
-    max: float | None = None
-
-    def check(self, value: Any) -> str | None:
-        """None when ``value`` is valid, else a message naming the valid values."""
-        if self.choices is not None:
-            ok = value in self.choices or (
-                self.name == "device" and isinstance(value, str) and _is_cuda_n(value)
-            )
-            if not ok:
-                return f"{self.name}={value!r} is invalid; valid values: {', '.join(self.choices)}"
-        if self.min is not None and value < self.min:
-            return f"{self.name}={value!r} is below its minimum {self.min}"
-        if self.max is not None and value > self.max:
-            return f"{self.name}={value!r} is above its maximum {self.max}"
-        return None
-
-
-def _is_cuda_n(value: str) -> bool:
-    head, _, index = value.partition(":")
-    return head == "cuda" and index.isdigit()
-
-
-PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("model", "default",
-              "Registered model name (see `seg-perception models`), 'default' for the model "
-              "shipped with the package, or a path to an exported .onnx file."),
-    ParamSpec("checkpoint", "",
-              "Weights file for `model` (official .pth/.pt or our .safetensors); empty: the "
-              "package's shipped weights for that model, if any."),
-    ParamSpec("device", "auto", "Inference device; 'auto' uses CUDA when available.",
-              choices=(*tuple(c for c in DEVICE_CHOICES if c != "cuda:N"), "cuda:N")),
-    ParamSpec("precision", "auto",
-              "'auto' is fp16 on CUDA; on a CPU bf16 where it has a bf16 matrix unit (AMX or "
-              "AVX-512 BF16), else fp32. 'int8' needs an int8 .onnx model from "
-              "`seg-perception export --int8`.", choices=PRECISION_CHOICES),
-    ParamSpec("cpu_threads", 0,
-              "CPU threads for inference (torch, ONNX Runtime); 0: half the CPUs, at least 1, "
-              "leaving room for decoding, DDS and other nodes.", min=0, max=256),
-    ParamSpec("input_transport", "raw",
-              "'raw' subscribes to `image` (sensor_msgs/Image), 'compressed' to "
-              "`image/compressed` (sensor_msgs/CompressedImage, JPEG or PNG).",
-              choices=("raw", "compressed")),
-    ParamSpec("image_qos.reliability", "best_effort",
-              "Reliability of the image and camera_info subscriptions; best_effort connects "
-              "to both reliable and best-effort publishers.",
-              choices=("best_effort", "reliable")),
-    ParamSpec("image_qos.depth", 1,
-              "Queue depth of the image subscription (1: always the newest frame).",
-              min=1, max=100),
-    ParamSpec("output_qos.reliability", "reliable", "Reliability of all outputs.",
-              choices=("reliable", "best_effort")),
-    ParamSpec("output_qos.depth", 10, "Queue depth of all outputs.", min=1, max=100),
-    ParamSpec("overlay_alpha", 0.5, "Weight of the palette colours in `overlay` (0..1).",
-              read_only=False, min=0.0, max=1.0),
-    ParamSpec("warmup", True,
-              "Run dummy frames through the model and message serialisation at start-up so "
-              "the first real frame is not slow."),
-    ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.",
-              min=0.1, max=60.0),
-    ParamSpec("grid_frame", "base_link",
-              "Frame of the bird's-eye grid and boundary (x forward, y left, z up, ground at "
-              "z = 0); the camera mounting below is given in this frame."),
-    ParamSpec("camera.x", 0.0, "Camera body frame position x in grid_frame (m).", read_only=False),
-    ParamSpec("camera.y", 0.0, "Camera body frame position y in grid_frame (m).", read_only=False),
-    ParamSpec("camera.z", 1.5, "Camera height above the ground plane (m, > 0).",
-              min=0.0, read_only=False),
-    ParamSpec("camera.roll", 0.0, "Camera roll about grid_frame x (rad, fixed-axis rpy).",
-              min=-3.1416, max=3.1416, read_only=False),
-    ParamSpec("camera.pitch", 0.0, "Camera pitch (rad); positive looks down at the road.",
-              min=-1.5708, max=1.5708, read_only=False),
-    ParamSpec("camera.yaw", 0.0, "Camera yaw about grid_frame z (rad).",
-              min=-3.1416, max=3.1416, read_only=False),
-    ParamSpec("grid.resolution", 0.1, "Grid cell size (m).", min=0.0, read_only=False),
-    ParamSpec("grid.x_min", 0.0, "Grid extent: nearest x (m, forward).", read_only=False),
-    ParamSpec("grid.x_max", 40.0, "Grid extent: farthest x (m, forward).", read_only=False),
-    ParamSpec("grid.y_min", -10.0, "Grid extent: rightmost y (m, left positive).",
-              read_only=False),
-    ParamSpec("grid.y_max", 10.0, "Grid extent: leftmost y (m, left positive).",
-              read_only=False),
-    ParamSpec("grid.max_range", 50.0,
-              "Cells farther than this from the point below the camera are unseen (-1) (m).",
-              min=0.0, read_only=False),
-    ParamSpec("grid.max_pixel_footprint", 1.0,
-              "Cells where one image pixel covers more ground than this are unseen (-1): "
-              "limits the grid before the horizon, where a pixel spans metres (m).", min=0.0,
-              read_only=False),
-    ParamSpec("mask.speckle_area", 9,
-              "Drivable-mask blobs and gaps smaller than about this many pixels are removed "
-              "before projection (0: no cleaning).", min=0, max=10000, read_only=False),
-    ParamSpec("boundary.max_vertices", 64,
-              "Most vertices of the free-space boundary polygon.", min=4, max=4096,
-              read_only=False),
-    ParamSpec("boundary.min_region_area", 1.0,
-              "Free-space regions smaller than this are ignored when choosing the region "
-              "connected to the vehicle (m^2).", min=0.0, read_only=False),
+from ..core.config import (
+    PARAMS,
+    PARAMS_BY_NAME,
+    ROS_PARAMETERS,
+    ConfigError,
+    ParamSpec,
+    PipelineConfig,
+    describe,
+    params_yaml,
+    unknown_parameter_message,
 )
 
-PARAMS_BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+
+class StartupError(RuntimeError):
+    """The node cannot start with its parameters (one line: what is wrong, what is valid)."""
 
 
-def params_yaml() -> str:
-    """``config/seg.yaml``: every parameter with its default and its description as comments.
+def descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    """The ParameterDescriptor of a table entry (``ros2 param describe`` shows it)."""
+    d = ParameterDescriptor(description=describe(spec), read_only=spec.read_only)
+    if spec.choices:
+        d.additional_constraints = f"one of: {', '.join(spec.choices)}"
+    if spec.min is not None and spec.max is not None:
+        if spec.type is float:
+            d.floating_point_range = [
+                FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max))
+            ]
+        elif spec.type is int:
+            d.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max),
+                                            step=1)]
+    return d
 
-    Regenerate the file with ``python -m seg_perception.ros.params > config/seg.yaml``.
+
+def _coerced(param: Parameter) -> Parameter:
+    """``param`` with an integer value turned into a double where the table declares one."""
+    spec = PARAMS_BY_NAME.get(param.name)
+    if (spec is not None and spec.type is float and param.type_ == Parameter.Type.INTEGER):
+        return Parameter(param.name, Parameter.Type.DOUBLE, float(param.value))
+    return param
+
+
+class ParameterBridge:
+    """Declares the table on ``node`` and keeps the current values and config snapshot.
+
+    ``on_change(config, changed)`` listeners are called (in the executor thread) after
+    each accepted change with the new snapshot and the names that changed.
     """
-    import textwrap
 
-    def fmt(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        return f'"{v}"' if isinstance(v, str) else repr(v)
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[PipelineConfig, dict[str, Any]], None]] = []
+        self._values = self._declare()
+        try:
+            self._config = PipelineConfig.from_params(self._values)
+        except ConfigError as exc:
+            raise StartupError(str(exc)) from None
+        if hasattr(node, "add_pre_set_parameters_callback"):
+            node.add_pre_set_parameters_callback(self._pre_set)
+        node.add_on_set_parameters_callback(self._on_set)
+        node.add_post_set_parameters_callback(self._post_set)
+        self._serve_set_parameters_together()
 
-    lines = [
-        "# Parameters of seg_node: every parameter the node declares, with its default.",
-        "# Use: ros2 launch seg_perception seg.launch.py params_file:=/path/to/copy.yaml",
-        "#  or: seg_node --ros-args --params-file config/seg.yaml",
-        "# Model facts (input size, normalisation, classes, palette, drivable classes) travel",
-        "# with the weights and are not parameters.",
-        "/**:",
-        "  ros__parameters:",
-    ]
-    for p in PARAMS:
-        desc = p.description
-        if p.choices:
-            desc += f" Valid: {', '.join(p.choices)}."
-        if p.min is not None or p.max is not None:
-            lo = "-inf" if p.min is None else p.min
-            hi = "inf" if p.max is None else p.max
-            desc += f" Range: [{lo}, {hi}]."
-        desc += " Read-only." if p.read_only else " Can be changed at run time."
-        lines += ["    # " + line for line in textwrap.wrap(desc, 90, break_on_hyphens=False)]
-        lines.append(f"    {p.name}: {fmt(p.default)}")
-    return "\n".join(lines) + "\n"
+    # -- start-up -------------------------------------------------------------------------
+    def _declare(self) -> dict[str, Any]:
+        node = self.node
+        overrides: dict[str, Parameter] = getattr(node, "_parameter_overrides", {})
+        for name in sorted(overrides):
+            if name not in PARAMS_BY_NAME and name not in ROS_PARAMETERS \
+                    and not name.startswith("qos_overrides."):
+                node.get_logger().warning(f"{unknown_parameter_message(name)} (ignored)")
+        values: dict[str, Any] = {}
+        for spec in PARAMS:
+            override = overrides.get(spec.name)
+            if override is not None:
+                try:
+                    value = spec.validate(override.value)
+                except ConfigError as exc:
+                    raise StartupError(str(exc)) from None
+                overrides[spec.name] = Parameter(spec.name, value=value)
+            try:
+                value = node.declare_parameter(spec.name, spec.default, descriptor(spec)).value
+            except ParameterException as exc:  # what the override check above did not see
+                raise StartupError(f"{spec.name}: {exc}") from None
+            values[spec.name] = spec.validate(value)
+        return values
+
+    # -- the current state ----------------------------------------------------------------
+    @property
+    def config(self) -> PipelineConfig:
+        """The current snapshot (immutable: read it once per frame)."""
+        return self._config
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """A copy of the current parameter values."""
+        with self._lock:
+            return dict(self._values)
+
+    def __getitem__(self, name: str) -> Any:
+        with self._lock:
+            return self._values[name]
+
+    def on_change(self, listener: Callable[[PipelineConfig, dict[str, Any]], None]) -> None:
+        self._listeners.append(listener)
+
+    # -- run-time changes -----------------------------------------------------------------
+    def _pre_set(self, params: list[Parameter]) -> list[Parameter]:
+        return [_coerced(p) for p in params]
+
+    def _changes(self, params: list[Parameter]) -> dict[str, Any]:
+        changes = {}
+        for param in params:
+            spec = PARAMS_BY_NAME.get(param.name)
+            if spec is not None:
+                changes[param.name] = spec.validate(_coerced(param).value)
+        return changes
+
+    def check(self, params: list[Parameter]) -> str | None:
+        """None when the values, all together, are acceptable; else the reason."""
+        try:
+            changes = self._changes(params)
+            if changes:
+                with self._lock:
+                    candidate = {**self._values, **changes}
+                PipelineConfig.from_params(candidate)
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
+    def _on_set(self, params: list[Parameter]) -> SetParametersResult:
+        """Validate only (ros2/demos): the values and their combination with the others."""
+        problem = self.check(params)
+        if problem:
+            return SetParametersResult(successful=False, reason=problem)
+        return SetParametersResult(successful=True)
+
+    def _post_set(self, params: list[Parameter]) -> None:
+        """Apply: the next snapshot, swapped in as a whole (workers hold the old one until
+        their next frame)."""
+        changes = self._changes(params)
+        if not changes:
+            return
+        with self._lock:
+            old = self._values
+            values = {**old, **changes}
+            config = PipelineConfig.from_params(values)
+            self._values = values
+            self._config = config
+        changed = {k: v for k, v in changes.items() if old.get(k) != v}
+        if changed:
+            self.node.get_logger().info(
+                "parameters updated: " + ", ".join(f"{k}={v!r}" for k, v in changed.items()))
+            for listener in self._listeners:
+                listener(config, changed)
+
+    # -- SetParameters served "together" --------------------------------------------------
+    def _individual_problem(self, param: Parameter) -> str | None:
+        node = self.node
+        if not node.has_parameter(param.name):
+            return f"parameter {param.name} is not declared: " + \
+                unknown_parameter_message(param.name)
+        if node.describe_parameter(param.name).read_only:
+            return f"Trying to set a read-only parameter: {param.name}."
+        spec = PARAMS_BY_NAME.get(param.name)
+        if spec is not None:
+            try:
+                spec.validate(_coerced(param).value)
+            except ConfigError as exc:
+                return str(exc)
+        return None
+
+    def set_together(self, params: list[Parameter]) -> list[SetParametersResult]:
+        """A non-atomic request, validated together: every parameter that is acceptable on its
+        own is set in one atomic step (or, if their combination is not, none of them); the
+        others are refused with their own reasons."""
+        results: list[SetParametersResult | None] = [None] * len(params)
+        group = []
+        for i, param in enumerate(params):
+            problem = self._individual_problem(param)
+            if problem:
+                results[i] = SetParametersResult(successful=False, reason=problem)
+            else:
+                group.append(i)
+        if group:
+            try:
+                res = self.node.set_parameters_atomically([params[i] for i in group])
+            except ParameterNotDeclaredException as exc:
+                res = SetParametersResult(successful=False, reason=str(exc))
+            for i in group:
+                results[i] = res
+        return [r for r in results if r is not None]
+
+    def _serve_set_parameters_together(self) -> None:
+        """Route the node's SetParameters service through :meth:`set_together`."""
+        for srv in self.node.services:
+            if srv.srv_type is SetParameters and srv.srv_name.endswith("/set_parameters"):
+                def handle(request: Any, response: Any) -> Any:
+                    params = [Parameter.from_parameter_msg(p) for p in request.parameters]
+                    response.results = self.set_together(params)
+                    return response
+
+                srv.callback = handle
+
+
+# The table itself lives in the core; these names stay importable from here too.
+__all__ = ["PARAMS", "PARAMS_BY_NAME", "ParamSpec", "ParameterBridge", "StartupError",
+           "descriptor", "params_yaml"]
 
 
 if __name__ == "__main__":

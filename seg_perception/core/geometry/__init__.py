@@ -19,7 +19,16 @@ from .camera import (
     rotate,
     rpy_matrix,
 )
-from .freespace import boundary_polygon, clean_mask, ego_component, open_holes
+from .camera_info import CameraCalibration, CameraInfoMismatchError, ImageCamera
+from .freespace import (
+    SLIVER,
+    boundary_polygon,
+    clean_mask,
+    ego_component,
+    open_holes,
+    overclaimed_cells,
+    polygon_coverage,
+)
 from .grid import (
     BEHIND,
     BEYOND_RANGE,
@@ -51,6 +60,7 @@ from .scene import (
     make_route,
     render_scene,
 )
+from .transform import Transform, mounting_from_optical, optical_from_mounting
 
 __all__ = [
     "BEHIND",
@@ -66,18 +76,23 @@ __all__ = [
     "OCCUPIED",
     "OUTSIDE_IMAGE",
     "SEEN",
+    "SLIVER",
     "SUPPORTED_DISTORTION",
     "UNKNOWN",
     "BoxObstacle",
+    "CameraCalibration",
+    "CameraInfoMismatchError",
     "CameraModel",
     "CameraMounting",
     "CellVisibility",
     "DrivableAreaMapper",
     "GridSpec",
     "GroundLookup",
+    "ImageCamera",
     "RoadGeometry",
     "SceneRender",
     "SceneSpec",
+    "Transform",
     "boundary_polygon",
     "cell_visibility",
     "clean_mask",
@@ -85,7 +100,11 @@ __all__ = [
     "ego_component",
     "ground_point",
     "make_route",
+    "mounting_from_optical",
     "open_holes",
+    "optical_from_mounting",
+    "overclaimed_cells",
+    "polygon_coverage",
     "render_scene",
     "rotate",
     "rpy_matrix",

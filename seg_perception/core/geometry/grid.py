@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..lru import LruCache
 from .camera import CameraModel, CameraMounting
 
 FREE = 0
@@ -28,6 +29,8 @@ BEYOND_RANGE = 3
 FOOTPRINT = 4  # one pixel covers more ground than max_pixel_footprint
 
 MAX_CELLS = 16_000_000
+#: Mask sizes whose scaled pixel tables a lookup keeps (least recently used go first).
+TABLES_PER_LOOKUP = 4
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,8 @@ class GroundLookup:
 
     ``gather(mask)`` fills a grid with one fancy-index read of the mask. Masks of another size
     than the camera's (a network run at reduced resolution) are served by scaling the pixel
-    coordinates; the scaled table is cached per mask shape.
+    coordinates; the scaled tables of the last :data:`TABLES_PER_LOOKUP` mask shapes are kept
+    (a bounded LRU: a stream of ever-new sizes does not grow memory).
     """
 
     def __init__(
@@ -200,7 +204,7 @@ class GroundLookup:
         seen = self.visibility.seen.ravel()
         self.cell_index = np.flatnonzero(seen).astype(np.intp)
         self._uv = self.visibility.uv.reshape(-1, 2)[self.cell_index]
-        self._tables: dict[tuple[int, int], tuple[np.ndarray, int, int]] = {}
+        self._tables: LruCache[tuple[np.ndarray, int, int]] = LruCache(TABLES_PER_LOOKUP)
 
     @property
     def seen(self) -> np.ndarray:
@@ -231,8 +235,7 @@ class GroundLookup:
         else:
             r0, r1 = 0, 0
         entry = ((row - r0) * w + col).astype(np.intp), r0, r1
-        self._tables[key] = entry
-        return entry
+        return self._tables.put(key, entry)
 
     def gather(
         self,

@@ -7,9 +7,10 @@ import math
 
 import numpy as np
 
+from ..lru import LruCache
 from .camera import CameraModel, CameraMounting
 from .freespace import boundary_polygon, clean_mask, ego_component, ego_distance2, speckle_kernel
-from .grid import GridSpec, GroundLookup
+from .grid import FREE, GridSpec, GroundLookup
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +19,17 @@ DEFAULT_MAX_PIXEL_FOOTPRINT = 1.0
 DEFAULT_SPECKLE_AREA = 9
 DEFAULT_MAX_VERTICES = 64
 DEFAULT_MIN_REGION_AREA = 1.0
+#: Lookups (camera model + pose combinations) a mapper keeps: a camera that alternates
+#: between two CameraInfos, or a pose that comes back, does not rebuild each time.
+LOOKUPS_PER_MAPPER = 4
 
 
 class DrivableAreaMapper:
     """Projects drivable masks onto the ground grid with a lookup built once per camera.
 
     The lookup depends on the grid, the mounting and the intrinsics; :meth:`set_camera`
-    rebuilds it only when the intrinsics change, so it may be called with every CameraInfo.
+    rebuilds it only when the intrinsics change, so it may be called with every CameraInfo
+    (:meth:`set_view` sets both at once; the last few lookups are kept in an LRU).
     A mask whose size differs from the camera's (a network run at reduced resolution) is read
     through scaled pixel coordinates; the scaled table is cached per mask size.
 
@@ -80,6 +85,7 @@ class DrivableAreaMapper:
         self._dist2 = ego_distance2(self.grid, self.ego_xy)
         self._camera: CameraModel | None = None
         self._lookup: GroundLookup | None = None
+        self._lookups: LruCache[GroundLookup] = LruCache(LOOKUPS_PER_MAPPER)
         self.rebuilds = 0
 
     # -- camera model -------------------------------------------------------------------------
@@ -106,8 +112,7 @@ class DrivableAreaMapper:
         if model == self._camera and self._lookup is not None:
             return False
         model.validate()
-        self._rebuild(model, self.mounting)
-        return True
+        return self._use(model, self.mounting)
 
     def set_mounting(self, mounting: CameraMounting) -> bool:
         """Change the camera pose (e.g. after recalibration); True when the lookup was rebuilt."""
@@ -117,7 +122,28 @@ class DrivableAreaMapper:
         self.mounting = mounting
         if self._camera is None:
             return False
-        self._rebuild(self._camera, mounting)
+        return self._use(self._camera, mounting)
+
+    def set_view(self, model: CameraModel, mounting: CameraMounting) -> bool:
+        """Use these intrinsics and this pose (one lookup build at most); True when a lookup
+        was built. Raises ValueError for unusable values; the previous view then stays."""
+        if model == self._camera and mounting == self.mounting and self._lookup is not None:
+            return False
+        model.validate()
+        mounting.validate()
+        self.mounting = mounting
+        return self._use(model, mounting)
+
+    def _use(self, model: CameraModel, mounting: CameraMounting) -> bool:
+        """Switch to the lookup of (model, mounting): from the LRU, or built (returns True)."""
+        key = (model, mounting)
+        hit = self._lookups.get(key)
+        self._camera = model
+        if hit is not None:
+            self._lookup = hit
+            return False
+        self._rebuild(model, mounting)
+        self._lookups.put(key, self._lookup)
         return True
 
     def _rebuild(self, model: CameraModel, mounting: CameraMounting) -> None:
@@ -162,9 +188,13 @@ class DrivableAreaMapper:
 
     def boundary_from_grid(self, grid: np.ndarray) -> np.ndarray:
         """Free-space boundary (N, 2) x, y in grid_frame, counter-clockwise, not repeated at
-        the end, N <= max_vertices; (0, 2) when no ego-connected free space is seen."""
-        comp = self.ego_component(grid)
-        return boundary_polygon(comp, self.grid, self.max_vertices)
+        the end, N <= max_vertices; (0, 2) when no ego-connected free space is seen.
+
+        Conservative: every cell the polygon covers is free in ``grid`` (see
+        :mod:`.freespace`)."""
+        self._check_grid(grid)
+        return boundary_polygon(grid == FREE, self.grid, self.max_vertices, self._dist2,
+                                self.min_region_cells)
 
     def process(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(grid, boundary) for one drivable mask."""

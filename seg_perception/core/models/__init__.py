@@ -1,5 +1,6 @@
 """Segmentation networks, their registry, metadata and checkpoint loading."""
 
+from . import zoo  # noqa: F401 - registers every built-in network before any lookup
 from .meta import ModelMeta
 from .registry import (
     ModelEntry,

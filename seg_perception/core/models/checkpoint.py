@@ -7,7 +7,7 @@ safetensors), is strict about keys, and says which keys are missing or unexpecte
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,43 +15,14 @@ import torch
 from torch import nn
 
 from .meta import ModelMeta
-from .registry import create_model, get_entry
+from .registry import create_model, get_entry, key_filter
+from .state import CheckpointError, strip_prefixes
+from .zoo import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
 META_KEY = "seg_perception.meta"
 MODEL_KEY = "seg_perception.model"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded into the requested model (message says why)."""
-
-
-# Per-format functions that turn an author's checkpoint into a clean state_dict for our
-# module. Model families register theirs (e.g. dropping training-only heads).
-KeyFilter = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
-_KEY_FILTERS: dict[str, KeyFilter] = {}
-
-
-def register_key_filter(fmt: str, fn: KeyFilter) -> None:
-    _KEY_FILTERS[fmt] = fn
-
-
-def strip_prefixes(
-    state: Mapping[str, torch.Tensor], prefixes: tuple[str, ...] = ("module.", "model.")
-) -> dict[str, torch.Tensor]:
-    """Remove wrapper prefixes (DataParallel's ``module.``, trainers' ``model.``), repeatedly."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        changed = True
-        while changed:
-            changed = False
-            for p in prefixes:
-                if key.startswith(p):
-                    key = key[len(p):]
-                    changed = True
-        out[key] = value
-    return out
 
 
 @dataclass
@@ -141,19 +112,17 @@ def load_state_into(model: nn.Module, state: Mapping[str, torch.Tensor], source:
 def load_checkpoint(model: nn.Module, path: str | Path, fmt: str | None = None) -> None:
     """Load weights from ``path`` into ``model`` (already built), cleaning known prefixes.
 
-    ``fmt`` names the authors' layout (see :func:`register_key_filter`); by default it is the
-    one registered with the model. Files in our own format need no filtering.
+    ``fmt`` names the authors' layout (see :func:`.registry.register_key_filter`); by default
+    it is the one registered with the model. Files in our own format need no filtering.
     """
-    from . import zoo  # noqa: F401 - registers every family's key filter
-
     raw = read_checkpoint(path)
     state = raw.state
     if raw.meta is None:
         if fmt is None:
             name = getattr(model, "model_name", None)
             fmt = get_entry(name).checkpoint_format if name else "native"
-        key_filter = _KEY_FILTERS.get(fmt)
-        state = key_filter(state) if key_filter else strip_prefixes(state)
+        fn = key_filter(fmt)
+        state = fn(state) if fn else strip_prefixes(state)
     load_state_into(model, state, str(path))
 
 
@@ -188,9 +157,6 @@ def load_model(name: str = "default", checkpoint: str | Path | None = None) -> L
     that model; with neither, the network keeps random weights and ``trained`` is False so
     callers can warn loudly.
     """
-    # Imported here: model modules import this one to register their key filters.
-    from .zoo import DEFAULT_MODEL
-
     if name in ("", "default"):
         name = DEFAULT_MODEL
     raw = read_checkpoint(checkpoint) if checkpoint else None
@@ -235,7 +201,6 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "read_checkpoint",
-    "register_key_filter",
     "save_checkpoint",
     "strip_prefixes",
 ]

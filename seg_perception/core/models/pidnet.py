@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checkpoint import register_key_filter
 from .layers import (
     DAPPM,
     PAPPM,
@@ -35,7 +34,7 @@ from .layers import (
     stem,
 )
 from .meta import ModelMeta, cityscapes_meta
-from .registry import register_model
+from .registry import register_key_filter, register_model
 
 
 class PagFM(nn.Module):

@@ -3,7 +3,13 @@
 A registry entry binds a name to a builder (returns an ``nn.Module`` that maps a normalised
 ``(N, 3, H, W)`` float tensor to class scores ``(N, C, h, w)``, where a softmax over C gives
 class probabilities), the model's :class:`ModelMeta`, the checkpoint layout its authors
-publish, and optionally weights shipped inside this package.
+publish, and optionally weights shipped inside this package. Checkpoint layouts register
+their key filters here too (:func:`register_key_filter`).
+
+This module only holds what was registered; it imports no model family. The families
+register themselves when :mod:`.zoo` imports them, and the package ``__init__`` imports
+:mod:`.zoo` first, so any import of ``seg_perception.core.models...`` sees every network.
+Layers: meta, state <- registry <- families <- zoo <- checkpoint.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 from torch import nn
 
 from .meta import ModelMeta
+from .state import KeyFilter
 
 Builder = Callable[..., nn.Module]
 
@@ -41,6 +48,17 @@ class ModelEntry:
 
 _REGISTRY: dict[str, ModelEntry] = {}
 _ALIASES: dict[str, str] = {}
+_KEY_FILTERS: dict[str, KeyFilter] = {}
+
+
+def register_key_filter(fmt: str, fn: KeyFilter) -> None:
+    """Register how checkpoints in the authors' layout ``fmt`` become our state_dicts."""
+    _KEY_FILTERS[fmt] = fn
+
+
+def key_filter(fmt: str) -> KeyFilter | None:
+    """The key filter registered for layout ``fmt``, or None (plain prefix stripping)."""
+    return _KEY_FILTERS.get(fmt)
 
 
 def register_model(
@@ -66,14 +84,8 @@ def register_model(
     return deco
 
 
-def _ensure_loaded() -> None:
-    # Importing the package registers every built-in network.
-    from . import zoo  # noqa: F401
-
-
 def resolve_name(name: str) -> str:
     """Canonical registry name for ``name`` or an alias; raises naming the valid choices."""
-    _ensure_loaded()
     name = _ALIASES.get(name, name)
     if name not in _REGISTRY:
         choices = ", ".join(sorted(list(_REGISTRY) + list(_ALIASES)))
@@ -87,12 +99,10 @@ def get_entry(name: str) -> ModelEntry:
 
 def list_models() -> list[str]:
     """Canonical names of all registered models, sorted."""
-    _ensure_loaded()
     return sorted(_REGISTRY)
 
 
 def list_aliases() -> dict[str, str]:
-    _ensure_loaded()
     return dict(_ALIASES)
 
 

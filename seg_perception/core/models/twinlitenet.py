@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import register_key_filter, strip_prefixes
 from .meta import ModelMeta
-from .registry import register_model
+from .registry import register_key_filter, register_model
+from .state import strip_prefixes
 
 
 class CBR(nn.Module):

@@ -1,0 +1,174 @@
+"""One camera's topics on a node: image and camera_info in, image outputs out.
+
+A :class:`CameraChannel` owns the subscriptions and publishers of one camera (relative names,
+under an optional camera prefix), a latest-frame slot that a worker takes frames from, the
+camera's recent camera_infos by stamp, and its counters. It is created from a host node's
+parameters and destroyed with :meth:`destroy`, so a plain node, a lifecycle node
+(activate / deactivate) and a node with several cameras build on the same piece.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from geometry_msgs.msg import PolygonStamped
+from nav_msgs.msg import OccupancyGrid
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from ..core.geometry import CameraCalibration
+from ..core.image_codec import ImageDecodeError, validate_raw
+from ..core.pipeline import IMAGE_OUTPUTS, CameraInfoBuffer
+from ..core.stats import RateMeter
+
+#: camera_info messages kept for pairing by stamp (a few seconds at camera rates).
+INFO_HISTORY = 64
+
+
+def qos(reliability: str, depth: int) -> QoSProfile:
+    """Keep-last, volatile QoS with the given reliability (``best_effort`` or ``reliable``)."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=(ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort"
+                     else ReliabilityPolicy.RELIABLE),
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
+@dataclass
+class Frame:
+    """A received image message and its monotonic arrival time."""
+
+    msg: Any
+    received: float
+
+
+Warn = Callable[[str, str], None]
+
+
+class CameraChannel:
+    """Topics and state of one camera on ``node``.
+
+    ``name`` prefixes every relative topic (``""``: the names of CONTRACT.md, ``front``:
+    ``front/image``, ``front/labels`` ...). ``grid_outputs`` adds this camera's
+    ``drivable/grid`` and ``drivable/boundary`` publishers. ``ready`` is notified when a
+    frame lands in the slot; ``warn(key, text)`` reports problems rate-limited.
+    """
+
+    def __init__(self, node: Node, name: str, transport: str, in_qos: QoSProfile,
+                 out_qos: QoSProfile, ready: threading.Condition, warn: Warn,
+                 grid_outputs: bool = True) -> None:
+        self.node = node
+        self.name = name
+        self._ready = ready
+        self._warn = warn
+        prefix = f"{name}/" if name else ""
+        self.compressed = transport == "compressed"
+        rel_image = prefix + ("image/compressed" if self.compressed else "image")
+        self.pubs = {t: node.create_publisher(Image, prefix + t, out_qos) for t in IMAGE_OUTPUTS}
+        self.grid_pub = self.boundary_pub = None
+        if grid_outputs:
+            self.grid_pub = node.create_publisher(OccupancyGrid, prefix + "drivable/grid",
+                                                  out_qos)
+            self.boundary_pub = node.create_publisher(PolygonStamped,
+                                                      prefix + "drivable/boundary", out_qos)
+        # Frames the middleware loses (e.g. fragments of large images over UDP) are counted.
+        events = SubscriptionEventCallbacks(message_lost=self._on_message_lost)
+        self.image_sub = node.create_subscription(
+            CompressedImage if self.compressed else Image, rel_image, self._on_image, in_qos,
+            event_callbacks=events)
+        info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                              reliability=in_qos.reliability,
+                              durability=DurabilityPolicy.VOLATILE)
+        self.info_sub = node.create_subscription(CameraInfo, prefix + "camera_info",
+                                                 self._on_camera_info, info_qos)
+        self.image_topic = self.image_sub.topic_name
+        self.info_topic = self.info_sub.topic_name
+        self.infos = CameraInfoBuffer(INFO_HISTORY)
+        self._slot: Frame | None = None
+        self.rx = RateMeter()
+        self.dropped = 0
+        self.lost = 0
+        self.bad = 0
+        self.no_grid = 0
+        self.pose_source = ""
+        self.info_wait_timed_out = False
+
+    # -- callbacks (executor thread) ------------------------------------------------------
+    def reject(self, exc: Exception) -> None:
+        """Count and report (per kind of problem) a frame that is skipped."""
+        self.bad += 1
+        kind = re.sub(r"\d+", "#", str(exc))[:80]  # same problem, other sizes: one key
+        self._warn(f"decode.{self.name}.{kind}", f"{self.image_topic}: frame skipped: {exc}")
+
+    def _on_image(self, msg: Any) -> None:
+        self.rx.tick()
+        if isinstance(msg, Image):
+            # Header checks are cheap: a malformed frame is reported now and never takes
+            # the slot from a good one.
+            try:
+                validate_raw(msg.encoding, msg.width, msg.height, msg.step, msg.data)
+            except ImageDecodeError as exc:
+                self.reject(exc)
+                return
+        frame = Frame(msg, time.monotonic())
+        with self._ready:
+            if self._slot is not None:
+                self.dropped += 1
+            self._slot = frame
+            self._ready.notify_all()
+
+    def _on_message_lost(self, info: Any) -> None:
+        self.lost += int(info.total_count_change)
+        self._warn(f"transport.lost.{self.name}",
+                   f"{self.image_topic}: {self.lost} frames lost in transport so far (large "
+                   "images over UDP? use the shared-memory profile config/fastdds_shm.xml on "
+                   "both sides)")
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            calibration = CameraCalibration.from_msg(msg)
+        except ValueError as exc:
+            self._warn(f"camera_info.{self.name}.{re.sub(r'[0-9.e+-]+', '#', str(exc))[:60]}",
+                       f"{self.info_topic}: camera_info ignored: {exc}")
+            return
+        stamp = msg.header.stamp
+        self.infos.add(int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec), calibration)
+
+    # -- worker side ----------------------------------------------------------------------
+    def has_frame(self) -> bool:
+        return self._slot is not None
+
+    def take(self) -> Frame | None:
+        """The waiting frame, if any (call with ``ready`` held)."""
+        frame, self._slot = self._slot, None
+        return frame
+
+    def wanted(self) -> set[str]:
+        """Outputs somebody subscribes to (only those are computed)."""
+        wanted = {t for t, pub in self.pubs.items() if pub.get_subscription_count() > 0}
+        if self.grid_pub is not None and self.grid_pub.get_subscription_count() > 0:
+            wanted.add("drivable/grid")
+        if self.boundary_pub is not None and self.boundary_pub.get_subscription_count() > 0:
+            wanted.add("drivable/boundary")
+        return wanted
+
+    def destroy(self) -> None:
+        """Remove this camera's subscriptions and publishers from the node."""
+        node = self.node
+        for sub in (self.image_sub, self.info_sub):
+            node.destroy_subscription(sub)
+        for pub in [*self.pubs.values(), self.grid_pub, self.boundary_pub]:
+            if pub is not None:
+                node.destroy_publisher(pub)
+
+
+__all__ = ["CameraChannel", "Frame", "qos"]
