@@ -144,6 +144,7 @@ def build_options(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         keep_input=args.keep_input,
         output_reliability=p["output_qos.reliability"],
         output_depth=p["output_qos.depth"],
+        max_pixels=p["max_image_pixels"] or None,
     )
     return options, p
 

@@ -741,6 +741,7 @@ class ProcessOptions:
     keep_input: bool = False
     output_reliability: str = DEFAULTS["output_qos.reliability"]
     output_depth: int = DEFAULTS["output_qos.depth"]
+    max_pixels: int | None = DEFAULTS["max_image_pixels"]
 
     def config_for(self, namespace: str) -> PipelineConfig:
         return self.configs.get(namespace, self.config)
@@ -1004,7 +1005,7 @@ def _run(reader: Reader, conns: list[Any], cams: dict[str, _Camera], runner: _Ru
         cam.index += 1
         summary.frames[conn.topic] += 1
         try:
-            header, rgb = decode_frame(conn.msgtype, raw)
+            header, rgb = decode_frame(conn.msgtype, raw, options.max_pixels)
         except ImageDecodeError as exc:
             bad = BadFrame(conn.topic, index, _cdr_stamp(raw), log_time, str(exc))
             summary.bad.append(bad)

@@ -23,6 +23,7 @@ from typing import Any
 from .engine_options import DEVICE_CHOICES, PRECISION_CHOICES, is_device_choice
 from .geometry.camera import CameraMounting
 from .geometry.grid import MAX_CELLS, GridSpec
+from .image_codec import DEFAULT_MAX_PIXELS
 
 #: ``image_type`` values: how camera_info is read for the grid (image_geometry semantics).
 IMAGE_TYPES = ("auto", "raw", "rectified")
@@ -133,6 +134,10 @@ PARAMS: tuple[ParamSpec, ...] = (
               "image_transport's CameraSubscriber does); a positive value accepts the nearest "
               "camera_info within this many seconds. An image without one gets no grid (s).",
               read_only=False, min=0.0, max=3600.0),
+    ParamSpec("max_image_pixels", DEFAULT_MAX_PIXELS,
+              "Frames with more pixels than this (width x height, read from the message or the "
+              "JPEG/PNG header before decoding) are refused with a warning: a bound on memory "
+              "and time per frame. 0: no limit.", min=0, max=2**31 - 1),
     ParamSpec("image_qos.reliability", "best_effort",
               "Reliability of the image and camera_info subscriptions; best_effort connects "
               "to both reliable and best-effort publishers.",

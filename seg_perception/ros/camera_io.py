@@ -9,7 +9,6 @@ parameters and destroyed with :meth:`destroy`, so a plain node, a lifecycle node
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -24,9 +23,15 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..core.geometry import CameraCalibration
-from ..core.image_codec import ImageDecodeError, validate_raw
+from ..core.image_codec import (
+    DEFAULT_MAX_PIXELS,
+    ImageDecodeError,
+    check_pixels,
+    compressed_header,
+    validate_raw,
+)
 from ..core.pipeline import IMAGE_OUTPUTS, CameraInfoBuffer
-from ..core.stats import RateMeter
+from ..core.stats import ChangeMonitor, RateMeter, problem_kind
 
 #: camera_info messages kept for pairing by stamp (a few seconds at camera rates).
 INFO_HISTORY = 64
@@ -65,9 +70,11 @@ class CameraChannel:
 
     def __init__(self, node: Node, name: str, transport: str, in_qos: QoSProfile,
                  out_qos: QoSProfile, ready: threading.Condition, warn: Warn,
-                 grid_outputs: bool = True) -> None:
+                 grid_outputs: bool = True,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         self.node = node
         self.name = name
+        self.max_pixels = max_pixels
         self._ready = ready
         self._warn = warn
         prefix = f"{name}/" if name else ""
@@ -101,24 +108,33 @@ class CameraChannel:
         self.no_grid = 0
         self.pose_source = ""
         self.info_wait_timed_out = False
+        # Two cameras publishing on one camera_info topic make every frame rebuild the
+        # ground lookup: say so once instead of logging each rebuild.
+        self.model_changes = ChangeMonitor(max_changes=4, window_s=10.0)
 
     # -- callbacks (executor thread) ------------------------------------------------------
     def reject(self, exc: Exception) -> None:
         """Count and report (per kind of problem) a frame that is skipped."""
         self.bad += 1
-        kind = re.sub(r"\d+", "#", str(exc))[:80]  # same problem, other sizes: one key
-        self._warn(f"decode.{self.name}.{kind}", f"{self.image_topic}: frame skipped: {exc}")
+        self._warn(f"decode.{self.name}.{problem_kind(exc)}",
+                   f"{self.image_topic}: frame skipped: {exc}")
 
     def _on_image(self, msg: Any) -> None:
         self.rx.tick()
-        if isinstance(msg, Image):
-            # Header checks are cheap: a malformed frame is reported now and never takes
-            # the slot from a good one.
-            try:
-                validate_raw(msg.encoding, msg.width, msg.height, msg.step, msg.data)
-            except ImageDecodeError as exc:
-                self.reject(exc)
-                return
+        # Header checks are cheap: a malformed or oversized frame is reported now and never
+        # takes the slot from a good one.
+        try:
+            if isinstance(msg, Image):
+                validate_raw(msg.encoding, msg.width, msg.height, msg.step, msg.data,
+                             self.max_pixels)
+            else:
+                head = compressed_header(msg.data)
+                if head is not None:
+                    check_pixels(head.width, head.height, self.max_pixels,
+                                 f"{head.codec} image")
+        except ImageDecodeError as exc:
+            self.reject(exc)
+            return
         frame = Frame(msg, time.monotonic())
         with self._ready:
             if self._slot is not None:
@@ -137,9 +153,15 @@ class CameraChannel:
         try:
             calibration = CameraCalibration.from_msg(msg)
         except ValueError as exc:
-            self._warn(f"camera_info.{self.name}.{re.sub(r'[0-9.e+-]+', '#', str(exc))[:60]}",
+            self._warn(f"camera_info.{self.name}.{problem_kind(exc)}",
                        f"{self.info_topic}: camera_info ignored: {exc}")
             return
+        if self.model_changes.update(calibration) and self.model_changes.take_warning():
+            self._warn(f"camera_info.changing.{self.name}",
+                       f"{self.info_topic}: the camera model keeps changing "
+                       f"({self.model_changes.total_changes} changes so far): every change "
+                       "rebuilds the ground lookup and slows the grid. Do two cameras publish "
+                       "on this topic?")
         stamp = msg.header.stamp
         self.infos.add(int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec), calibration)
 

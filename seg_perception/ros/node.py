@@ -44,8 +44,8 @@ from ..core.pipeline import (
     FrameResult,
     resolve_pose,
 )
-from ..core.stats import Percentiles, RateMeter, WarningLimiter
-from . import tf_pose
+from ..core.stats import Percentiles, RateMeter, WarningLimiter, problem_kind
+from . import log_bridge, tf_pose
 from .camera_io import CameraChannel, Frame, qos
 from .conversions import KIT, compressed_to_rgb, imgmsg_to_rgb, numpy_to_imgmsg
 from .label_info import publish_label_info
@@ -120,7 +120,7 @@ class FrameWorker:
                     if not rclpy.ok():
                         return  # shutting down: publishers are gone, nothing to report
                     channel.bad += 1
-                    self.warn(f"process.{type(exc).__name__}",
+                    self.warn(f"process.{problem_kind(exc)}",
                               f"{channel.image_topic}: frame skipped, "
                               f"{type(exc).__name__}: {exc}")
 
@@ -133,9 +133,10 @@ class FrameWorker:
             self.idle += 1
             return
         t0 = time.perf_counter()
+        limit = self.params["max_image_pixels"]
         try:
-            rgb = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) \
-                else imgmsg_to_rgb(msg)
+            rgb = compressed_to_rgb(msg, limit) if isinstance(msg, CompressedImage) \
+                else imgmsg_to_rgb(msg, limit)
         except ImageDecodeError as exc:
             channel.reject(exc)
             return
@@ -222,6 +223,9 @@ class SegNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("seg_node", **kwargs)
+        # The core logs through `logging`: its records (and Python warnings) go to this
+        # node's logger, with level and node name, rate-limited.
+        self._log_handler = log_bridge.route_to(self.get_logger())
         self._warn_limiter = WarningLimiter(5.0)
         self.params = ParameterBridge(self)
         p = self.params
@@ -247,7 +251,8 @@ class SegNode(Node):
         in_qos = qos(p["image_qos.reliability"], p["image_qos.depth"])
         out_qos = qos(p["output_qos.reliability"], p["output_qos.depth"])
         self.camera = CameraChannel(self, "", p["input_transport"], in_qos, out_qos,
-                                    self.worker.ready, self._warn)
+                                    self.worker.ready, self._warn,
+                                    max_pixels=p["max_image_pixels"])
         self.worker.channels.append(self.camera)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Class id -> name, once and transient local (vision_msgs/LabelInfo where installed).
@@ -291,6 +296,7 @@ class SegNode(Node):
         self.worker.stop()
         if self.tf is not None:
             self.tf.close()
+        log_bridge.unroute(self._log_handler)
 
     # -- diagnostics ----------------------------------------------------------------------
     def diagnostics_status(self) -> DiagnosticStatus:
