@@ -113,7 +113,13 @@ def test_cut_off_mcap_yields_its_prefix(tmp_path: Path, engine: Any, codec: str,
     out = read_bag(tmp_path / "out")
     for name in (*IMAGE_OUTPUTS, "drivable/grid", "drivable/boundary"):
         got = [(t, (m.header.stamp.sec, m.header.stamp.nanosec)) for t, m in out[f"/cam/{name}"]]
-        assert got == [(lt, st) for lt, st, _ in expected[:k]], name
+        want = [(lt, st) for lt, st, _ in expected[:k]]
+        if name.startswith("drivable/"):
+            # Frames are paired with the camera_info of their stamp: the last frame's may lie
+            # beyond the cut, and that frame then has image outputs only.
+            assert got in (want, want[:-1]), name
+        else:
+            assert got == want, name
 
 
 def test_cut_off_mcap_in_a_bag_directory_counts_the_lost_frames(
