@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage
 
 from ..core import messages
 from ..core.config import PipelineConfig
@@ -45,7 +45,7 @@ from ..core.pipeline import (
     resolve_pose,
 )
 from ..core.stats import Percentiles, RateMeter, WarningLimiter, problem_kind
-from . import log_bridge, tf_pose
+from . import log_bridge, node_common, tf_pose
 from .camera_io import CameraChannel, Frame, qos
 from .conversions import KIT, compressed_to_rgb, imgmsg_to_rgb, numpy_to_imgmsg
 from .label_info import publish_label_info
@@ -270,27 +270,12 @@ class SegNode(Node):
 
     def _warn(self, key: str, message: str, level: str = "warning") -> None:
         """Log ``message`` at most every few seconds per ``key`` (a kind of problem)."""
-        suppressed = self._warn_limiter.check(key)
-        if suppressed is None:
-            return
-        more = f" ({suppressed} more since the last one)" if suppressed else ""
-        # (rclpy fixes a call site's severity: one call per level)
-        if level == "info":
-            self.get_logger().info(message + more)
-        else:
-            self.get_logger().warning(message + more)
+        node_common.log_limited(self.get_logger(), self._warn_limiter, key, message, level)
 
     # -- start-up, shutdown ---------------------------------------------------------------
     def _warmup(self) -> None:
         """Exercise the model and the message path once so the first frame is not slow."""
-        t0 = time.perf_counter()
-        w, h = self.engine.input_size
-        self.engine.warmup(w, h)
-        from rclpy.serialization import deserialize_message, serialize_message
-
-        dummy = numpy_to_imgmsg(np.zeros((h, w, 3), np.uint8), "rgb8", Image().header)
-        deserialize_message(serialize_message(dummy), Image)
-        self.get_logger().info(f"warm-up done in {(time.perf_counter() - t0) * 1e3:.0f} ms")
+        node_common.warm_up(self.engine, self.get_logger())
 
     def stop(self) -> None:
         self.worker.stop()
@@ -301,46 +286,9 @@ class SegNode(Node):
     # -- diagnostics ----------------------------------------------------------------------
     def diagnostics_status(self) -> DiagnosticStatus:
         """One status with rates, latency percentiles, drops and what runs where."""
-        import torch
-
-        w, cam = self.worker, self.camera
-        values = {
-            "input_rate_hz": f"{cam.rx.rate():.2f}",
-            "processed_rate_hz": f"{w.done.rate():.2f}",
-            "latency_p50_ms": f"{w.latency.percentile(50):.1f}",
-            "latency_p95_ms": f"{w.latency.percentile(95):.1f}",
-            "frames_received": str(cam.rx.total),
-            "frames_processed": str(w.done.total),
-            "frames_dropped": str(cam.dropped),
-            "frames_lost_in_transport": str(cam.lost),
-            "frames_bad": str(cam.bad),
-            "frames_without_subscribers": str(w.idle),
-            "frames_without_grid": str(cam.no_grid),
-            "camera_infos_received": str(cam.infos.count),
-            "camera_pose": cam.pose_source or "not yet known",
-            "grid_frame": self.params.config.grid_frame,
-            "model": self.info.model,
-            "weights": self.info.weights,
-            "device": self.info.device,
-            "precision": self.info.precision,
-            "precision_reason": self.info.precision_reason,
-            "backend": self.info.backend,
-            "cpu_threads": str(torch.get_num_threads()),
-        }
-        for stage, pct in w.stage_ms.items():
-            values[f"{stage}_p50_ms"] = f"{pct.percentile(50):.1f}"
-        level, message = DiagnosticStatus.OK, "ok"
-        if not self.info.trained:
-            level, message = DiagnosticStatus.WARN, "model has random weights"
-        elif cam.rx.total == 0:
-            level, message = DiagnosticStatus.WARN, "no images received yet"
-        return DiagnosticStatus(
-            level=level,
-            name=f"{self.get_fully_qualified_name()}: segmentation",
-            message=message,
-            hardware_id=self.info.device,
-            values=[KeyValue(key=k, value=v) for k, v in values.items()],
-        )
+        return node_common.segmentation_status(self.get_fully_qualified_name(), self.worker,
+                                               self.camera, self.info,
+                                               self.params.config.grid_frame)
 
     def _publish_diagnostics(self) -> None:
         msg = DiagnosticArray()
