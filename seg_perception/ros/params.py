@@ -76,11 +76,14 @@ class ParameterBridge:
     """Declares the table on ``node`` and keeps the current values and config snapshot.
 
     ``on_change(config, changed)`` listeners are called (in the executor thread) after
-    each accepted change with the new snapshot and the names that changed.
+    each accepted change with the new snapshot and the names that changed. ``descriptors``
+    makes each entry's ParameterDescriptor (a lifecycle node relaxes ``read_only``).
     """
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node,
+                 descriptors: Callable[[ParamSpec], ParameterDescriptor] | None = None) -> None:
         self.node = node
+        self._descriptor = descriptors or descriptor
         self._lock = threading.Lock()
         self._listeners: list[Callable[[PipelineConfig, dict[str, Any]], None]] = []
         self._values = self._declare()
@@ -112,7 +115,8 @@ class ParameterBridge:
                     raise StartupError(str(exc)) from None
                 overrides[spec.name] = Parameter(spec.name, value=value)
             try:
-                value = node.declare_parameter(spec.name, spec.default, descriptor(spec)).value
+                value = node.declare_parameter(spec.name, spec.default,
+                                               self._descriptor(spec)).value
             except ParameterException as exc:  # what the override check above did not see
                 raise StartupError(f"{spec.name}: {exc}") from None
             values[spec.name] = spec.validate(value)
