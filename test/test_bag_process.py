@@ -333,10 +333,15 @@ def test_bad_frames_are_named_and_set_the_exit_status(tmp_path: Path,
     assert "/cam_rear/image_raw/compressed #2" in stdout and "cannot decode" in stdout
     assert_frame_exact(read_bag(tmp_path / "out"), expected, skip=corrupt)
 
-    code = cli_main([*args[:2], str(tmp_path / "out2"), *args[2:], "--skip-bad-frames"])
+    code = cli_main([*args[:2], str(tmp_path / "out2"), *args[2:], "--skip-bad-frames",
+                     "--pipeline-depth", "0"])
     stdout = capsys.readouterr().out
     assert code == 0, stdout
     assert "/cam_front/image_raw #1" in stdout and "2 bad frame(s)" in stdout
+    assert_frame_exact(read_bag(tmp_path / "out2"), expected, skip=corrupt)
+    assert cli_main([*args[:2], str(tmp_path / "out3"), *args[2:], "--pipeline-depth",
+                     "-1"]) == 2
+    assert "--pipeline-depth -1 must be >= 0" in capsys.readouterr().err
 
 
 def test_undeserialisable_frame_keeps_its_stamp(tmp_path: Path, engine: Any) -> None:
@@ -389,8 +394,11 @@ def test_unreadable_bag_is_a_clear_error(tmp_path: Path, damage: str,
     assert not (tmp_path / "out").exists()  # nothing written for an unreadable input
 
 
-def test_corruption_midway_keeps_a_valid_output(tmp_path: Path, engine: Any) -> None:
-    """Damage inside the second MCAP chunk: frames before it are written, the bag closes."""
+@pytest.mark.parametrize("depth", [0, 2])
+def test_corruption_midway_keeps_a_valid_output(tmp_path: Path, engine: Any,
+                                                depth: int) -> None:
+    """Damage inside the second MCAP chunk: frames before it are written, the bag closes;
+    sequential or overlapped alike."""
     from rosbags.rosbag2.storage_mcap import McapReader
 
     # 40 frames of 160x120 rgb8 fill about two 1 MiB chunks.
@@ -406,14 +414,15 @@ def test_corruption_midway_keeps_a_valid_output(tmp_path: Path, engine: Any) -> 
     mcap.write_bytes(bytes(data))
 
     summary = process_bag(tmp_path / "bag", tmp_path / "out", engine, progress=False,
-                          options=ProcessOptions(grid=False))
+                          options=ProcessOptions(grid=False, pipeline_depth=depth))
     assert summary.error and "corrupt or cut off" in summary.error
     assert 0 < summary.processed < 40
     out = read_bag(tmp_path / "out")
     assert {len(out[f"/cam/{n}"]) for n in IMAGE_OUTPUTS} == {summary.processed}
 
 
-def test_interrupt_hook_leaves_a_valid_bag(tmp_path: Path, engine: Any) -> None:
+@pytest.mark.parametrize("depth", [0, 2])
+def test_interrupt_hook_leaves_a_valid_bag(tmp_path: Path, engine: Any, depth: int) -> None:
     expected = make_bag(tmp_path / "in", {"/cam/image_raw": "raw"}, generated_frames(8))
 
     def interrupt(done: int) -> None:
@@ -421,10 +430,78 @@ def test_interrupt_hook_leaves_a_valid_bag(tmp_path: Path, engine: Any) -> None:
             raise KeyboardInterrupt
 
     summary = process_bag(tmp_path / "in", tmp_path / "out", engine, progress=False,
-                          on_frame=interrupt)
+                          on_frame=interrupt, options=ProcessOptions(pipeline_depth=depth))
     assert summary.interrupted and summary.processed == 3
     out = read_bag(tmp_path / "out")
     assert_frame_exact(out, {"/cam/image_raw": expected["/cam/image_raw"][:3]})
+
+
+def raw_messages(path: Path) -> list[tuple[str, int, bytes]]:
+    """Every message of a bag as written: (topic, log time, serialised bytes), in order."""
+    with bagio.open_bag(path) as reader:
+        return [(conn.topic, log_time, bytes(raw)) for conn, log_time, raw in reader.messages()]
+
+
+def test_overlapped_outputs_are_byte_identical_to_the_sequential_loop(
+        tmp_path: Path, engine: Any) -> None:
+    """pipeline_depth 0 (one thread, one stage after the other) and the overlapped default
+    write the same messages, byte for byte, at the same log times, in the same order: two
+    cameras (raw and JPEG), undecodable frames, camera_info, keep_input."""
+    cams = {"/cam_front/image_raw": "raw", "/cam_rear/image_raw/compressed": "compressed"}
+    corrupt = {"/cam_front/image_raw": {3}, "/cam_rear/image_raw/compressed": {0, 7}}
+    make_bag(tmp_path / "in", cams, generated_frames(12), corrupt=corrupt)
+    summaries, outputs = {}, {}
+    for depth in (0, ProcessOptions().pipeline_depth, 1):
+        out = tmp_path / f"out{depth}"
+        summaries[depth] = process_bag(tmp_path / "in", out, engine, progress=False,
+                                       options=ProcessOptions(keep_input=True,
+                                                              pipeline_depth=depth))
+        outputs[depth] = raw_messages(out)
+    ref = outputs[0]
+    assert ProcessOptions().pipeline_depth > 0
+    assert summaries[0].processed == 24 - 3 and len(summaries[0].bad) == 3
+    assert len({t for t, _, _ in ref}) == 2 * (len(ALL_OUTPUTS) + 2)  # outputs, inputs, infos
+    for depth, msgs in outputs.items():
+        assert len(msgs) == len(ref), depth
+        for k, (a, b) in enumerate(zip(msgs, ref, strict=True)):
+            assert a == b, f"depth {depth}: message {k} ({a[0]} at {a[1]}) differs"
+        s, r = summaries[depth], summaries[0]
+        assert (s.processed, s.frames, s.written, s.copied, s.no_grid) == \
+            (r.processed, r.frames, r.written, r.copied, r.no_grid)
+        assert [b.describe() for b in s.bad] == [b.describe() for b in r.bad]
+
+
+class _FailingEngine:
+    """The engine, raising on its n-th frame (a worker thread's error)."""
+
+    def __init__(self, engine: Any, fail_at: int) -> None:
+        self._engine, self._fail_at, self.calls = engine, fail_at, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls == self._fail_at:
+            raise RuntimeError("inference failed on purpose")
+        return self._engine(*args, **kwargs)
+
+
+@pytest.mark.parametrize("depth", [0, 2])
+def test_an_error_in_a_worker_thread_reaches_the_caller(tmp_path: Path, engine: Any,
+                                                        depth: int) -> None:
+    """No hang and no silent drop: the error is raised by process_bag, the frames before it
+    are in the (closed, readable) output, and no thread is left behind."""
+    expected = make_bag(tmp_path / "in", {"/cam/image_raw": "raw"}, generated_frames(10))
+    failing = _FailingEngine(engine, fail_at=5)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="on purpose"):
+        process_bag(tmp_path / "in", tmp_path / "out", failing, progress=False,
+                    options=ProcessOptions(pipeline_depth=depth))
+    assert time.monotonic() - t0 < 120
+    assert not [t for t in threading.enumerate() if t.name.startswith("process-")]
+    out = read_bag(tmp_path / "out")
+    assert_frame_exact(out, {"/cam/image_raw": expected["/cam/image_raw"][:4]})
 
 
 @pytest.mark.slow

@@ -82,6 +82,10 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="copy every message of the input bag into the output as well")
     p.add_argument("--skip-bad-frames", action="store_true",
                    help="exit 0 even when frames cannot be decoded (they are still listed)")
+    p.add_argument("--pipeline-depth", type=int, default=None, metavar="N",
+                   help="frames that may wait between the overlapped read, network, "
+                   "drawing and write threads (default 2); 0 runs them one after the other "
+                   "in one thread (same outputs, slower)")
 
 
 # --- parameters file -------------------------------------------------------------------------
@@ -136,6 +140,9 @@ def build_options(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             raise type(exc)(f"{here}: {exc}") from None
     if args.hfov is not None and not 0.0 < args.hfov < 180.0:
         raise ValueError(f"--hfov {args.hfov} must be between 0 and 180 degrees")
+    depth = getattr(args, "pipeline_depth", None)
+    if depth is not None and depth < 0:
+        raise ValueError(f"--pipeline-depth {depth} must be >= 0")
     options = ProcessOptions(
         config=config,
         configs=configs,
@@ -146,6 +153,8 @@ def build_options(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         output_depth=p["output_qos.depth"],
         max_pixels=p["max_image_pixels"] or None,
     )
+    if depth is not None:
+        options.pipeline_depth = depth
     return options, p
 
 

@@ -48,6 +48,7 @@ from .image_codec import (
 )
 from .mcap_prefix import McapPrefixReader, expected_counts_from_metadata
 from .messages import MessageKit
+from .overlap import overlapped
 from .pipeline import GRID_OUTPUTS as _GRID
 from .pipeline import IMAGE_ENCODINGS, CameraFrame, CameraInfoBuffer, FramePipeline, resolve_pose
 from .tf import TransformBuffer, TransformError
@@ -731,7 +732,9 @@ class ProcessOptions:
     grid and boundary. ``hfov_deg`` gives a pinhole camera model (principal point at the
     centre) to cameras whose bag has no CameraInfo. ``keep_input`` copies every message of
     the input bag too. ``output_reliability``/``output_depth`` are the QoS recorded for the
-    outputs (the node's ``output_qos.*``).
+    outputs (the node's ``output_qos.*``). ``pipeline_depth`` is how many items may wait
+    between two threads of the overlapped frame loop (:func:`process_bag`); 0 runs the
+    same loop in the calling thread, one stage after the other.
     """
 
     config: PipelineConfig = field(default_factory=PipelineConfig.from_params)
@@ -742,6 +745,7 @@ class ProcessOptions:
     output_reliability: str = DEFAULTS["output_qos.reliability"]
     output_depth: int = DEFAULTS["output_qos.depth"]
     max_pixels: int | None = DEFAULTS["max_image_pixels"]
+    pipeline_depth: int = 2
 
     def config_for(self, namespace: str) -> PipelineConfig:
         return self.configs.get(namespace, self.config)
@@ -757,7 +761,7 @@ class ProcessSummary:
     input: Path
     output: Path
     cameras: list[CameraStream]
-    frames: Counter[str] = field(default_factory=Counter)  # image messages read per topic
+    frames: Counter[str] = field(default_factory=Counter)  # frames written or bad, per topic
     processed: int = 0
     written: Counter[str] = field(default_factory=Counter)  # messages per output topic
     bad: list[BadFrame] = field(default_factory=list)
@@ -852,8 +856,110 @@ def _read_ahead(reader: Reader, cams: dict[str, _Camera], summary: ProcessSummar
     return _Recording(tf, info_topics)
 
 
-class _Runner:
-    """Turns one decoded frame into the output messages of one camera (as the node does)."""
+# --- the overlapped frame loop ------------------------------------------------------------
+#
+# process_bag runs   read -> FrameStage.steps() -> write   (core/overlap.py):
+#
+#   read    (thread)  messages in log-time order: DecodedFrame, Undecodable, or Passthrough
+#                     (other topics with keep_input); each camera's frame index counted here
+#   steps   (a thread each) FrameStage.segment: the network on each DecodedFrame;
+#                     FrameStage.outputs: colours, grid, polygon and the messages: FrameOutput
+#   write   (caller)  every item in order: a FrameOutput's messages under _sigint_held,
+#                     the summary's counts, on_frame; Undecodable and Passthrough as before
+#
+# SEAM (issue 10, several cameras per cycle): the middle is FrameStage.steps(), a list of
+# generator steps over the item stream. A replacement takes DecodedFrame items in log-time
+# order (all cameras interleaved), passes Undecodable and Passthrough items on (in order,
+# or when its held frames go out), and yields FrameOutput items: the frames they cover and
+# the messages to write with their log times; a cycle's FrameOutput may cover the frames of
+# several cameras and carry a fused grid. The reader and the writer need no change.
+
+
+@dataclass
+class DecodedFrame:
+    """A frame of a processed camera, decoded: what the middle stage gets.
+
+    ``index`` is its 0-based position among the topic's messages; ``raw`` (the serialised
+    input, for keep_input) is None unless kept."""
+
+    cam: _Camera
+    index: int
+    log_time: int
+    header: Any
+    rgb: np.ndarray
+    conn: Any
+    raw: bytes | memoryview | None = None
+
+
+@dataclass
+class Undecodable:
+    """A frame that cannot be used (listed in ``summary.bad``); ``raw`` kept for keep_input."""
+
+    bad: BadFrame
+    conn: Any
+    raw: bytes | memoryview | None = None
+
+
+@dataclass
+class Passthrough:
+    """A message of another topic, copied as it is (keep_input)."""
+
+    conn: Any
+    raw: bytes | memoryview
+    log_time: int
+
+
+@dataclass
+class FrameOutput:
+    """What is written for ``frames`` (one, or a cycle's): ``messages`` as (topic, message,
+    log time), in order; ``no_grid`` (image topic, frame index, reason) for each frame that
+    got image outputs only."""
+
+    frames: list[DecodedFrame]
+    messages: list[tuple[str, Any, int]]
+    no_grid: list[tuple[str, int, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Segmented:
+    """Between FrameStage's two steps: a frame, its pipeline input and the network's output."""
+
+    item: DecodedFrame
+    frame: CameraFrame
+    seg: Any
+
+
+def read_items(reader: Reader, conns: list[Any], cams: dict[str, _Camera],
+               options: ProcessOptions, src: Path) -> Iterator[Any]:
+    """The reader of :func:`process_bag`: the bag's messages in log-time order as
+    :class:`DecodedFrame`, :class:`Undecodable` and (keep_input) :class:`Passthrough` items.
+    A bag unreadable part-way raises :class:`BagError` after its last readable message."""
+    keep = options.keep_input
+    for conn, log_time, raw in _guarded(reader.messages(conns), src):
+        cam = cams.get(conn.topic)
+        if cam is None or conn.msgtype not in IMAGE_TYPES:
+            if keep:
+                yield Passthrough(conn, raw, log_time)
+            continue
+        index = cam.index
+        cam.index += 1
+        try:
+            header, rgb = decode_frame(conn.msgtype, raw, options.max_pixels)
+        except ImageDecodeError as exc:
+            yield Undecodable(BadFrame(conn.topic, index, _cdr_stamp(raw), log_time, str(exc)),
+                              conn, raw if keep else None)
+            continue
+        yield DecodedFrame(cam, index, log_time, header, rgb, conn, raw if keep else None)
+
+
+class FrameStage:
+    """The middle of :func:`process_bag`: decoded frames in, the messages to write out, as
+    the node computes them (:class:`~seg_perception.core.pipeline.FramePipeline`).
+
+    :meth:`steps` are run in a thread each: :meth:`segment` (the network: one core's worth
+    of work that releases the GIL) and :meth:`outputs` (colours, grid, polygon, messages).
+    Other items pass through both in order.
+    """
 
     def __init__(self, engine: SegEngine, options: ProcessOptions, recording: _Recording,
                  summary: ProcessSummary) -> None:
@@ -864,10 +970,29 @@ class _Runner:
         self.want = set(IMAGE_OUTPUTS) | (set(GRID_OUTPUTS) if options.grid else set())
         self.kit = kit()
 
+    def steps(self) -> list[Callable[[Iterator[Any]], Iterator[Any]]]:
+        """The middle stage's steps, in order (see the SEAM note above)."""
+        return [self.segment, self.outputs]
+
+    def segment(self, items: Iterator[Any]) -> Iterator[Any]:
+        """Step 1: the network on each :class:`DecodedFrame`."""
+        for item in items:
+            if isinstance(item, DecodedFrame):
+                frame = self._frame(item)
+                yield _Segmented(item, frame, self.pipeline.infer(frame, self.want))
+            else:
+                yield item
+
+    def outputs(self, items: Iterator[Any]) -> Iterator[Any]:
+        """Step 2: everything after the network; a :class:`FrameOutput` per frame."""
+        for item in items:
+            yield self._output(item) if isinstance(item, _Segmented) else item
+
     def _lookup(self, target: str, source: str, stamp_ns: int, timeout: float) -> Transform:
         return self.recording.tf.lookup(target, source, stamp_ns)
 
-    def _frame(self, cam: _Camera, header: Any, rgb: np.ndarray) -> CameraFrame:
+    def _frame(self, item: DecodedFrame) -> CameraFrame:
+        cam, header, rgb = item.cam, item.header, item.rgb
         s, cfg = cam.stream, cam.config
         stamp = _stamp_ns(header.stamp)
         calibration = cam.infos.match(stamp, cfg.camera_info_tolerance)
@@ -893,25 +1018,25 @@ class _Runner:
             no_grid = pose.problem + (f"; {no_grid}" if no_grid else "")
         return CameraFrame(rgb, calibration, pose.mounting, cam.rectified, s.namespace, no_grid)
 
-    def outputs(self, cam: _Camera, header: Any, rgb: np.ndarray) -> list[tuple[str, Any]]:
+    def _output(self, seg: _Segmented) -> FrameOutput:
+        item, frame = seg.item, seg.frame
+        cam, header, log_time = item.cam, item.header, item.log_time
         s, cfg = cam.stream, cam.config
-        result = self.pipeline.process(self._frame(cam, header, rgb), cfg, self.want)
-        out = [(s.output(name), image_msg(result.image(name), enc, header))
-               for name, enc in IMAGE_OUTPUTS.items()]
+        result, drivable = self.pipeline.render(frame, seg.seg, cfg, self.want)
+        if drivable is not None and self.options.grid:
+            self.pipeline.map(frame, drivable, cfg, self.want, result)
+        out = FrameOutput([item], [(s.output(name), image_msg(result.image(name), enc, header),
+                                    log_time) for name, enc in IMAGE_OUTPUTS.items()])
         if not self.options.grid:
             return out
         if result.grid is not None and result.grid_spec is not None:
             ghdr = make_header(header.stamp.sec, header.stamp.nanosec, result.grid_frame)
-            out.append((s.output("drivable/grid"),
-                        messages.grid_message(self.kit, result.grid, result.grid_spec, ghdr)))
-            out.append((s.output("drivable/boundary"),
-                        messages.polygon_message(self.kit, result.boundary, ghdr)))
+            out.messages.append((s.output("drivable/grid"), messages.grid_message(
+                self.kit, result.grid, result.grid_spec, ghdr), log_time))
+            out.messages.append((s.output("drivable/boundary"), messages.polygon_message(
+                self.kit, result.boundary, ghdr), log_time))
         else:
-            self.summary.no_grid[s.image_topic] += 1
-            kind = re.sub(r"[\d.]+", "#", result.no_grid or "")[:60]
-            self.summary.warn(f"no_grid:{s.image_topic}:{kind}",
-                              f"{s.image_topic}: drivable/grid and drivable/boundary not "
-                              f"written for frames like #{cam.index - 1}: {result.no_grid}")
+            out.no_grid.append((s.image_topic, item.index, result.no_grid or ""))
         return out
 
 
@@ -937,11 +1062,15 @@ def process_bag(
     camera pose gets image outputs only, counted in ``summary.no_grid`` and warned about).
     Camera poses come from the bag's /tf_static and /tf (``use_tf``), else from the
     camera.* parameters. Frames that cannot be decoded are listed in ``summary.bad``.
-    Ctrl-C stops after the current frame and still closes ``dst`` properly
-    (``summary.interrupted``); so does an input that turns out truncated (``summary.error``).
-    ``on_frame(n)`` is called after the n-th frame is written (progress hooks, tests).
-    Raises :class:`BagError` before writing anything when ``src`` cannot be opened, no
-    camera is found, or ``dst`` exists.
+    Reading and decoding, the network, the rest of the pipeline and writing overlap in
+    threads (``options.pipeline_depth``; see :class:`FrameStage`); the writing stays in the
+    calling thread, in input order. Ctrl-C stops after the frame being written and still
+    closes ``dst`` properly (``summary.interrupted``); so does an input that turns out
+    truncated (``summary.error``, after every frame before the damage). An exception in a
+    worker thread is raised here. ``on_frame(n)`` is called after the n-th frame is written
+    (progress hooks, tests), in the calling thread; a KeyboardInterrupt it raises stops the
+    run like Ctrl-C. Raises :class:`BagError` before writing anything when ``src`` cannot be
+    opened, no camera is found, or ``dst`` exists.
     """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -963,7 +1092,7 @@ def process_bag(
         recording = _read_ahead(reader, cams, summary, src, options.grid)
         wanted = set(cams)
         conns = [c for c in reader.connections if options.keep_input or c.topic in wanted]
-        runner = _Runner(engine, options, recording, summary)
+        stage = FrameStage(engine, options, recording, summary)
         total = sum(s.count for s in streams)
         bar = tqdm(total=total, unit="frame", desc="process", disable=not progress,
                    dynamic_ncols=True, file=sys.stderr)
@@ -973,7 +1102,11 @@ def process_bag(
         t0 = time.perf_counter()
         try:
             with logging_redirect_tqdm():  # warnings print above the bar, not through it
-                _run(reader, conns, cams, runner, writer, summary, options, bar, on_frame, src)
+                source = read_items(reader, conns, cams, options, src)
+                # Leaving this block stops and joins the threads, before the reader closes.
+                with overlapped(source, stage.steps(), options.pipeline_depth,
+                                name="process") as items:
+                    _write_items(items, writer, summary, bar, on_frame)
         except KeyboardInterrupt:
             summary.interrupted = True
         except BagError as exc:
@@ -986,45 +1119,47 @@ def process_bag(
     return summary
 
 
-def _run(reader: Reader, conns: list[Any], cams: dict[str, _Camera], runner: _Runner,
-         writer: BagWriter, summary: ProcessSummary, options: ProcessOptions, bar: Any,
-         on_frame: FrameHook | None, src: Path) -> None:
-    """The frame loop of :func:`process_bag` (messages in log-time order).
+def _write_items(items: Iterator[Any], writer: BagWriter, summary: ProcessSummary, bar: Any,
+                 on_frame: FrameHook | None) -> None:
+    """The writer of :func:`process_bag`: every item in input order, in the calling thread.
 
     A frame's outputs (and, with keep_input, its input copy) are written under
-    :func:`_sigint_held`, so Ctrl-C never leaves a frame with only some of its outputs.
+    :func:`_sigint_held`, so Ctrl-C never leaves a frame with only some of its outputs; a
+    frame is counted in ``summary.frames`` when it is written or listed as bad.
     """
-    for conn, log_time, raw in _guarded(reader.messages(conns), src):
-        cam = cams.get(conn.topic)
-        is_frame = cam is not None and conn.msgtype in IMAGE_TYPES
-        if not is_frame:
-            if options.keep_input:
-                _copy(writer, conn, raw, log_time, summary)
-            continue
-        index = cam.index
-        cam.index += 1
-        summary.frames[conn.topic] += 1
-        try:
-            header, rgb = decode_frame(conn.msgtype, raw, options.max_pixels)
-        except ImageDecodeError as exc:
-            bad = BadFrame(conn.topic, index, _cdr_stamp(raw), log_time, str(exc))
-            summary.bad.append(bad)
-            log.debug("bad frame: %s", bad.describe())
-            if options.keep_input:
-                _copy(writer, conn, raw, log_time, summary)
+    for item in items:
+        if isinstance(item, FrameOutput):
+            with _sigint_held():
+                for frame in item.frames:
+                    if frame.raw is not None:
+                        _copy(writer, frame.conn, frame.raw, frame.log_time, summary)
+                for topic, msg, log_time in item.messages:
+                    writer.write(topic, msg, log_time)
+                for frame in item.frames:
+                    summary.frames[frame.cam.stream.image_topic] += 1
+                summary.processed += len(item.frames)
+            for topic, index, reason in item.no_grid:
+                summary.no_grid[topic] += 1
+                kind = re.sub(r"[\d.]+", "#", reason)[:60]
+                summary.warn(f"no_grid:{topic}:{kind}",
+                             f"{topic}: drivable/grid and drivable/boundary not written for "
+                             f"frames like #{index}: {reason}")
+            bar.update(len(item.frames))
+            if on_frame is not None:
+                on_frame(summary.processed)
+        elif isinstance(item, Undecodable):
+            summary.frames[item.bad.topic] += 1
+            summary.bad.append(item.bad)
+            log.debug("bad frame: %s", item.bad.describe())
+            if item.raw is not None:
+                _copy(writer, item.conn, item.raw, item.bad.log_time, summary)
             bar.set_postfix(bad=len(summary.bad), refresh=False)
             bar.update(1)
-            continue
-        outputs = runner.outputs(cam, header, rgb)
-        with _sigint_held():
-            if options.keep_input:
-                _copy(writer, conn, raw, log_time, summary)
-            for topic, msg in outputs:
-                writer.write(topic, msg, log_time)
-            summary.processed += 1
-        bar.update(1)
-        if on_frame is not None:
-            on_frame(summary.processed)
+        elif isinstance(item, Passthrough):
+            _copy(writer, item.conn, item.raw, item.log_time, summary)
+        else:
+            raise TypeError(f"process: the middle stage yielded {type(item).__name__}, not a "
+                            "FrameOutput, Undecodable or Passthrough")
 
 
 def _copy(writer: BagWriter, conn: Any, raw: bytes, log_time: int,
@@ -1043,14 +1178,20 @@ __all__ = [
     "BagError",
     "BagWriter",
     "CameraStream",
+    "DecodedFrame",
+    "FrameOutput",
+    "FrameStage",
+    "Passthrough",
     "ProcessOptions",
     "ProcessSummary",
     "TransformError",
+    "Undecodable",
     "camera_namespace",
     "decode_frame",
     "iter_frames",
     "open_bag",
     "output_topic",
     "process_bag",
+    "read_items",
     "select_cameras",
 ]

@@ -6,9 +6,11 @@ free-space polygon out, each only when asked for. The node and ``process`` only 
 messages to :class:`CameraFrame` and results back to messages, so both give the same
 outputs for the same input.
 
-One pipeline per engine; it is meant for one thread at a time (the node's worker), and
-keeps a ground mapper per camera (bounded LRU) so a camera's lookup is built once per
-calibration and pose.
+One pipeline per engine; it is meant for one thread at a time (the node's worker), except
+that :meth:`FramePipeline.infer` (the network) and the rest (:meth:`~FramePipeline.render`,
+:meth:`~FramePipeline.map`, :meth:`~FramePipeline.boundary`) may run in two threads, one
+each, as ``process`` does. It keeps a ground mapper per camera (bounded LRU) so a camera's
+lookup is built once per calibration and pose.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ..render import colorize, overlay, palette_lut
 from .frames import GRID_OUTPUTS, CameraFrame, FrameResult
 
 if TYPE_CHECKING:
-    from ..engine import SegEngine
+    from ..engine import SegEngine, SegResult
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +69,29 @@ class FramePipeline:
                 ) -> tuple[FrameResult, np.ndarray | None]:
         """The image outputs of ``want`` (the network and the colours), and the drivable mask
         for :meth:`map`. The node publishes these before it waits for the frame's
-        camera_info and transform."""
-        want = set(want)
-        result = FrameResult(camera=frame.camera, grid_frame=config.grid_frame)
+        camera_info and transform. :meth:`infer` then :meth:`render`."""
+        return self.render(frame, self.infer(frame, want), config, want)
+
+    def infer(self, frame: CameraFrame, want: Collection[str]) -> SegResult | None:
+        """The network's part of :meth:`segment` (labels, confidence when ``confidence`` is in
+        ``want``, drivable mask); None when nothing is wanted. ``seg.timings`` gets
+        ``segment`` (ms). Split from :meth:`render` so that ``process`` runs the network in
+        one thread and everything after it in another."""
         if not want:
-            return result, None
+            return None
         t0 = time.perf_counter()
         seg = self.engine(frame.rgb, want_confidence="confidence" in want)
+        seg.timings["segment"] = (time.perf_counter() - t0) * 1e3
+        return seg
+
+    def render(self, frame: CameraFrame, seg: SegResult | None, config: PipelineConfig,
+               want: Collection[str]) -> tuple[FrameResult, np.ndarray | None]:
+        """The rest of :meth:`segment`: the image outputs of ``want`` from :meth:`infer`'s
+        result (colours and overlay drawn here), and the drivable mask for :meth:`map`."""
+        want = set(want)
+        result = FrameResult(camera=frame.camera, grid_frame=config.grid_frame)
+        if seg is None or not want:
+            return result, None
         result.timings.update(seg.timings)
         t1 = time.perf_counter()
         result.labels = seg.labels if "labels" in want else None
@@ -85,9 +103,7 @@ class FramePipeline:
                 result.labels_color = color
             if "overlay" in want:
                 result.overlay = overlay(frame.rgb, color, float(config.overlay_alpha))
-        t2 = time.perf_counter()
-        result.timings["segment"] = (t1 - t0) * 1e3
-        result.timings["render"] = (t2 - t1) * 1e3
+        result.timings["render"] = (time.perf_counter() - t1) * 1e3
         return result, seg.drivable
 
     # -- geometry -------------------------------------------------------------------------
