@@ -31,6 +31,7 @@ How it is built (:func:`boundary_polygon`):
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import logging
 import math
@@ -49,6 +50,8 @@ SLIVER = 1e-3
 REFINE_TOLERANCE = 1.0
 #: Chains and segments up to this many vertices / columns are measured in plain Python.
 SHORT = 16
+#: Ear clipping removes up to 1 / EAR_ROUND of the vertices per round.
+EAR_ROUND = 16
 
 
 def refine_budget(max_vertices: int) -> int:
@@ -104,6 +107,15 @@ def ego_distance2(spec: GridSpec, ego_xy: tuple[float, float]) -> np.ndarray:
     return ((gx - ego_xy[0]) ** 2 + (gy - ego_xy[1]) ** 2).astype(np.float32)
 
 
+def _component_areas(labels: np.ndarray, n: int) -> np.ndarray:
+    """Cells per label 0 .. n-1: a histogram of the labels as uint8 where they fit (several
+    times faster than bincount on int32; float32 counts are exact below 2**24 cells)."""
+    if n <= 256 and labels.size < 2**24:
+        hist = cv2.calcHist([labels.astype(np.uint8)], [0], None, [256], [0, 256])
+        return hist.ravel()[:n].astype(np.int64)
+    return np.bincount(labels.ravel(), minlength=n)
+
+
 def nearest_component(cells: np.ndarray, dist2: np.ndarray | None, min_cells: int = 1,
                       connectivity: int = 8) -> np.ndarray:
     """Bool mask of the component of ``cells`` (at least ``min_cells``) nearest the ego point.
@@ -112,15 +124,19 @@ def nearest_component(cells: np.ndarray, dist2: np.ndarray | None, min_cells: in
     None picks the largest component.
     """
     src = np.ascontiguousarray(cells, dtype=bool).view(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(src, connectivity=connectivity)
+    n, labels = cv2.connectedComponents(src, connectivity=connectivity, ltype=cv2.CV_32S)
     if n <= 1:
         return np.zeros(cells.shape, dtype=bool)
-    good = stats[:, cv2.CC_STAT_AREA] >= max(1, min_cells)
+    area = _component_areas(labels, n)
+    good = area >= max(1, min_cells)
     good[0] = False
-    if not good.any():
+    count = int(np.count_nonzero(good))
+    if count == 0:
         return np.zeros(cells.shape, dtype=bool)
+    if count == 1:  # the usual case: one component is large enough
+        return labels == int(np.flatnonzero(good)[0])
     if dist2 is None:
-        return labels == int(np.argmax(np.where(good, stats[:, cv2.CC_STAT_AREA], -1)))
+        return labels == int(np.argmax(np.where(good, area, -1)))
     nearest = int(np.argmin(np.where(good[labels], dist2, np.inf)))
     return labels == labels.flat[nearest]
 
@@ -144,20 +160,33 @@ def ego_component(
 
 # --- the region the polygon outlines ----------------------------------------------------------
 
-def well_composed(mask: np.ndarray) -> np.ndarray:
-    """``mask`` without corner-only contacts: no 2x2 block holds exactly two cells of the
-    region on a diagonal. Of each such pair the cell with fewer 4-neighbours is dropped, so
-    only ever cells are removed (a conservative change). Then the region and its complement
-    have the same components under 4- and 8-connectivity, and its outline along cell edges
-    never touches itself."""
-    m = np.pad(np.asarray(mask, dtype=bool), 1)
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(row0, row1, col0, col1) bounding the nonzero cells (half-open), or None."""
+    x, y, w, h = cv2.boundingRect(np.ascontiguousarray(mask, dtype=bool).view(np.uint8))
+    return (y, y + h, x, x + w) if w else None
+
+
+def _well_composed(mask: np.ndarray) -> tuple[np.ndarray, bool]:
+    """:func:`well_composed` and whether it dropped any cell (worked on the mask's bounding
+    box)."""
+    mask = np.asarray(mask, dtype=bool)
+    out = mask.copy()
+    box = _bbox(mask)
+    if box is None:
+        return out, False
+    r0, r1, c0, c1 = box
+    crop = np.ascontiguousarray(mask[r0:r1, c0:c1]).view(np.uint8)
+    m = cv2.copyMakeBorder(crop, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0).view(bool)
+    changed = False
     for _ in range(10_000):
         a, b = m[:-1, :-1], m[:-1, 1:]
         c, d = m[1:, :-1], m[1:, 1:]
-        diag_ad = a & d & ~b & ~c
-        diag_bc = b & c & ~a & ~d
-        if not (diag_ad.any() or diag_bc.any()):
+        diag = (a == d) & (b == c) & (a != b)  # two cells of the region on a diagonal
+        if not diag.any():
             break
+        changed = True
+        diag_ad = diag & a
+        diag_bc = diag & b
         nb = np.zeros(m.shape, np.int8)
         nb[1:] += m[:-1]
         nb[:-1] += m[1:]
@@ -173,7 +202,18 @@ def well_composed(mask: np.ndarray) -> np.ndarray:
         drop[r[first], k[first] + 1] = True
         drop[r[~first] + 1, k[~first]] = True
         m &= ~drop
-    return m[1:-1, 1:-1]
+    if changed:
+        out[r0:r1, c0:c1] = m[1:-1, 1:-1]
+    return out, changed
+
+
+def well_composed(mask: np.ndarray) -> np.ndarray:
+    """``mask`` without corner-only contacts: no 2x2 block holds exactly two cells of the
+    region on a diagonal. Of each such pair the cell with fewer 4-neighbours is dropped, so
+    only ever cells are removed (a conservative change). Then the region and its complement
+    have the same components under 4- and 8-connectivity, and its outline along cell edges
+    never touches itself."""
+    return _well_composed(mask)[0]
 
 
 def open_holes(component: np.ndarray) -> np.ndarray:
@@ -234,6 +274,18 @@ def open_holes(component: np.ndarray) -> np.ndarray:
     return comp
 
 
+def _has_holes(component: np.ndarray) -> bool:
+    """Whether the component encloses non-component cells (looked at on its bounding box)."""
+    box = _bbox(component)
+    if box is None:
+        return False
+    r0, r1, c0, c1 = box
+    crop = np.ascontiguousarray(np.asarray(component, dtype=bool)[r0:r1, c0:c1]).view(np.uint8)
+    crop = cv2.copyMakeBorder(crop, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    _, hier = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    return hier is not None and bool((hier[0][:, 3] >= 0).any())
+
+
 def polygon_region(component: np.ndarray, dist2: np.ndarray | None,
                    min_cells: int = 1) -> np.ndarray:
     """The cells a boundary polygon may cover: the 4-connected part of ``component`` nearest
@@ -243,64 +295,93 @@ def polygon_region(component: np.ndarray, dist2: np.ndarray | None,
     for _ in range(16):
         if not region.any():
             return region
-        fixed = open_holes(well_composed(region)).astype(bool)
-        if fixed.sum() == region.sum():  # both only remove cells: nothing changed
+        fixed, dropped = _well_composed(region)
+        cut = _has_holes(fixed)
+        if cut:
+            fixed = open_holes(fixed).astype(bool)
+        if not (dropped or cut):  # both only remove cells: nothing changed
             return region
-        region = nearest_component(fixed, dist2, min_cells, connectivity=4)
+        part = nearest_component(fixed, dist2, min_cells, connectivity=4)
+        if not cut and np.count_nonzero(part) == np.count_nonzero(fixed):
+            # well-composed, without holes and still one piece: another pass changes nothing
+            return part
+        region = part
     log.debug("boundary region did not settle; using no free space")
     return np.zeros_like(region)
 
 
 # --- exact outline ----------------------------------------------------------------------------
 
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
+
 def lattice_outline(region: np.ndarray) -> np.ndarray:
     """Outline (N, 2) of a well-composed, hole-free, 4-connected region along cell edges.
 
     Vertices are cell corners in cell units (x = column, y = row, so cell (r, c) spans
     [c, c+1] x [r, r+1]), counter-clockwise (region on the left), corners only (collinear
-    points dropped), not repeated at the end. Raises ValueError when the region has more
-    than one boundary loop (holes, several components).
+    points dropped), starting at the corner with the smallest (y, x), not repeated at the
+    end. Raises ValueError when the region has more than one boundary loop (holes, several
+    components).
     """
-    m = np.pad(np.asarray(region, dtype=bool), 1)
-    wp = m.shape[1]  # padded; lattice vertex (x, y) of the unpadded grid is (x+1, y+1)
-    inner = m[1:-1, 1:-1]
-    rr, cc = np.nonzero(inner)
-    if len(rr) == 0:
+    box = _bbox(region)
+    if box is None:
         return np.zeros((0, 2), np.int64)
-    stride = wp + 1
-    r, c = rr + 1, cc + 1
-    starts, ends = [], []
-    below = ~m[r - 1, c]  # edge y = r, direction +x
-    starts.append(r[below] * stride + c[below])
-    ends.append(r[below] * stride + c[below] + 1)
-    above = ~m[r + 1, c]  # edge y = r+1, direction -x
-    starts.append((r[above] + 1) * stride + c[above] + 1)
-    ends.append((r[above] + 1) * stride + c[above])
-    left = ~m[r, c - 1]  # edge x = c, direction -y
-    starts.append((r[left] + 1) * stride + c[left])
-    ends.append(r[left] * stride + c[left])
-    right = ~m[r, c + 1]  # edge x = c+1, direction +y
-    starts.append(r[right] * stride + c[right] + 1)
-    ends.append((r[right] + 1) * stride + c[right] + 1)
-    s = np.concatenate(starts)
-    e = np.concatenate(ends)
-    if len(np.unique(s)) != len(s):
+    r0, r1, c0, c1 = box
+    crop = np.ascontiguousarray(np.asarray(region, dtype=bool)[r0:r1, c0:c1]).view(np.uint8)
+    m = cv2.copyMakeBorder(crop, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    wp = m.shape[1]
+    # the cells with a 4-neighbour outside the region carry every boundary edge
+    inner = cv2.erode(m, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    idx = np.flatnonzero(m > inner)
+    flat = m.ravel()
+    r, c = np.divmod(idx, wp)
+    stride = wp + 1  # lattice point (x, y) of the padded crop is y * stride + x
+    base = r * stride + c
+    below, above = base[flat[idx - wp] == 0], base[flat[idx + wp] == 0]
+    left, right = base[flat[idx - 1] == 0], base[flat[idx + 1] == 0]
+    # directed edges, region on the left: y = r (+x), y = r+1 (-x), x = c (-y), x = c+1 (+y)
+    s = np.concatenate([below, above + stride + 1, left + stride, right + 1])
+    e = np.concatenate([below + 1, above + stride, left, right + stride + 1])
+    order = np.argsort(s, kind="stable")
+    starts = s[order]
+    if (starts[1:] == starts[:-1]).any():
         raise ValueError("region is not well-composed (a boundary vertex has two exits)")
-    succ = dict(zip(s.tolist(), e.tolist(), strict=True))
-    first = int(s.min())
-    path = [first]
-    v = succ[first]
-    while v != first:
-        path.append(v)
-        v = succ[v]
-    if len(path) != len(s):
-        raise ValueError(f"region has {len(s) - len(path)} boundary edges off its outer loop "
-                         "(holes or several components)")
-    ids = np.asarray(path, np.int64)
-    pts = np.stack([ids % stride - 1, ids // stride - 1], axis=1)
-    prev, nxt = np.roll(pts, 1, axis=0), np.roll(pts, -1, axis=0)
-    turn = _cross(prev, pts, nxt)
-    return pts[turn != 0]
+    pos = np.minimum(np.searchsorted(starts, e), len(starts) - 1)
+    if not (starts[pos] == e).all():
+        raise ValueError("region outline is not closed")
+    walk = _cycle_order(order[pos], int(order[0]))  # from the edge at the smallest (y, x)
+    if walk is None:
+        raise ValueError("region has boundary edges off its outer loop (holes or several "
+                         "components)")
+    step = (e - s)[walk]  # +-1 along x, +-stride along y: a corner where it changes
+    corner = np.empty(len(walk), bool)
+    corner[0] = step[0] != step[-1]
+    np.not_equal(step[1:], step[:-1], out=corner[1:])
+    y, x = np.divmod(s[walk[corner]], stride)
+    return np.stack([x + (c0 - 1), y + (r0 - 1)], axis=1).astype(np.int64)
+
+
+def _cycle_order(succ: np.ndarray, first: int) -> np.ndarray | None:
+    """The items of the permutation ``succ`` in the order of its cycle through ``first``,
+    or None when that cycle does not hold every item (pointer jumping: log2(n) vectorised
+    steps instead of n Python ones)."""
+    n = len(succ)
+    pred = np.empty(n, np.intp)
+    pred[succ] = np.arange(n)
+    last = int(pred[first])  # the cycle cut before ``first``: every item walks to ``last``
+    nxt = succ.astype(np.intp, copy=True)
+    nxt[last] = last
+    dist = np.ones(n, np.intp)
+    dist[last] = 0
+    for _ in range(max(1, (n - 1).bit_length())):
+        dist += dist[nxt]
+        nxt = nxt[nxt]
+    if not (nxt == last).all():
+        return None
+    walk = np.empty(n, np.intp)
+    walk[(n - 1) - dist] = np.arange(n)
+    return walk
 
 
 def _cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -314,7 +395,7 @@ def _cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _winding(px: np.ndarray, py: np.ndarray, poly: np.ndarray) -> np.ndarray:
     """Winding numbers of points (px, py) with respect to the closed polygon ``poly``."""
     x1, y1 = poly[:, 0].astype(np.float64), poly[:, 1].astype(np.float64)
-    x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
+    x2, y2 = np.concatenate([x1[1:], x1[:1]]), np.concatenate([y1[1:], y1[:1]])
     px, py = px[:, None], py[:, None]
     side = (x2 - x1) * (py - y1) - (px - x1) * (y2 - y1)
     up = (y1 <= py) & (y2 > py) & (side > 0)
@@ -323,26 +404,39 @@ def _winding(px: np.ndarray, py: np.ndarray, poly: np.ndarray) -> np.ndarray:
 
 
 class _Region:
-    """A bool cell mask padded by one ring of non-region cells, queried in cell units.
+    """A bool cell mask, cropped to a bounding box (``box``: row0, row1, col0, col1) and padded
+    by one ring of non-region cells, queried in the grid's cell units.
 
     Keeps, per column, the running count of non-region cells, so "are rows r0..r1 of
     column c all region" costs two lookups for any number of columns at once.
     """
 
-    def __init__(self, region: np.ndarray) -> None:
-        self.cells = np.pad(np.asarray(region, dtype=bool), 1)  # index [row + 1, col + 1]
+    def __init__(self, region: np.ndarray, box: tuple[int, int, int, int]) -> None:
+        r0, r1, c0, c1 = box
+        crop = np.ascontiguousarray(np.asarray(region, dtype=bool)[r0:r1, c0:c1])
+        self.cells = cv2.copyMakeBorder(crop.view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT,
+                                        value=0).view(bool)  # [row - r0 + 1, col - c0 + 1]
         h, w = self.cells.shape
+        self._row, self._col, self._w = 1 - r0, 1 - c0, w
         self._bad = np.zeros((h + 1, w), np.int32)
         np.cumsum(~self.cells, axis=0, out=self._bad[1:])
+        self._bad_flat = self._bad.reshape(-1)
+        self._flat = memoryview(self._bad_flat)  # fast scalar reads
+        # per padded column: the flat index of (row 0 of the grid, that column)
+        self._base = np.arange(w, dtype=np.float64) + self._row * w
+
+    def cell(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Whether cells (rows, cols) are region (the padding ring may be asked for)."""
+        return self.cells[rows + self._row, cols + self._col]
 
     def rows_in(self, cols: np.ndarray, r0: np.ndarray, r1: np.ndarray) -> bool:
         """True when, for each column, the rows r0 .. r1 - 1 (cell units) are all region.
 
-        Columns -1 .. width and rows -1 .. height (the padding ring) may be asked for; an
-        empty range (r1 <= r0) is trivially fine.
+        The columns and rows of the padding ring may be asked for; an empty range
+        (r1 <= r0) is trivially fine.
         """
-        c = cols + 1
-        return not bool((self._bad[r1 + 1, c] - self._bad[r0 + 1, c] > 0).any())
+        c = cols + self._col
+        return not bool((self._bad[r1 + self._row, c] - self._bad[r0 + self._row, c] > 0).any())
 
     def segment_in(self, x0: float, y0: float, x1: float, y1: float) -> bool:
         """True when every cell whose interior the segment (lattice end points) passes
@@ -354,57 +448,80 @@ class _Region:
             x0, y0, x1, y1 = x1, y1, x0, y0
         slope = (y1 - y0) / (x1 - x0)
         if x1 - x0 <= SHORT:  # a few columns: plain Python beats numpy's per-call cost
-            bad = self._bad
+            bad, w, row, col = self._flat, self._w, self._row, self._col
+            ceil, floor = math.ceil, math.floor
             for c in range(int(x0), int(x1)):
                 ya, yb = y0 + (c - x0) * slope, y0 + (c + 1 - x0) * slope
                 lo, hi = (ya, yb) if yb > ya else (yb, ya)
-                if bad.item(math.ceil(hi) + 1, c + 1) > bad.item(math.floor(lo) + 1, c + 1):
+                if bad[(ceil(hi) + row) * w + c + col] > bad[(floor(lo) + row) * w + c + col]:
                     return False
             return True
-        cols = np.arange(int(x0), int(x1) + 1)
-        ys = y0 + (cols - x0) * slope
+        n = int(x1) - int(x0)
+        ys = np.arange(n + 1, dtype=np.float64)
+        ys *= slope
+        ys += y0
         if y1 > y0:  # rising: each strip spans [y(c), y(c+1)]
             lo, hi = ys[:-1], ys[1:]
         else:
             lo, hi = ys[1:], ys[:-1]
-        return self.rows_in(cols[:-1], np.floor(lo).astype(np.intp),
-                            np.ceil(hi).astype(np.intp))
+        # flat indices into the running counts: (row + row offset) * width + column
+        base = self._base[int(x0) + self._col:int(x1) + self._col]
+        top = np.ceil(hi)
+        top *= self._w
+        top += base
+        low = np.floor(lo)
+        low *= self._w
+        low += base
+        bad = self._bad_flat
+        return not bool((bad[top.astype(np.intp)] > bad[low.astype(np.intp)]).any())
 
 
 class _Shortcuts:
     """Tests whether replacing an outline chain by a straight shortcut keeps the polygon
     inside the region (see :meth:`ok`). Chains are slices of the outline repeated twice, so
-    chain i..j (j < i + n) needs no modulo."""
+    chain i..j (j < i + n) needs no modulo. Scalar work runs on Python ints (the vertices
+    are lattice points, so every product and area below is exact)."""
 
-    def __init__(self, region: np.ndarray, outline: np.ndarray) -> None:
-        self.region = _Region(region)
+    def __init__(self, region: np.ndarray, outline: np.ndarray,
+                 box: tuple[int, int, int, int] | None = None) -> None:
+        box = box or _bbox(region) or (0, 1, 0, 1)
+        self.region = _Region(region, box)
         self.outline = outline
         self.n = n = len(outline)
         self.pts = np.concatenate([outline, outline]).astype(np.float64)
         x, y = self.pts[:, 0], self.pts[:, 1]
         # running sum of the shoelace terms: the area of chain i..j closed by its shortcut
         self._shoelace = np.concatenate([[0.0], np.cumsum(x[:-1] * y[1:] - x[1:] * y[:-1])])
-        self._xs, self._ys = x.tolist(), y.tolist()
-        h, w = region.shape
-        self._stride = w + 1
-        self._vertex = np.full((h + 1) * (w + 1), -1, np.intp)
-        self._vertex[outline[:, 1] * (w + 1) + outline[:, 0]] = np.arange(n)
+        self._sl = self._shoelace.tolist()
+        twice = np.concatenate([outline, outline]).astype(np.int64)
+        self._xs, self._ys = twice[:, 0].tolist(), twice[:, 1].tolist()
+        self._x, self._y = self.pts[:, 0].copy(), self.pts[:, 1].copy()  # contiguous
+        r0, r1, c0, c1 = box
+        self._x0, self._y0 = c0, r0
+        self._stride = c1 - c0 + 1  # lattice points of the box
+        vertex = np.full((r1 - r0 + 1) * self._stride, -1, np.int32)
+        vertex[(outline[:, 1] - r0) * self._stride + outline[:, 0] - c0] = np.arange(n)
+        self._vertex = memoryview(vertex)
 
     def _touches_other_vertex(self, i: int, j: int) -> bool:
         """Whether the segment i-j passes through an outline vertex outside chain i..j (the
         polygon would touch itself there)."""
-        p, q = self.outline[i % self.n], self.outline[j % self.n]
-        dx, dy = int(q[0] - p[0]), int(q[1] - p[1])
-        g = math.gcd(abs(dx), abs(dy))
+        xs, ys = self._xs, self._ys
+        px, py = xs[i], ys[i]
+        dx, dy = xs[j] - px, ys[j] - py
+        g = math.gcd(dx, dy)
         if g < 2:
             return False
-        k = np.arange(1, g)
-        ids = self._vertex[(int(p[1]) + k * (dy // g)) * self._stride + int(p[0])
-                           + k * (dx // g)]
-        ids = ids[ids >= 0]
-        offset = (ids - i) % self.n
-        in_chain = (offset > 0) & (offset < j - i)  # vertices the shortcut removes anyway
-        return bool(len(ids) and not in_chain.all())
+        step = (dy // g) * self._stride + dx // g
+        at = (py - self._y0) * self._stride + px - self._x0
+        vertex, n, span = self._vertex, self.n, j - i
+        for _ in range(1, g):
+            at += step
+            v = vertex[at]
+            # a vertex inside the chain is removed by the shortcut anyway
+            if v >= 0 and not 0 < (v - i) % n < span:
+                return True
+        return False
 
     def chain(self, i: int, j: int) -> np.ndarray:
         """Outline vertices i..j (0 <= i < n, i < j < i + n)."""
@@ -423,19 +540,20 @@ class _Shortcuts:
         """
         if self._touches_other_vertex(i, j):
             return False
-        (px, py), (qx, qy) = self.pts[i], self.pts[j]
+        xs, ys = self._xs, self._ys
+        px, py, qx, qy = xs[i], ys[i], xs[j], ys[j]
         if px != qx and py != qy:
             return self.region.segment_in(px, py, qx, qy)
         # along a grid line: the cells on both sides that are not region must be outside
         if px == qx:
-            y = np.arange(min(py, qy), max(py, qy)).astype(np.intp)
+            y = np.arange(min(py, qy), max(py, qy), dtype=np.intp)
             rows = np.concatenate([y, y])
-            cols = np.concatenate([np.full_like(y, int(px) - 1), np.full_like(y, int(px))])
+            cols = np.concatenate([np.full_like(y, px - 1), np.full_like(y, px)])
         else:
-            x = np.arange(min(px, qx), max(px, qx)).astype(np.intp)
+            x = np.arange(min(px, qx), max(px, qx), dtype=np.intp)
             cols = np.concatenate([x, x])
-            rows = np.concatenate([np.full_like(x, int(py) - 1), np.full_like(x, int(py))])
-        outside = ~self.region.cells[rows + 1, cols + 1]
+            rows = np.concatenate([np.full_like(x, py - 1), np.full_like(x, py)])
+        outside = ~self.region.cell(rows, cols)
         if not outside.any():
             return True
         cx = cols[outside] + 0.5
@@ -444,33 +562,36 @@ class _Shortcuts:
 
     def measure(self, i: int, j: int) -> tuple[float, int, int]:
         """(area between chain i..j and its shortcut, the chain vertex farthest from the
-        shortcut, the vertex farthest on its inner side or -1 when none is)."""
-        if j - i <= SHORT:
-            return self._measure_short(i, j)
-        pts = self.pts
-        (px, py), (qx, qy) = pts[i], pts[j]
-        inner = pts[i + 1:j]
-        side = (qx - px) * (inner[:, 1] - py) - (qy - py) * (inner[:, 0] - px)  # > 0: left
-        far = i + 1 + int(np.argmax(np.abs(side)))
-        k = int(np.argmax(side))
-        dip = i + 1 + k if side[k] > 0 else -1
-        area = 0.5 * abs(float(self._shoelace[j] - self._shoelace[i]) + (qx * py - px * qy))
-        return area, far, dip
-
-    def _measure_short(self, i: int, j: int) -> tuple[float, int, int]:
+        shortcut, the vertex farthest on its inner side or -1 when none is); the first of
+        equals."""
         xs, ys = self._xs, self._ys
         px, py, qx, qy = xs[i], ys[i], xs[j], ys[j]
-        dx, dy = qx - px, qy - py
-        far = dip = -1
-        far_v = dip_v = 0.0
-        for k in range(i + 1, j):
-            side = dx * (ys[k] - py) - dy * (xs[k] - px)
-            if abs(side) > far_v or far < 0:
-                far, far_v = k, abs(side)
-            if side > dip_v:
-                dip, dip_v = k, side
-        area = 0.5 * abs(float(self._shoelace[j] - self._shoelace[i]) + (qx * py - px * qy))
-        return area, far, dip
+        area = 0.5 * abs(self._sl[j] - self._sl[i] + (qx * py - px * qy))
+        if j - i <= SHORT:  # plain Python beats numpy's per-call cost
+            dx, dy = qx - px, qy - py
+            offset = dy * px - dx * py
+            far = dip = -1
+            far_v, dip_v = -1, 0
+            for k in range(i + 1, j):
+                side = dx * ys[k] - dy * xs[k] + offset  # > 0: left of the shortcut
+                size = side if side >= 0 else -side
+                if size > far_v:
+                    far, far_v = k, size
+                if side > dip_v:
+                    dip, dip_v = k, side
+            return area, far, dip
+        # side - offset over the chain; its extremes give both answers (exact: lattice ints)
+        side = (qx - px) * self._y[i + 1:j] - (qy - py) * self._x[i + 1:j]
+        offset = (qy - py) * px - (qx - px) * py
+        hi, lo = int(side.argmax()), int(side.argmin())
+        top, bottom = side.item(hi) + offset, side.item(lo) + offset
+        if top > -bottom:
+            far = hi
+        elif top < -bottom:
+            far = lo
+        else:
+            far = min(hi, lo)
+        return area, i + 1 + far, i + 1 + hi if top > 0 else -1
 
 
 def refine_inside(region: np.ndarray, outline: np.ndarray, max_vertices: int,
@@ -493,23 +614,26 @@ def refine_inside(region: np.ndarray, outline: np.ndarray, max_vertices: int,
     if b < a:
         a, b = b, a
     heap: list[tuple[float, int, int, int]] = []
+    measure, ok, heappush = sc.measure, sc.ok, heapq.heappush
+    must = -math.inf
 
     def push(i: int, j: int) -> None:
         if j - i < 2:
             return
-        area, far, dip = sc.measure(i, j)
-        if dip >= 0 or not sc.ok(i, j):
-            heapq.heappush(heap, (-math.inf, i, j, dip if dip >= 0 else far))
+        area, far, dip = measure(i, j)
+        if dip >= 0:
+            heappush(heap, (must, i, j, dip))
+        elif not ok(i, j):
+            heappush(heap, (must, i, j, far))
         else:
-            heapq.heappush(heap, (-area, i, j, far))
+            heappush(heap, (-area, i, j, far))
 
     push(a, b)
     push(b, a + n)
     vertices = {a % n, b % n}
     while heap:
         negp, i, j, k = heap[0]
-        prio = -negp
-        if prio != math.inf and (len(vertices) >= max_vertices or prio <= tolerance):
+        if negp != must and (len(vertices) >= max_vertices or -negp <= tolerance):
             break
         heapq.heappop(heap)
         vertices.add(k % n)
@@ -521,10 +645,26 @@ def refine_inside(region: np.ndarray, outline: np.ndarray, max_vertices: int,
 def _point_in_triangles(px: np.ndarray, py: np.ndarray, a: np.ndarray, b: np.ndarray,
                         c: np.ndarray) -> np.ndarray:
     """(T, P) bool: points inside or on the (counter-clockwise) triangles a, b, c."""
-    def side(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        return ((v[:, 0] - u[:, 0])[:, None] * (py[None] - u[:, 1][:, None])
-                - (v[:, 1] - u[:, 1])[:, None] * (px[None] - u[:, 0][:, None]))
-    return (side(a, b) >= 0) & (side(b, c) >= 0) & (side(c, a) >= 0)
+    ax, ay = a[:, 0, None], a[:, 1, None]
+    bx, by = b[:, 0, None], b[:, 1, None]
+    cx, cy = c[:, 0, None], c[:, 1, None]
+    inside = (bx - ax) * (py - ay) >= (by - ay) * (px - ax)
+    inside &= (cx - bx) * (py - by) >= (cy - by) * (px - bx)
+    inside &= (ax - cx) * (py - cy) >= (ay - cy) * (px - cx)
+    return inside
+
+
+def _ear_rows(p: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For vertices ``rows`` of the closed polygon ``p``: the turn (cross product) at each,
+    and which vertices lie inside or on its triangle (prev, v, next), its own three
+    excluded."""
+    m = len(p)
+    prev, nxt = (rows - 1) % m, (rows + 1) % m
+    cross = _cross(p[prev], p[rows], p[nxt])
+    inside = _point_in_triangles(p[None, :, 0], p[None, :, 1], p[prev], p[rows], p[nxt])
+    k = np.arange(len(rows))
+    inside[k, rows] = inside[k, prev] = inside[k, nxt] = False
+    return cross, inside
 
 
 def clip_ears(pts: np.ndarray, max_vertices: int) -> np.ndarray:
@@ -535,44 +675,55 @@ def clip_ears(pts: np.ndarray, max_vertices: int) -> np.ndarray:
     triangle off: the polygon stays simple and inside the old one. Every simple polygon with
     four or more vertices has two ears, so any bound >= 3 is met. Ears that are not
     neighbours stay ears when others go, so large polygons lose several per round.
+
+    Each round only re-tests the vertices next to those removed: the others keep their
+    triangle, whose content only loses the removed vertices.
     """
     pts = np.asarray(pts, dtype=np.float64)
     alive = np.arange(len(pts))
     target = max(3, max_vertices)
+    if len(alive) <= target:
+        return pts[alive]
+    m = len(pts)
+    cross, inside = _ear_rows(pts, np.arange(m))
     while len(alive) > target:
-        p = pts[alive]
-        m = len(p)
-        prev_i, next_i = np.roll(np.arange(m), 1), np.roll(np.arange(m), -1)
-        prev, nxt = p[prev_i], p[next_i]
-        cross = _cross(prev, p, nxt)
-        cand = np.flatnonzero(cross >= 0)
-        if not len(cand):
+        m = len(alive)
+        convex = cross >= 0
+        if not convex.any():
             break
-        inside = _point_in_triangles(p[:, 0], p[:, 1], prev[cand], p[cand], nxt[cand])
-        rows = np.arange(len(cand))
-        inside[rows, cand] = inside[rows, prev_i[cand]] = inside[rows, next_i[cand]] = False
-        ears = cand[~inside.any(axis=1) | (cross[cand] == 0)]
+        ear = convex & (~inside.any(axis=1) | (cross == 0))
+        ears = np.flatnonzero(ear)
         if not len(ears):  # cannot happen for a simple polygon; keep what we have
             log.debug("ear clipping found no ear at %d vertices", m)
             break
-        ears = ears[np.argsort(cross[ears], kind="stable")]
-        budget = min(m - target, max(1, m // 16))
-        taken = np.zeros(m, bool)
+        ears = ears[np.argsort(cross[ears], kind="stable")].tolist()
+        budget = min(m - target, max(1, m // EAR_ROUND))
+        taken = [False] * m
         picked = []
         for v in ears:
             if len(picked) == budget:
                 break
-            if not (taken[prev_i[v]] or taken[next_i[v]]):
+            if not (taken[v - 1] or taken[(v + 1) % m]):
                 taken[v] = True
                 picked.append(v)
-        alive = np.delete(alive, picked)
+        # neighbours of removed vertices get new triangles; none of them is removed
+        touched = sorted({(v - 1) % m for v in picked} | {(v + 1) % m for v in picked})
+        picked.sort()
+        keep = np.ones(m, bool)
+        keep[picked] = False
+        alive = alive[keep]
+        cross, inside = cross[keep], inside[keep][:, keep]
+        if len(alive) > target:
+            redo = np.asarray([u - bisect.bisect_left(picked, u) for u in touched], np.intp)
+            cross[redo], inside[redo] = _ear_rows(pts[alive], redo)
     return pts[alive]
 
 
 def signed_area(pts: np.ndarray) -> float:
     """Shoelace area of a closed polygon (N, 2); positive when counter-clockwise."""
     x, y = pts[:, 0], pts[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+    wrap = float(x[-1] * y[0] - y[-1] * x[0])
+    return 0.5 * (float(np.dot(x[:-1], y[1:]) - np.dot(y[:-1], x[1:])) + wrap)
 
 
 def _crossings(p: np.ndarray, q: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -584,26 +735,31 @@ def _crossings(p: np.ndarray, q: np.ndarray, a: np.ndarray, b: np.ndarray) -> np
 
 def is_simple(pts: np.ndarray, strict: bool = False) -> bool:
     """True when no two non-adjacent edges of the closed polygon properly cross; with
-    ``strict`` also when no vertex lies on a non-adjacent edge (no touching either)."""
+    ``strict`` also when no vertex lies on a non-adjacent edge (no touching either). Only
+    pairs whose bounding boxes meet are tested exactly."""
+    pts = np.asarray(pts)
     n = len(pts)
     if n < 4:
         return True
-    a, b = pts, np.roll(pts, -1, axis=0)
-    cross = _crossings(a[:, None], b[:, None], a[None], b[None])
-    i, j = np.triu_indices(n, 2)
+    a = pts
+    b = np.concatenate([pts[1:], pts[:1]])
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    lx, ly, hx, hy = lo[:, 0], lo[:, 1], hi[:, 0], hi[:, 1]
+    near = ((lx[:, None] <= hx[None]) & (lx[None] <= hx[:, None])
+            & (ly[:, None] <= hy[None]) & (ly[None] <= hy[:, None]))
+    i, j = np.nonzero(np.triu(near, 2))
     keep = ~((i == 0) & (j == n - 1))
-    if cross[i[keep], j[keep]].any():
+    i, j = i[keep], j[keep]
+    if len(i) and _crossings(a[i], b[i], a[j], b[j]).any():
         return False
     if not strict:
         return True
-    # vertex v on edge e (v not an end of e): collinear and within the edge's extent
-    v = pts[:, None, :]
-    on_line = _cross(a[None], b[None], v) == 0
-    lo, hi = np.minimum(a, b)[None], np.maximum(a, b)[None]
-    within = ((v >= lo) & (v <= hi)).all(axis=-1)
-    idx = np.arange(n)
-    ends = (idx[:, None] == idx[None]) | (idx[:, None] == (idx[None] + 1) % n)
-    return not bool((on_line & within & ~ends).any())
+    # vertex v on edge e (v not an end of e): within the edge's extent and collinear
+    vx, vy = pts[:, 0, None], pts[:, 1, None]
+    v, e = np.nonzero((vx >= lx) & (vx <= hx) & (vy >= ly) & (vy <= hy))
+    other = (v != e) & (v != (e + 1) % n)
+    v, e = v[other], e[other]
+    return not bool(len(v) and (_cross(a[e], b[e], pts[v]) == 0).any())
 
 
 def simplify_keep_simple(pts: np.ndarray, max_vertices: int) -> np.ndarray:
@@ -636,10 +792,12 @@ def polygon_coverage(poly: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarr
     y_hi = max(h, math.ceil(poly[:, 1].max()))
     ww, hh = x_hi - x_lo, y_hi - y_lo
     p = poly - (x_lo, y_lo)
-    q = np.roll(p, -1, axis=0)
+    q = np.concatenate([p[1:], p[:1]])
     keep = p[:, 1] != q[:, 1]  # horizontal edges add nothing
     p, q = p[keep], q[keep]
     d = q - p
+    # clockwise polygons give negative areas: the sign goes on the pieces (exact, +-1)
+    sign = -1.0 if signed_area(poly) > 0 else 1.0
     # parameters t of every grid-line crossing of every edge, plus its two ends
     ts, ids = [np.zeros(len(p)), np.ones(len(p))], [np.arange(len(p))] * 2
     for axis in (0, 1):
@@ -658,16 +816,18 @@ def polygon_coverage(poly: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarr
     t, e = t[order], e[order]
     same = e[1:] == e[:-1]
     e0, ta, tb = e[:-1][same], t[:-1][same], t[1:][same]
-    xa, xb = p[e0, 0] + ta * d[e0, 0], p[e0, 0] + tb * d[e0, 0]
-    ya, yb = p[e0, 1] + ta * d[e0, 1], p[e0, 1] + tb * d[e0, 1]
-    j = np.floor(0.5 * (xa + xb)).astype(np.intp)
+    px, py, dx, dy = p[:, 0][e0], p[:, 1][e0], d[:, 0][e0], d[:, 1][e0]
+    xa, xb = px + ta * dx, px + tb * dx
+    ya, yb = py + ta * dy, py + tb * dy
+    xm = 0.5 * (xa + xb)
+    j = np.floor(xm).astype(np.intp)
     i = np.floor(0.5 * (ya + yb)).astype(np.intp)
-    dyp = yb - ya
+    dyp = (yb - ya) * sign
     width = ww + 2  # a vertical edge on the right border lands in column ww
-    area = np.bincount(i * width + j, dyp * ((j + 1) - 0.5 * (xa + xb)), hh * width)
+    area = np.bincount(i * width + j, dyp * ((j + 1) - xm), hh * width)
     cover = np.bincount(i * width + j + 1, dyp, hh * width)
     cov = (area + np.cumsum(cover.reshape(hh, width), axis=1).ravel()).reshape(hh, width)
-    cov = cov[:, :ww] * (-1.0 if signed_area(poly) > 0 else 1.0)
+    cov = cov[:, :ww]
     inside = cov[-y_lo:-y_lo + h, -x_lo:-x_lo + w]
     outside = float(cov.sum() - inside.sum())
     return inside, outside
