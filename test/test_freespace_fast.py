@@ -168,3 +168,30 @@ def test_coverage_is_the_same_either_way_round() -> None:
     a, oa = polygon_coverage(outline, region.shape)
     b, ob = polygon_coverage(outline[::-1], region.shape)
     assert np.allclose(a, b) and oa == pytest.approx(ob)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_beside_in_matches_the_cells(seed: int) -> None:
+    """The O(1) test of the cells on both sides of a grid-line segment."""
+    rng = np.random.default_rng(seed)
+    cells = blobs(rng, (30, 40))
+    box = fs._bbox(cells)
+    if box is None:
+        pytest.skip("empty")
+    region = fs._Region(cells, box)
+    r0, r1, c0, c1 = box
+    padded = np.pad(cells, 1)  # cell (r, c) at [r + 1, c + 1]; rows/cols -1 are outside
+    for _ in range(300):
+        vertical = bool(rng.integers(2))
+        a = int(rng.integers(c0, c1 + 1)) if vertical else int(rng.integers(r0, r1 + 1))
+        lo, hi = sorted(int(v) for v in rng.integers(r0 if vertical else c0,
+                                                     (r1 if vertical else c1) + 1, 2))
+        if lo == hi:
+            continue
+        if vertical:  # x = a from y = lo to hi: columns a - 1 and a
+            want = bool(padded[lo + 1:hi + 1, a:a + 2].all())
+            got = region.beside_in(a, lo, a, hi) and region.beside_in(a, hi, a, lo)
+        else:  # y = a from x = lo to hi: rows a - 1 and a
+            want = bool(padded[a:a + 2, lo + 1:hi + 1].all())
+            got = region.beside_in(lo, a, hi, a) and region.beside_in(hi, a, lo, a)
+        assert got == want

@@ -421,9 +421,26 @@ class _Region:
         self._bad = np.zeros((h + 1, w), np.int32)
         np.cumsum(~self.cells, axis=0, out=self._bad[1:])
         self._bad_flat = self._bad.reshape(-1)
+        bad_h = np.zeros((h, w + 1), np.int32)  # the same along rows: [row, col] = cols < col
+        np.cumsum(~self.cells, axis=1, out=bad_h[:, 1:])
+        self._flat_h = memoryview(bad_h.reshape(-1))
         self._flat = memoryview(self._bad_flat)  # fast scalar reads
         # per padded column: the flat index of (row 0 of the grid, that column)
         self._base = np.arange(w, dtype=np.float64) + self._row * w
+
+    def beside_in(self, x0: int, y0: int, x1: int, y1: int) -> bool:
+        """For a segment along a grid line (lattice end points): True when the cells on both
+        sides of it are all region (two lookups per side)."""
+        row, col = self._row, self._col
+        if x0 == x1:  # vertical: columns x0 - 1 and x0, rows between y0 and y1
+            lo, hi = (y0, y1) if y0 < y1 else (y1, y0)
+            bad, w = self._flat, self._w
+            a, b = (lo + row) * w + x0 + col, (hi + row) * w + x0 + col
+            return bad[b] == bad[a] and bad[b - 1] == bad[a - 1]
+        lo, hi = (x0, x1) if x0 < x1 else (x1, x0)
+        bad, w = self._flat_h, self._w + 1
+        a, b = (y0 + row) * w + lo + col, (y0 + row) * w + hi + col
+        return bad[b] == bad[a] and bad[b - w] == bad[a - w]
 
     def cell(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Whether cells (rows, cols) are region (the padding ring may be asked for)."""
@@ -545,6 +562,8 @@ class _Shortcuts:
         if px != qx and py != qy:
             return self.region.segment_in(px, py, qx, qy)
         # along a grid line: the cells on both sides that are not region must be outside
+        if self.region.beside_in(px, py, qx, qy):  # the usual case, in O(1)
+            return True
         if px == qx:
             y = np.arange(min(py, qy), max(py, qy), dtype=np.intp)
             rows = np.concatenate([y, y])
