@@ -143,3 +143,17 @@ def test_camera_info_pairing_by_stamp() -> None:
     assert "nearest is 0.000 s away" in buf.describe_miss(1_250, 0.0)
     assert buf.wait_match(1_500, 0.0, timeout_s=0.05) is None  # nothing came
     assert buf.wait_match(1_250, 0.0, timeout_s=5.0) is None  # 1_300 arrived: no wait
+
+
+def test_colorize_table_lookup_equals_the_gather() -> None:
+    """The OpenCV table lookup of uint8 ids gives exactly ``lut[labels]`` (every id, views
+    that are not contiguous, and the fallback for other id types)."""
+    from seg_perception.core.render import colorize, palette_lut
+
+    rng = np.random.default_rng(0)
+    lut = palette_lut(rng.integers(0, 256, (12, 3)).tolist())
+    labels = rng.integers(0, 256, (37, 53)).astype(np.uint8)
+    for ids in (labels, labels[:, ::2], labels.T):
+        out = colorize(ids, lut)
+        assert out.dtype == np.uint8 and np.array_equal(out, lut[ids])
+    assert np.array_equal(colorize(labels.astype(np.int64), lut), lut[labels])

@@ -872,7 +872,9 @@ def _read_ahead(reader: Reader, cams: dict[str, _Camera], summary: ProcessSummar
 # order (all cameras interleaved), passes Undecodable and Passthrough items on (in order,
 # or when its held frames go out), and yields FrameOutput items: the frames they cover and
 # the messages to write with their log times; a cycle's FrameOutput may cover the frames of
-# several cameras and carry a fused grid. The reader and the writer need no change.
+# several cameras and carry a fused grid. The reader and the writer need no change. Each
+# step runs in a thread of its own (pipeline_depth > 0): the engine is used by one step
+# only and the mappers (grid, polygon) by one other, as FramePipeline's docstring allows.
 
 
 @dataclass
