@@ -341,7 +341,15 @@ def test_bad_frames_are_named_and_set_the_exit_status(tmp_path: Path,
     assert_frame_exact(read_bag(tmp_path / "out2"), expected, skip=corrupt)
     assert cli_main([*args[:2], str(tmp_path / "out3"), *args[2:], "--pipeline-depth",
                      "-1"]) == 2
-    assert "--pipeline-depth -1 must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "out3").exists()
+    from seg_perception.cli import build_parser
+    from seg_perception.cli.process_cmd import build_options
+
+    parsed = build_parser().parse_args(["process", "in", "out", "--pipeline-depth", "0"])
+    assert build_options(parsed)[0].pipeline_depth == 0
+    with pytest.raises(ValueError, match="--pipeline-depth -1 must be >= 0"):
+        build_options(build_parser().parse_args(["process", "in", "out",
+                                                 "--pipeline-depth", "-1"]))
 
 
 def test_undeserialisable_frame_keeps_its_stamp(tmp_path: Path, engine: Any) -> None:
