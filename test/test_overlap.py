@@ -125,7 +125,7 @@ def test_leaving_early_stops_and_joins_every_thread(depth: int) -> None:
             if x == 40:
                 break
     assert not _workers("early")
-    assert closed.wait(5)
+    assert closed.is_set()  # closed by its thread before the block ended, not by the GC
     # bounded queues: the reader ran at most a few items ahead of the consumer
     assert len(produced) <= 11 + 3 * (depth + 2)
 

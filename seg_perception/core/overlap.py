@@ -105,9 +105,14 @@ class _Link:
 
 
 def _pump(items: Callable[[], Iterable[Any]], out: _Link) -> None:
-    """Thread body: every item of ``items()`` into ``out``, then the end or the failure."""
+    """Thread body: every item of ``items()`` into ``out``, then the end or the failure.
+
+    A generator left part-way (the chain stopped) is closed here, in the thread that ran
+    it, so its ``finally`` blocks (a bag reader's cursor) run before :func:`overlapped`
+    returns, not whenever it is collected."""
+    it = iter(items())
     try:
-        for item in items():
+        for item in it:
             if not out.put(item):
                 return
     except Cancelled:
@@ -115,6 +120,13 @@ def _pump(items: Callable[[], Iterable[Any]], out: _Link) -> None:
     except BaseException as exc:  # handed on to the consumer, never dropped
         out.put(_Failure(exc))
         return
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # the chain stopped: no consumer left to hand this to
+                log.warning("closing a stopped stage failed", exc_info=True)
     out.put(_END)
 
 
