@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -317,6 +316,8 @@ def bench_ort(args: argparse.Namespace, report: Report, names: list[str],
 
 def node_end_to_end(args: argparse.Namespace, report: Report) -> None:
     """seg_node on the device as its own process, measured by the latency probe over DDS."""
+    from seg_perception.core.procs import interrupt
+
     section: dict[str, Any] = {"model": args.node_model, "device": args.device,
                                "camera": list(args.camera)}
     report.data["node"] = section
@@ -357,13 +358,7 @@ def node_end_to_end(args: argparse.Namespace, report: Report) -> None:
         except Exception as exc:
             report.error("node", exc)
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            interrupt(proc)
             section["node_returncode"] = proc.returncode
             section["node_log_tail"] = log_path.read_text()[-4000:]
     report.save()

@@ -17,6 +17,8 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
+from seg_perception.core.procs import interrupt
+
 
 class NodeProcess:
     """``seg_node`` (or the ``module`` of another node, e.g. the lifecycle node) in its own
@@ -55,13 +57,7 @@ class NodeProcess:
         raise AssertionError(f"timed out waiting for {text!r} in the node log:\n{self.log()}")
 
     def stop(self) -> int:
-        if self.alive():
-            self.proc.send_signal(2)  # SIGINT, as Ctrl-C / ros2 launch do
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        interrupt(self.proc, timeout=15)  # SIGINT, as Ctrl-C / ros2 launch do
         self._log.close()
         return self.proc.returncode
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import signal
 import subprocess
 import sys
 import textwrap
@@ -39,6 +38,7 @@ from std_msgs.msg import Header
 
 from seg_perception.core import bagio
 from seg_perception.core.geometry import CameraModel
+from seg_perception.core.procs import interrupt
 from seg_perception.ros.params import PARAMS_BY_NAME
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -128,12 +128,7 @@ def hz(topic: str, publish: object, log: Path, seconds: float = 90.0) -> float:
                 publish()
                 time.sleep(0.25)
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            interrupt(proc)
     text = log.read_text()
     rates = [float(r) for r in re.findall(r"average rate: ([0-9.]+)", text)]
     assert len(rates) >= 3, text

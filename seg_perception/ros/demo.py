@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from ..core.demo_report import (
     write_synthetic_drive,
 )
 from ..core.geometry import GridSpec
+from ..core.procs import interrupt
 from .player import BagPlayer, PlayOptions, message_class
 
 log = logging.getLogger(__name__)
@@ -187,16 +187,6 @@ def _wait_ready(proc: subprocess.Popen, log_path: Path, timeout: float) -> None:
     raise RuntimeError(f"seg_node did not become ready in {timeout:.0f} s; see {log_path}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def run_demo(opts: DemoOptions) -> dict[str, Any]:
     """Run the whole demo; returns the summary that is also written to ``summary.json``."""
     from tqdm import tqdm
@@ -293,7 +283,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
                 time.sleep(0.2)
             time.sleep(2.5)  # the diagnostics that count every frame
     finally:
-        _stop(proc)
+        interrupt(proc)
         stop.set()
         if spinner.is_alive():
             spinner.join(timeout=2)

@@ -19,7 +19,6 @@ import contextlib
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..core.procs import interrupt
 
 DIAG_KEYS = ("frames_received", "frames_processed", "frames_dropped",
              "frames_lost_in_transport", "frames_bad", "frames_without_subscribers")
@@ -477,13 +478,7 @@ def run_soak(opts: SoakOptions, progress: Callable[[str], None] = print) -> dict
         flood.close()
         rclpy.try_shutdown()
         if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            interrupt(proc)
             if report:
                 report["node_exit_code"] = proc.returncode
     if report:
