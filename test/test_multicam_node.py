@@ -212,7 +212,8 @@ def test_four_cameras_over_dds_one_batch_per_cycle_and_a_fused_grid(tmp_path: Pa
             stamp = (T0 + i, 1000)
             fused_msg = cycle(i, scene, CAMERAS, stamp)
             fused, spec = grid_from_message(fused_msg)
-            assert fused.shape == SURROUND_GRID.shape and abs(spec.x_min - SURROUND_GRID.x_min) < 1e-5
+            assert fused.shape == SURROUND_GRID.shape
+            assert spec.x_min == pytest.approx(SURROUND_GRID.x_min)
             assert fused_msg.header.frame_id == "base_footprint"
             # the fused grid is the conservative fusion of the cameras' own grids
             probe.wait_until(lambda stamp=stamp: all(any(

@@ -20,10 +20,9 @@ import numpy as np
 from .camera import BODY_FROM_OPTICAL, CameraModel, CameraMounting
 from .fusion import fuse_grids
 from .grid import GridSpec
-from .transform import Transform
 from .mapper import DEFAULT_MAX_PIXEL_FOOTPRINT, DEFAULT_MAX_RANGE
 from .scene import SceneRender, SceneSpec, render_scene
-
+from .transform import Transform
 
 #: The vehicle's ground frame the rig is mounted in (REP 120).
 BASE_FRAME = "base_footprint"
