@@ -229,3 +229,36 @@ def test_fusion_keeps_grids_of_one_geometry_and_a_cycle_without_grids_fuses_noth
     results = pipeline.run([frame], coarse, {"drivable/grid"})
     assert results[0].grid is None
     assert pipeline.fuse(fusion, results, [2 * 10**9], coarse, {"drivable/grid"}) is None
+
+
+def test_fused_boundary_outlines_the_largest_free_region_at_the_vehicles_blind_spot() -> None:
+    """Around a surround rig the car stands in a blind spot; a sliver seen beside the
+    mirror is nearer than the road ahead, but the road ahead is what borders the blind spot
+    widest: that is the region the polygon outlines (conservatively)."""
+    from seg_perception.core.geometry import GridSpec, ego_component
+    from seg_perception.core.geometry.freespace import vehicle_component
+
+    spec = GridSpec(1.0, -10.0, 20.0, -10.0, 10.0)
+    grid = np.full(spec.shape, 100, np.int8)
+    gx, gy = spec.cell_centers()
+    grid[(np.abs(gx) < 3) & (np.abs(gy) < 2)] = -1  # the blind spot around the car
+    grid[(gx > 3) & (gx < 18) & (np.abs(gy) < 4)] = 0  # the road ahead
+    grid[(np.abs(gx) < 1) & (gy > 2) & (gy < 4)] = 0  # a sliver beside the car
+    region = vehicle_component(grid, spec, min_cells=1)
+    assert region is not None and region.sum() == ((gx > 3) & (gx < 18) & (np.abs(gy) < 4)).sum()
+    assert ego_component(grid, spec).sum() == 4  # the nearest-cell rule picks the sliver
+    config = PipelineConfig.from_params({"grid.resolution": 1.0, "grid.x_min": -10.0,
+                                         "grid.x_max": 20.0, "grid.y_min": -10.0,
+                                         "grid.y_max": 10.0})
+    fusion = GridFusion()
+    from seg_perception.core.pipeline import FrameResult
+
+    result = FrameResult(camera="front", grid=grid, grid_spec=config.grid)
+    fused = FramePipeline(RigTruthEngine({})).fuse(fusion, [result], [1], config,
+                                                   {"drivable/grid", "drivable/boundary"})
+    over, covered = overclaimed_cells(fused.boundary.astype(np.float32), grid, spec)
+    assert not over.any() and covered.sum() > 0.8 * region.sum()
+    # a grid whose ego cell is seen (a single forward camera's grid starts at x = 0 ahead of
+    # the origin) keeps the nearest-region rule
+    grid[spec.cell_of(0.0, 0.0)] = 100
+    assert vehicle_component(grid, spec) is None

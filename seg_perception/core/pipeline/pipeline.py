@@ -25,6 +25,7 @@ import numpy as np
 
 from ..config import MAX_CAMERAS, PipelineConfig
 from ..geometry import CameraInfoMismatchError, DrivableAreaMapper
+from ..geometry.freespace import vehicle_component
 from ..lru import LruCache
 from ..render import colorize, overlay, palette_lut
 from .frames import GRID_OUTPUTS, CameraFrame, FrameResult
@@ -193,7 +194,13 @@ class FramePipeline:
         t1 = time.perf_counter()
         fused.timings["fuse"] = (t1 - t0) * 1e3
         if "drivable/boundary" in want:
-            fused.boundary = self.boundary(fused.grid, config)
+            # The free region reached from the vehicle's blind spot (the largest bordering
+            # it), else the one nearest the vehicle; conservative either way.
+            mapper = self.mapper(FUSED, config)
+            region = vehicle_component(fused.grid, config.grid, mapper.ego_xy,
+                                       mapper.min_region_cells)
+            fused.boundary = (mapper.boundary_from_grid(fused.grid) if region is None
+                              else mapper.boundary_of_region(region))
             fused.timings["boundary"] = (time.perf_counter() - t1) * 1e3
         return fused
 
