@@ -275,3 +275,70 @@ def test_four_cameras_over_dds_one_batch_per_cycle_and_a_fused_grid(tmp_path: Pa
         assert node.alive() and "Traceback" not in node.log()
     finally:
         assert node.stop() == 0, node.log()
+
+
+def test_per_camera_parameters_from_a_params_file_and_the_ros2_cli(tmp_path: Path,
+                                                                  probe: Probe) -> None:
+    """The YAML layout users write (a camera's own values nested under its name), read by
+    rcl, listed and changed with the real `ros2 param`."""
+    import os
+    import subprocess
+    import sys
+
+    ns = "/it_multi_yaml"
+    params = tmp_path / "cams.yaml"
+    params.write_text(
+        "/**:\n  ros__parameters:\n    model: tiny_seg\n    device: cpu\n    cpu_threads: 1\n"
+        "    warmup: false\n    cameras: [front, rear]\n    front:\n"
+        "      input_transport: compressed\n    rear:\n      image_type: rectified\n"
+        "      camera:\n        yaw: 3.1416\n        z: 1.2\n")
+    log_path = tmp_path / "yaml.log"
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "seg_perception.ros.node", "--ros-args", "-r",
+             f"__ns:={ns}", "--params-file", str(params)], stdout=out,
+            stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        import time
+
+        deadline = time.monotonic() + 120
+        while "ready: listening on" not in log_path.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        assert (f"ready: listening on {ns}/front/image/compressed, {ns}/rear/image"
+                in log_path.read_text())
+        probe.wait_until(lambda: any(n == f"{ns}/front/image/compressed" for n, _ in
+                                     probe.node.get_subscriber_names_and_types_by_node(
+                                         "seg_node", ns)), timeout=30, what="subscriptions")
+        subs = dict(probe.node.get_subscriber_names_and_types_by_node("seg_node", ns))
+        assert subs[f"{ns}/front/image/compressed"] == ["sensor_msgs/msg/CompressedImage"]
+        assert subs[f"{ns}/rear/image"] == ["sensor_msgs/msg/Image"]
+        assert f"{ns}/rear/camera_info" in subs
+        ros2 = Path(sys.executable).parent / "ros2"
+        if not ros2.exists():
+            pytest.skip("the ros2 command is not installed (ROS 2 kit of ../shared/ros2)")
+
+        def cli(*args: str) -> subprocess.CompletedProcess:
+            wait = ["--timeout", "30"] if args[0] != "list" else []
+            return subprocess.run([str(ros2), "param", args[0], "--no-daemon", *wait,
+                                   f"{ns}/seg_node", *args[1:]], capture_output=True,
+                                  text=True, timeout=120, env=dict(os.environ))
+
+        out = cli("get", "cameras")
+        assert "String values are: ['front', 'rear']" in out.stdout, out.stdout + out.stderr
+        out = cli("get", "rear.camera.yaw")
+        assert "Double value is: 3.1416" in out.stdout, out.stdout + out.stderr
+        out = cli("describe", "front.input_transport")
+        assert "Camera front:" in out.stdout and "Read only: true" in out.stdout, out.stdout
+        out = cli("set", "rear.camera.pitch", "0.1")
+        assert "Set parameter successful" in out.stdout, out.stdout + out.stderr
+        out = cli("set", "rear.camera.z", "0")
+        assert "rear.camera.z = 0.0" in out.stdout + out.stderr, out.stdout + out.stderr
+        out = cli("list")
+        for name in ("front.image_type", "rear.camera.x", "fusion.max_age",
+                     "fusion.sync_window"):
+            assert name in out.stdout, out.stdout
+        assert "front.camera.yaw" in out.stdout
+    finally:
+        proc.send_signal(2)
+        assert proc.wait(timeout=30) == 0, log_path.read_text()
