@@ -319,7 +319,7 @@ def test_per_camera_parameters_from_a_params_file_and_the_ros2_cli(tmp_path: Pat
             pytest.skip("the ros2 command is not installed (ROS 2 kit of ../shared/ros2)")
 
         def cli(*args: str) -> subprocess.CompletedProcess:
-            wait = ["--timeout", "30"] if args[0] != "list" else []
+            wait = ["--timeout", "30"] if args[0] != "list" else ["--spin-time", "5"]
             return subprocess.run([str(ros2), "param", args[0], "--no-daemon", *wait,
                                    f"{ns}/seg_node", *args[1:]], capture_output=True,
                                   text=True, timeout=120, env=dict(os.environ))
