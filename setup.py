@@ -34,6 +34,7 @@ setup(
     entry_points={
         "console_scripts": [
             "seg_node = seg_perception.ros.node:main",
+            "seg_lifecycle_node = seg_perception.ros.lifecycle:main",
             "seg-perception = seg_perception.cli:main",
         ],
     },

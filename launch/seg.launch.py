@@ -7,6 +7,12 @@ Examples:
       checkpoint:=/data/PIDNet_S_Cityscapes_val.pt device:=cuda
   ros2 launch seg_perception seg.launch.py bag:=/data/drive.mcap \
       image_topic:=/camera/image_raw camera_info_topic:=/camera/camera_info rviz:=true
+  ros2 launch seg_perception seg.launch.py lifecycle:=true autostart:=false   # for a manager
+
+`lifecycle:=true` starts `seg_lifecycle_node` (the same node, managed) instead of `seg_node`;
+with `autostart:=true` (the default) the launch configures it and, once it is inactive,
+activates it; with `autostart:=false` it waits unconfigured for a lifecycle manager or
+`ros2 lifecycle set`.
 
 The Fast DDS profile (`fastdds_profile`) is given to the processes started here only (the node,
 the bag player, RViz), never set in the launch's environment, so a launch file that includes
@@ -20,15 +26,20 @@ import os
 from ament_index_python.packages import get_package_share_directory
 from launch.actions import (
     DeclareLaunchArgument,
+    EmitEvent,
     ExecuteProcess,
     LogInfo,
     OpaqueFunction,
     RegisterEventHandler,
 )
 from launch.event_handlers import OnProcessIO
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import ExecutableInPackage
+from lifecycle_msgs.msg import Transition
 
 from launch import LaunchDescription
 
@@ -38,7 +49,8 @@ OVERRIDES = ("model", "checkpoint", "device")
 TRUE, FALSE = ("true", "1"), ("false", "0")
 BOOL_CHOICES = ["true", "false", "True", "False", "1", "0"]
 PLAYERS = ["auto", "ros2", "seg-perception"]
-# seg_node logs this once its model is loaded and its subscription exists.
+# seg_node logs this once its model is loaded and its subscription exists (the lifecycle
+# node once it is active).
 READY_TEXT = "ready: listening on"
 CLOCK_HZ = "40"
 PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
@@ -95,11 +107,28 @@ def after_ready(node: Node, actions: list) -> RegisterEventHandler:
                                             on_stderr=on_output))
 
 
+def autostart_actions(node: LifecycleNode) -> list:
+    """Configure ``node``, then activate it once it is inactive (once: a later deactivate or
+    cleanup by a manager or a user is not undone)."""
+    def change(transition_id: int) -> EmitEvent:
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                           transition_id=transition_id))
+
+    return [
+        RegisterEventHandler(OnStateTransition(
+            target_lifecycle_node=node, start_state="configuring", goal_state="inactive",
+            entities=[change(Transition.TRANSITION_ACTIVATE)], handle_once=True)),
+        change(Transition.TRANSITION_CONFIGURE),
+    ]
+
+
 def _actions(context, *args, **kwargs):
     get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     bag = get("bag")
     use_sim_time = parse_bool("use_sim_time", get("use_sim_time")) or bool(bag)
     rviz = parse_bool("rviz", get("rviz"))
+    lifecycle = parse_bool("lifecycle", get("lifecycle"))
+    autostart = parse_bool("autostart", get("autostart"))
     params = [get("params_file"),
               {**{name: get(name) for name in OVERRIDES if get(name)},
                "use_sim_time": use_sim_time}]  # replaying a bag: the node runs on its /clock
@@ -109,9 +138,9 @@ def _actions(context, *args, **kwargs):
     # Large images need shared memory with big segments (UDP loses their fragments); only the
     # processes started here get the profile: nothing is set in the launch's environment.
     env = {PROFILE_ENV: profile} if profile else None
-    node = Node(
+    node = (LifecycleNode if lifecycle else Node)(
         package="seg_perception",
-        executable="seg_node",
+        executable="seg_lifecycle_node" if lifecycle else "seg_node",
         name="seg_node",
         namespace=get("namespace"),
         output="screen",
@@ -125,6 +154,8 @@ def _actions(context, *args, **kwargs):
         additional_env=env,
     )
     actions = [node]
+    if lifecycle and autostart:
+        actions += autostart_actions(node)
     if bag:
         cmd = player_command(get("bag_player"), bag)
         shown = " ".join(c if isinstance(c, str) else "seg-perception" for c in cmd)
@@ -174,6 +205,13 @@ def generate_launch_description():
                               description="rviz2 config for rviz:=true; empty: config/seg.rviz "
                                           "(config/seg_surround.rviz shows four cameras and "
                                           "the fused grid)"),
+        DeclareLaunchArgument("lifecycle", default_value="false", choices=BOOL_CHOICES,
+                              description="true: start seg_lifecycle_node, the managed "
+                                          "(lifecycle) node, instead of seg_node"),
+        DeclareLaunchArgument("autostart", default_value="true", choices=BOOL_CHOICES,
+                              description="with lifecycle:=true: configure and activate it "
+                                          "(false: leave it unconfigured for a lifecycle "
+                                          "manager or `ros2 lifecycle set`)"),
         DeclareLaunchArgument("bag", default_value="",
                               description="rosbag2 to replay with /clock once seg_node is "
                                           "ready (sets use_sim_time)"),

@@ -54,6 +54,16 @@ def require_ros2_launch() -> Path:
     return ros2
 
 
+def require_ros2_lifecycle() -> Path:
+    """Skip unless `ros2 lifecycle` and `ros2 param` are here; the `ros2` path."""
+    ros2 = ros2_executable()
+    missing = missing_modules("ros2cli", "ros2lifecycle", "ros2param")
+    if ros2 is None or missing:
+        what = ", ".join((["the `ros2` command"] if ros2 is None else []) + missing)
+        pytest.skip(f"real ROS 2 lifecycle tools absent ({what}): {KIT_HINT}")
+    return ros2
+
+
 def require_vision_msgs() -> None:
     if missing_modules("vision_msgs"):
         pytest.skip(f"vision_msgs (LabelInfo) is not installed: {KIT_HINT}")
@@ -89,6 +99,18 @@ def colcon_build(workspace: Path) -> Path:
     install = workspace / "install"
     assert (install / "setup.bash").is_file()
     return install
+
+
+_SESSION_INSTALL: dict[str, Path] = {}
+
+
+def session_install(factory: pytest.TempPathFactory) -> Path:
+    """:func:`colcon_build` once per test session (the launch and lifecycle tests share it);
+    skips like :func:`require_ros2_launch`."""
+    require_ros2_launch()
+    if "install" not in _SESSION_INSTALL:
+        _SESSION_INSTALL["install"] = colcon_build(factory.mktemp("colcon_ws"))
+    return _SESSION_INSTALL["install"]
 
 
 def process_env(pid: int) -> dict[str, str]:

@@ -19,11 +19,13 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 
 class NodeProcess:
-    """``seg_node`` in its own process; its stderr/stdout go to a log file we can read."""
+    """``seg_node`` (or the ``module`` of another node, e.g. the lifecycle node) in its own
+    process; its stderr/stdout go to a log file we can read."""
 
     def __init__(self, log_path: Path, params: dict[str, Any], namespace: str = "",
-                 remaps: dict[str, str] | None = None) -> None:
-        cmd = [sys.executable, "-m", "seg_perception.ros.node", "--ros-args"]
+                 remaps: dict[str, str] | None = None,
+                 module: str = "seg_perception.ros.node") -> None:
+        cmd = [sys.executable, "-m", module, "--ros-args"]
         for name, value in params.items():
             cmd += ["-p", f"{name}:={value}"]
         if namespace:

@@ -25,14 +25,13 @@ import rclpy
 from builtin_interfaces.msg import Time
 from ros2_tools import (
     RosLaunch,
-    colcon_build,
     missing_modules,
     pid_alive,
     process_env,
-    require_ros2_launch,
     ros2_executable,
     ros_env,
     run_ros2,
+    session_install,
 )
 from ros_harness import Probe
 from sensor_msgs.msg import Image
@@ -52,9 +51,8 @@ NODE_STARTED = r"\[seg_node-\d+\]: process started with pid \[\d+\]"
 
 @pytest.fixture(scope="module")
 def install(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """This checkout built with colcon, once for the module."""
-    require_ros2_launch()
-    return colcon_build(tmp_path_factory.mktemp("colcon_ws"))
+    """This checkout built with colcon, once for the session."""
+    return session_install(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

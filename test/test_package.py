@@ -55,6 +55,8 @@ def test_colcon_build_installs_node_launch_and_config(tmp_path: Path) -> None:
     share = tmp_path / "install" / "seg_perception" / "share" / "seg_perception"
     node = tmp_path / "install" / "seg_perception" / "lib" / "seg_perception" / "seg_node"
     assert node.is_file() and os.access(node, os.X_OK)
+    managed = node.with_name("seg_lifecycle_node")
+    assert managed.is_file() and os.access(managed, os.X_OK)
     assert (share / "launch" / "seg.launch.py").is_file()
     assert (share / "config" / "seg.yaml").is_file()
     assert (share / "package.xml").is_file()

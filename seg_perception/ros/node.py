@@ -34,13 +34,13 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PolygonStamped
 from nav_msgs.msg import OccupancyGrid
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage
 
 from ..core import messages
 from ..core.config import SINGLE_CAMERA, PipelineConfig
@@ -56,7 +56,7 @@ from ..core.pipeline import (
     resolve_pose,
 )
 from ..core.stats import Percentiles, RateMeter, WarningLimiter, problem_kind
-from . import log_bridge, tf_pose
+from . import log_bridge, node_common, tf_pose
 from .camera_io import CameraChannel, Frame, qos
 from .conversions import KIT, compressed_to_rgb, imgmsg_to_rgb, numpy_to_imgmsg
 from .label_info import publish_label_info
@@ -94,6 +94,10 @@ class FusedOutputs:
         if self.boundary.get_subscription_count() > 0:
             out.add("drivable/boundary")
         return out
+
+    def destroy(self, node: Node) -> None:
+        node.destroy_publisher(self.grid)
+        node.destroy_publisher(self.boundary)
 
 
 @dataclass
@@ -358,6 +362,40 @@ class FrameWorker:
         self.fused_published += 1
 
 
+def open_cameras(node: Node, params: ParameterBridge, worker: FrameWorker,
+                 warn: Callable[..., None]) -> list[CameraChannel]:
+    """The topics of every camera of ``params.cameras`` (a :class:`CameraChannel` each, its
+    own ``input_transport``), attached to ``worker``; with named cameras also the fused
+    ``drivable/grid`` and ``drivable/boundary`` publishers (``worker.fused``). Undo with
+    :func:`close_cameras`."""
+    in_qos = qos(params["image_qos.reliability"], params["image_qos.depth"])
+    out_qos = qos(params["output_qos.reliability"], params["output_qos.depth"])
+    if params.cameras != SINGLE_CAMERA:  # the node's own grid and boundary: all cameras fused
+        worker.fused = FusedOutputs(
+            node.create_publisher(OccupancyGrid, "drivable/grid", out_qos),
+            node.create_publisher(PolygonStamped, "drivable/boundary", out_qos))
+    channels = [CameraChannel(node, name, params.camera_value(name, "input_transport"),
+                              in_qos, out_qos, worker.ready, warn,
+                              max_pixels=params["max_image_pixels"])
+                for name in params.cameras]
+    with worker.ready:
+        worker.channels.extend(channels)
+    return channels
+
+
+def close_cameras(node: Node, worker: FrameWorker, channels: list[CameraChannel]) -> None:
+    """Undo :func:`open_cameras` (the worker stopped first): topics gone, worker detached."""
+    with worker.ready:
+        for channel in channels:
+            if channel in worker.channels:
+                worker.channels.remove(channel)
+    for channel in channels:
+        channel.destroy()
+    if worker.fused is not None:
+        worker.fused.destroy(node)
+        worker.fused = None
+
+
 class SegNode(Node):
     """Segmentation node for one camera, or several (parameter ``cameras``) sharing one
     model, one batched forward pass per cycle and one fused surround grid (relative topic
@@ -372,40 +410,13 @@ class SegNode(Node):
         self.params = ParameterBridge(self)
         p = self.params
         self.engine, self.info = load_engine(p)
-        self.get_logger().info(
-            f"model {self.info.model}, weights: {self.info.weights}, device {self.info.device}, "
-            f"backend {self.info.backend}, precision {self.info.precision} "
-            f"({self.info.precision_reason})")
-        if not self.info.trained:
-            self.get_logger().warning(
-                f"model {self.info.model} runs with RANDOM weights: its labels are meaningless. "
-                "Pass `checkpoint` or use a model with shipped weights.")
+        node_common.log_engine(self.get_logger(), self.info)
         self.pipeline = FramePipeline(self.engine)
         self.tf, tf_reason = tf_pose.make(self)
-        config = p.config
-        if config.use_tf and self.tf is not None:
-            self.get_logger().info(f"camera pose from tf2: the image's frame_id in "
-                                   f"{config.grid_frame} (use_tf)")
-        else:
-            why = "use_tf is false" if not config.use_tf else tf_reason
-            self.get_logger().info(f"camera pose from the camera.* parameters ({why})")
-        in_qos = qos(p["image_qos.reliability"], p["image_qos.depth"])
-        out_qos = qos(p["output_qos.reliability"], p["output_qos.depth"])
+        node_common.log_pose_source(self.get_logger(), p.config, self.tf, tf_reason)
         self.multi = p.cameras != SINGLE_CAMERA
-        fused = None
-        if self.multi:  # the node's own drivable/grid and boundary: all cameras fused
-            fused = FusedOutputs(
-                self.create_publisher(OccupancyGrid, "drivable/grid", out_qos),
-                self.create_publisher(PolygonStamped, "drivable/boundary", out_qos))
-        self.worker = FrameWorker(self, p, self.pipeline, self.tf, tf_reason, self._warn,
-                                  fused)
-        self.cameras: list[CameraChannel] = []
-        for name in p.cameras:
-            channel = CameraChannel(self, name, p.camera_value(name, "input_transport"),
-                                    in_qos, out_qos, self.worker.ready, self._warn,
-                                    max_pixels=p["max_image_pixels"])
-            self.cameras.append(channel)
-            self.worker.channels.append(channel)
+        self.worker = FrameWorker(self, p, self.pipeline, self.tf, tf_reason, self._warn)
+        self.cameras = open_cameras(self, p, self.worker, self._warn)
         self.camera = self.cameras[0]
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Class id -> name, once and transient local (vision_msgs/LabelInfo where installed).
@@ -414,12 +425,7 @@ class SegNode(Node):
             self._warmup()
         self.worker.start()
         self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
-        if self.multi:
-            self.get_logger().info(
-                f"{len(self.cameras)} cameras ({', '.join(p.cameras)}), one batched forward "
-                f"pass per cycle; fused grid on {fused.grid.topic_name}")
-        topics = ", ".join(c.image_topic for c in self.cameras)
-        self.get_logger().info(f"ready: listening on {topics}")
+        node_common.log_ready(self.get_logger(), self.worker, self.cameras)
 
     # -- convenience for tests and tools --------------------------------------------------
     @property
@@ -428,35 +434,13 @@ class SegNode(Node):
 
     def _warn(self, key: str, message: str, level: str = "warning") -> None:
         """Log ``message`` at most every few seconds per ``key`` (a kind of problem)."""
-        suppressed = self._warn_limiter.check(key)
-        if suppressed is None:
-            return
-        more = f" ({suppressed} more since the last one)" if suppressed else ""
-        # (rclpy fixes a call site's severity: one call per level)
-        if level == "info":
-            self.get_logger().info(message + more)
-        else:
-            self.get_logger().warning(message + more)
+        node_common.log_limited(self.get_logger(), self._warn_limiter, key, message, level)
 
     # -- start-up, shutdown ---------------------------------------------------------------
     def _warmup(self) -> None:
         """Exercise the model (every batch size a cycle can have) and the message path once
         so the first real frames are not slow."""
-        t0 = time.perf_counter()
-        w, h = self.engine.input_size
-        sizes = range(1, len(self.cameras) + 1)
-        run_batch = getattr(self.engine, "run_batch", None)
-        if run_batch is not None:
-            self.engine.warmup(w, h, batch_sizes=sizes)
-        else:
-            self.engine.warmup(w, h)
-        from rclpy.serialization import deserialize_message, serialize_message
-
-        dummy = numpy_to_imgmsg(np.zeros((h, w, 3), np.uint8), "rgb8", Image().header)
-        deserialize_message(serialize_message(dummy), Image)
-        batches = f" (batch sizes 1-{len(self.cameras)})" if len(self.cameras) > 1 else ""
-        self.get_logger().info(
-            f"warm-up done in {(time.perf_counter() - t0) * 1e3:.0f} ms{batches}")
+        node_common.warm_up(self.engine, self.get_logger(), len(self.cameras))
 
     def stop(self) -> None:
         self.worker.stop()
@@ -465,101 +449,17 @@ class SegNode(Node):
         log_bridge.unroute(self._log_handler)
 
     # -- diagnostics ----------------------------------------------------------------------
-    def _camera_values(self, cam: CameraChannel) -> dict[str, str]:
-        return {
-            "image_topic": cam.image_topic,
-            "input_rate_hz": f"{cam.rx.rate():.2f}",
-            "processed_rate_hz": f"{cam.done.rate():.2f}",
-            "latency_p50_ms": f"{cam.latency.percentile(50):.1f}",
-            "latency_p95_ms": f"{cam.latency.percentile(95):.1f}",
-            "frames_received": str(cam.rx.total),
-            "frames_processed": str(cam.done.total),
-            "frames_dropped": str(cam.dropped),
-            "frames_lost_in_transport": str(cam.lost),
-            "frames_bad": str(cam.bad),
-            "frames_without_subscribers": str(cam.idle),
-            "frames_without_grid": str(cam.no_grid),
-            "fusion_left_out": str(cam.left_out),
-            "camera_infos_received": str(cam.infos.count),
-            "camera_pose": cam.pose_source or "not yet known",
-        }
-
     def diagnostics_status(self) -> DiagnosticStatus:
         """The node's status: rates, latency percentiles, drops (all cameras together),
         batch size and cycle time, and what runs where."""
-        import torch
-
-        w, cams = self.worker, self.cameras
-        values = {
-            "input_rate_hz": f"{sum(c.rx.rate() for c in cams):.2f}",
-            "processed_rate_hz": f"{w.done.rate():.2f}",
-            "latency_p50_ms": f"{w.latency.percentile(50):.1f}",
-            "latency_p95_ms": f"{w.latency.percentile(95):.1f}",
-            "frames_received": str(sum(c.rx.total for c in cams)),
-            "frames_processed": str(w.done.total),
-            "frames_dropped": str(sum(c.dropped for c in cams)),
-            "frames_lost_in_transport": str(sum(c.lost for c in cams)),
-            "frames_bad": str(sum(c.bad for c in cams)),
-            "frames_without_subscribers": str(w.idle),
-            "frames_without_grid": str(sum(c.no_grid for c in cams)),
-            "camera_infos_received": str(sum(c.infos.count for c in cams)),
-        }
-        if not self.multi:
-            values["camera_pose"] = self.camera.pose_source or "not yet known"
-        values.update({
-            "cameras": str(len(cams)),
-            "cycle_rate_hz": f"{w.cycles.rate():.2f}",
-            "cycle_time_p50_ms": f"{w.cycle_ms.percentile(50):.1f}",
-            "cycle_time_p95_ms": f"{w.cycle_ms.percentile(95):.1f}",
-            "batch_size_p50": f"{w.batch.percentile(50):.1f}",
-            "batch_size_last": str(w.last_batch),
-            "grid_frame": self.params.config.grid_frame,
-            "model": self.info.model,
-            "weights": self.info.weights,
-            "device": self.info.device,
-            "precision": self.info.precision,
-            "precision_reason": self.info.precision_reason,
-            "backend": self.info.backend,
-            "cpu_threads": str(torch.get_num_threads()),
-        })
-        if self.multi:
-            values["fused_grids_published"] = str(w.fused_published)
-            values["fusion_left_out"] = str(sum(c.left_out for c in cams))
-        for stage, pct in w.stage_ms.items():
-            values[f"{stage}_p50_ms"] = f"{pct.percentile(50):.1f}"
-        level, message = DiagnosticStatus.OK, "ok"
-        silent = [c.name for c in cams if c.rx.total == 0]
-        if not self.info.trained:
-            level, message = DiagnosticStatus.WARN, "model has random weights"
-        elif len(silent) == len(cams):
-            level, message = DiagnosticStatus.WARN, "no images received yet"
-        elif silent:
-            level, message = DiagnosticStatus.WARN, f"no images yet from {', '.join(silent)}"
-        return DiagnosticStatus(
-            level=level,
-            name=f"{self.get_fully_qualified_name()}: segmentation",
-            message=message,
-            hardware_id=self.info.device,
-            values=[KeyValue(key=k, value=v) for k, v in values.items()],
-        )
+        return node_common.segmentation_status(self.get_fully_qualified_name(), self.worker,
+                                               self.cameras, self.info,
+                                               self.params.config.grid_frame)
 
     def camera_statuses(self) -> list[DiagnosticStatus]:
-        """One status per camera of a multi-camera node (rates, drops, latency); none for the
-        single unprefixed camera, whose figures are the node's."""
-        if not self.multi:
-            return []
-        out = []
-        for cam in self.cameras:
-            level, message = DiagnosticStatus.OK, "ok"
-            if cam.rx.total == 0:
-                level, message = DiagnosticStatus.WARN, "no images received yet"
-            elif cam.rx.rate() == 0.0 and cam.done.rate() == 0.0:
-                level, message = DiagnosticStatus.WARN, "silent: no images in the last seconds"
-            out.append(DiagnosticStatus(
-                level=level, name=f"{self.get_fully_qualified_name()}: camera {cam.name}",
-                message=message, hardware_id=self.info.device,
-                values=[KeyValue(key=k, value=v) for k, v in self._camera_values(cam).items()]))
-        return out
+        """One status per camera of a multi-camera node (none for the single camera)."""
+        return node_common.camera_statuses(self.get_fully_qualified_name(), self.worker,
+                                           self.cameras, self.info)
 
     def _publish_diagnostics(self) -> None:
         msg = DiagnosticArray()

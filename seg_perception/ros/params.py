@@ -92,10 +92,14 @@ class ParameterBridge:
     :attr:`configs` one per camera (the same object for the single unprefixed camera).
     ``on_change(config, changed)`` listeners are called (in the executor thread) after
     each accepted change with the new global snapshot and the names that changed.
+    ``descriptors`` makes each entry's ParameterDescriptor (a lifecycle node relaxes
+    ``read_only``).
     """
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node,
+                 descriptors: Callable[[ParamSpec], ParameterDescriptor] | None = None) -> None:
         self.node = node
+        self._descriptor = descriptors or descriptor
         self._lock = threading.Lock()
         self._listeners: list[Callable[[PipelineConfig, dict[str, Any]], None]] = []
         self._specs: dict[str, ParamSpec] = dict(PARAMS_BY_NAME)
@@ -122,7 +126,8 @@ class ParameterBridge:
                 raise StartupError(str(exc)) from None
             overrides[spec.name] = Parameter(spec.name, value=value)
         try:
-            value = node.declare_parameter(spec.name, _ros_default(spec), descriptor(spec)).value
+            value = node.declare_parameter(spec.name, _ros_default(spec),
+                                           self._descriptor(spec)).value
         except ParameterException as exc:  # what the override check above did not see
             raise StartupError(f"{spec.name}: {exc}") from None
         return spec.validate(value)

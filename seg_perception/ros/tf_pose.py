@@ -32,7 +32,8 @@ class TfPoses:
 
     def __init__(self, node: Node) -> None:
         assert tf2_ros is not None
-        self.buffer = tf2_ros.Buffer(node=node)
+        self.node = node
+        self.buffer = tf2_ros.Buffer(node=node)  # also serves `tf2_frames` on the node
         self.listener = tf2_ros.TransformListener(self.buffer, node, spin_thread=False)
 
     def lookup(self, target: str, source: str, stamp_ns: int, timeout_s: float) -> Transform:
@@ -56,8 +57,14 @@ class TfPoses:
             raise TransformError(f"unusable transform {target} <- {source}: {exc}") from None
 
     def close(self) -> None:
+        """Remove the listener's subscriptions and the buffer's service from the node (a
+        lifecycle node makes a new TfPoses at each configure)."""
         with contextlib.suppress(Exception):  # shutting down: subscriptions may be gone
             self.listener.unregister()
+        srv = getattr(self.buffer, "srv", None)
+        if srv is not None:
+            with contextlib.suppress(Exception):
+                self.node.destroy_service(srv)
 
 
 def make(node: Node) -> tuple[TfPoses | None, str]:

@@ -1,0 +1,412 @@
+"""``seg_lifecycle_node``: ``seg_node`` as a managed (lifecycle) node.
+
+For systems brought up by a lifecycle manager (Nav2's ``lifecycle_manager``, yolo_ros) or by
+``ros2 lifecycle set``. Same topics, parameters and outputs as ``seg_node``
+(:mod:`.node`), built from the same pieces (:func:`.node.load_engine`,
+:class:`.node.FrameWorker`, :class:`.params.ParameterBridge`, :class:`.camera_io.CameraChannel`,
+:mod:`.tf_pose`, :mod:`.label_info`, :mod:`.node_common`); what the states mean:
+
+- *unconfigured* (at start): parameters declared with descriptors and validated (a wrong
+  type or value exits with one line, as ``seg_node`` does); no model, no topics. The
+  start-up parameters (read-only in ``seg_node``: ``model``, ``device``, ...) can be set in
+  this state only; they apply at the next configure. ``cameras`` stays read-only: each
+  camera's own parameters (``front.input_transport``, ...) are declared from it at start.
+- *configure*: loads and warms the model, creates the tf2 listener and the ``/diagnostics``
+  and ``label_info`` lifecycle publishers. A model that cannot load fails the transition
+  with one error line; the node stays unconfigured (fix the parameter, configure again).
+- *activate*: creates the cameras' subscriptions and output publishers (every camera of
+  ``cameras``, and the fused ``drivable/grid`` and ``drivable/boundary`` for named cameras,
+  as ``seg_node``), starts the worker, publishes ``label_info`` (once per loaded model:
+  reliable, transient local, so the writer keeps it for subscribers that join later) and
+  logs ``ready: listening on <topics>``.
+- *deactivate*: stops the worker and removes the subscriptions and output publishers, so
+  frames sent while inactive are not even received; the model stays loaded and the next
+  activate is immediate.
+- *cleanup*: frees the model (and the CUDA cache), the tf2 listener and the publishers.
+- *shutdown* (from any state): releases whatever exists; *finalized* is terminal, so the
+  process then exits (status 0).
+- An exception in a transition is logged with its traceback and returns ERROR; ``on_error``
+  releases everything and returns the node to unconfigured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gc
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.parameter import Parameter
+
+from ..core.config import ParamSpec, describe
+from ..core.engine import EngineInfo
+from ..core.pipeline import FramePipeline
+from ..core.stats import WarningLimiter
+from . import log_bridge, node_common, tf_pose
+from .camera_io import CameraChannel
+from .label_info import TOPIC as LABEL_INFO_TOPIC
+from .label_info import build_label_info, label_info_qos
+from .node import FrameWorker, close_cameras, load_engine, open_cameras
+from .params import ParameterBridge, StartupError, descriptor
+
+NODE_NAME = "seg_node"
+SUCCESS = TransitionCallbackReturn.SUCCESS
+FAILURE = TransitionCallbackReturn.FAILURE
+ERROR = TransitionCallbackReturn.ERROR
+#: How long the process keeps spinning after it is finalized, so the response to the
+#: shutdown request (and the transition event) reaches the caller before the node goes.
+FINALIZED_GRACE_S = 1.0
+#: Start-up parameters that stay read-only in the lifecycle node too.
+FIXED_AT_START = frozenset({"cameras"})
+FIXED_WHILE_CONFIGURED = (" Fixed once configured: set it while the node is unconfigured; it "
+                          "applies at the next configure.")
+
+
+def lifecycle_descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    """``seg_node``'s descriptor, except that start-up parameters are not read-only: the
+    node accepts them while unconfigured (and refuses them in the other states). ``cameras``
+    stays read-only: the per-camera parameters are declared from it at start-up."""
+    if not spec.read_only or spec.name in FIXED_AT_START:
+        return descriptor(spec)
+    d = descriptor(dataclasses.replace(spec, read_only=False))
+    d.description = describe(spec).removesuffix(" Read-only.") + FIXED_WHILE_CONFIGURED
+    return d
+
+
+def _label_info_type() -> Any | None:
+    try:
+        from vision_msgs.msg import LabelInfo
+    except ImportError:
+        return None
+    return LabelInfo
+
+
+def guarded(transition: str) -> Callable[[Callable[..., TransitionCallbackReturn]],
+                                         Callable[..., TransitionCallbackReturn]]:
+    """A transition callback whose exceptions are logged with their traceback and return
+    ERROR (rclpy would swallow them silently), which sends the node to ``on_error``."""
+    def wrap(fn: Callable[..., TransitionCallbackReturn]
+             ) -> Callable[..., TransitionCallbackReturn]:
+        @functools.wraps(fn)
+        def call(self: SegLifecycleNode, state: LifecycleState, *args: Any
+                 ) -> TransitionCallbackReturn:
+            try:
+                return fn(self, state, *args)
+            except Exception as exc:
+                self.get_logger().error(
+                    f"{transition} failed with {type(exc).__name__}: {exc}\n"
+                    + traceback.format_exc().rstrip())
+                return ERROR
+        return call
+    return wrap
+
+
+class SegLifecycleNode(LifecycleNode):
+    """Segmentation node for one camera, or several (``cameras``), as a managed node (see
+    the module docstring)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self._log_handler = log_bridge.route_to(self.get_logger())
+        self._warn_limiter = WarningLimiter(5.0)
+        try:
+            self.params = ParameterBridge(self, descriptors=lifecycle_descriptor)
+        except Exception:
+            log_bridge.unroute(self._log_handler)
+            raise
+        self.add_on_set_parameters_callback(self._startup_parameters_while_unconfigured)
+        #: Primary state as this node's callbacks last left it (for logs and diagnostics).
+        self.stage = "unconfigured"
+        self.finalized = False
+        #: Models loaded since start (a configure after a cleanup loads again; an activate
+        #: after a deactivate does not).
+        self.model_loads = 0
+        self.engine: Any | None = None
+        self.info: EngineInfo | None = None
+        self.pipeline: FramePipeline | None = None
+        self.worker: FrameWorker | None = None
+        #: The cameras' topics while active (empty otherwise).
+        self.cameras: list[CameraChannel] = []
+        self.tf: tf_pose.TfPoses | None = None
+        self.tf_reason = ""
+        self.diag_pub: Any | None = None
+        self.label_info_pub: Any | None = None
+        self._label_info_due = False
+        self._diag_timer: Any | None = None
+        self._label_info_msg = _label_info_type()
+        if self._label_info_msg is None:
+            self.get_logger().info(
+                f"vision_msgs is not installed: {self.resolve_topic_name(LABEL_INFO_TOPIC)} "
+                "(vision_msgs/LabelInfo) is not published")
+        self.get_logger().info(
+            f"unconfigured: `ros2 lifecycle set {self.get_fully_qualified_name()} configure` "
+            "loads the model, `activate` starts processing")
+
+    # -- helpers --------------------------------------------------------------------------
+    def _warn(self, key: str, message: str, level: str = "warning") -> None:
+        node_common.log_limited(self.get_logger(), self._warn_limiter, key, message, level)
+
+    @property
+    def camera(self) -> CameraChannel | None:
+        """The first camera's topics while active, else None."""
+        return self.cameras[0] if self.cameras else None
+
+    @property
+    def image_topic(self) -> str | None:
+        """The (first camera's) image topic while active, else None."""
+        return self.cameras[0].image_topic if self.cameras else None
+
+    def _startup_parameters_while_unconfigured(self, params: list[Parameter]
+                                               ) -> SetParametersResult:
+        """Start-up parameters (read-only in seg_node) change only while unconfigured:
+        the model, the device and the topics' settings are in use once configured."""
+        if self.engine is None and not self.finalized:
+            return SetParametersResult(successful=True)
+        specs = self.params.specs  # the per-camera entries too (front.input_transport)
+        fixed = [p.name for p in params
+                 if (spec := specs.get(p.name)) is not None and spec.read_only]
+        if not fixed:
+            return SetParametersResult(successful=True)
+        return SetParametersResult(
+            successful=False,
+            reason=f"{', '.join(fixed)} can only be set while the node is unconfigured (it is "
+                   f"{self.stage}): deactivate and clean up first; the value applies at the "
+                   "next configure")
+
+    # -- transitions ----------------------------------------------------------------------
+    @guarded("configure")
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load and warm the model; FAILURE (one line, still unconfigured) if it cannot."""
+        log = self.get_logger()
+        p = self.params
+        log.info(f"configuring: loading model {p['model']!r} on device {p['device']!r}")
+        t0 = time.perf_counter()
+        engine = info = None
+        try:
+            engine, info = load_engine(p)
+            if p["warmup"]:
+                node_common.warm_up(engine, log, len(p.cameras))
+        except Exception as exc:  # whatever stops the model from loading or running
+            if isinstance(exc, StartupError):
+                log.error(f"configure failed, still unconfigured: {exc}")
+            else:
+                log.error(f"configure failed, still unconfigured: model {p['model']!r} "
+                          f"cannot load: {type(exc).__name__}: {exc}")
+                log.debug(traceback.format_exc())
+            engine = info = None
+        if engine is None or info is None:
+            self._free_memory(p["device"])  # a model that loaded but failed its warm-up
+            return FAILURE
+        self.model_loads += 1
+        self.engine, self.info = engine, info
+        node_common.log_engine(log, info)
+        return self._configure_rest(state, time.perf_counter() - t0)
+
+    def _configure_rest(self, state: LifecycleState, load_s: float) -> TransitionCallbackReturn:
+        assert self.engine is not None and self.info is not None
+        self.pipeline = FramePipeline(self.engine)
+        self.tf, self.tf_reason = tf_pose.make(self)
+        node_common.log_pose_source(self.get_logger(), self.params.config, self.tf,
+                                    self.tf_reason)
+        self.worker = FrameWorker(self, self.params, self.pipeline, self.tf, self.tf_reason,
+                                  self._warn)
+        self.diag_pub = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
+        if self._label_info_msg is not None:
+            self.label_info_pub = self.create_lifecycle_publisher(
+                self._label_info_msg, LABEL_INFO_TOPIC, label_info_qos())
+            self._label_info_due = True
+        self.stage = "inactive"
+        self.get_logger().info(
+            f"configured (inactive): model {self.info.model} loaded in {load_s:.1f} s "
+            f"(model loads so far: {self.model_loads}); activate to start processing")
+        return SUCCESS
+
+    @guarded("activate")
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscriptions and output publishers, the worker, label_info, diagnostics."""
+        assert self.worker is not None and self.engine is not None
+        p = self.params
+        result = super().on_activate(state)  # enables the lifecycle publishers
+        if result != SUCCESS:
+            return result
+        if self.label_info_pub is not None and self._label_info_due:
+            self.label_info_pub.publish(build_label_info(self.engine.meta,
+                                                         self.get_clock().now().to_msg()))
+            self._label_info_due = False
+        self.cameras = open_cameras(self, p, self.worker, self._warn)
+        self.worker.start()
+        self._diag_timer = self.create_timer(p["diagnostics_period"],
+                                             self._publish_diagnostics)
+        self.stage = "active"
+        node_common.log_ready(self.get_logger(), self.worker, self.cameras)
+        return SUCCESS
+
+    @guarded("deactivate")
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop processing; the model stays loaded."""
+        self._stop_processing()
+        result = super().on_deactivate(state)
+        self.stage = "inactive"
+        self.get_logger().info("deactivated (inactive): not listening; the model stays loaded")
+        return result
+
+    @guarded("cleanup")
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the model and what configure created."""
+        self._release()
+        self.get_logger().info("cleaned up (unconfigured): model unloaded")
+        return SUCCESS
+
+    @guarded("shutdown")
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """From any primary state: release everything; the process exits once finalized."""
+        self._release()
+        self.stage = "finalized"
+        self.finalized = True
+        self.get_logger().info(f"shut down from {state.label}: finalized, exiting")
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """After an exception in a transition: release everything, back to unconfigured
+        (configure retries); if even that fails, finalized."""
+        log = self.get_logger()
+        try:
+            self._release()
+        except Exception as exc:
+            log.error(f"error handling failed ({type(exc).__name__}: {exc}): finalized\n"
+                      + traceback.format_exc().rstrip())
+            self.stage = "finalized"
+            self.finalized = True
+            return FAILURE
+        log.error(f"a transition from {state.label} failed: model and topics released, the "
+                  "node is unconfigured (configure to retry)")
+        return SUCCESS
+
+    # -- releasing ------------------------------------------------------------------------
+    def _stop_processing(self) -> None:
+        """Undo activate (idempotent): no timer, no worker thread, no camera topics."""
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        worker = self.worker
+        if worker is not None:
+            worker.stop()
+            # A slow frame may outlast stop()'s wait; the channel's publishers must outlive
+            # it and a later start() must not run beside it.
+            thread: threading.Thread | None = getattr(worker, "_thread", None)
+            while thread is not None and thread.is_alive():
+                self.get_logger().info("waiting for the frame in progress to finish")
+                thread.join(timeout=5.0)
+        if self.cameras:
+            if worker is not None:
+                close_cameras(self, worker, self.cameras)
+            else:
+                for channel in self.cameras:
+                    channel.destroy()
+            self.cameras = []
+        if self.stage == "active":
+            self.stage = "inactive"
+
+    def _release(self) -> None:
+        """Undo activate and configure (idempotent): back to what the constructor made."""
+        self._stop_processing()
+        for pub in (self.diag_pub, self.label_info_pub):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self.diag_pub = self.label_info_pub = None
+        self._label_info_due = False
+        if self.tf is not None:
+            self.tf.close()
+            self.tf = None
+        device = self.info.device if self.info is not None else ""
+        self.worker = self.pipeline = self.engine = self.info = None
+        self._free_memory(device)
+        if self.stage != "finalized":
+            self.stage = "unconfigured"
+
+    @staticmethod
+    def _free_memory(device: str) -> None:
+        """Collect the dropped model now, and return CUDA's cached blocks to the driver."""
+        gc.collect()
+        if str(device).startswith("cuda"):
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        """Before destroy_node (process exit): release everything, stop routing the core's
+        logging."""
+        try:
+            self._release()
+        finally:
+            log_bridge.unroute(self._log_handler)
+
+    # -- diagnostics ----------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        if self.diag_pub is None or self.worker is None or not self.cameras \
+                or self.info is None:
+            return
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        name = self.get_fully_qualified_name()
+        msg.status = [node_common.segmentation_status(
+            name, self.worker, self.cameras, self.info, self.params.config.grid_frame,
+            {"lifecycle_state": self.stage, "model_loads": str(self.model_loads)}),
+            *node_common.camera_statuses(name, self.worker, self.cameras, self.info)]
+        self.diag_pub.publish(msg)
+
+
+def spin_until_finalized(node: SegLifecycleNode) -> None:
+    """Spin until the context shuts down (Ctrl-C) or the node is finalized."""
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    try:
+        while node.context.ok() and not node.finalized:
+            executor.spin_once(timeout_sec=0.2)
+        deadline = time.monotonic() + FINALIZED_GRACE_S
+        while node.context.ok() and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        executor.remove_node(node)
+        executor.shutdown(timeout_sec=1.0)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of the ``seg_lifecycle_node`` executable."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = SegLifecycleNode()
+        spin_until_finalized(node)
+    except (StartupError, ParameterException) as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
+        code = 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Shutting down (SIGINT): a take racing the context's shutdown is a clean exit.
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
