@@ -397,6 +397,36 @@ def _bench_grid() -> Any:
     return SURROUND_GRID
 
 
+def _multicam_runs(engine: SegEngine, pipeline: Any, frames: list[Any], config: Any,
+                   want: set[str], want_confidence: bool) -> dict[str, Callable[[], None]]:
+    """The four cycles ``run_multicam_bench`` times for one N: engine and pipeline, batched
+    (one forward pass of every frame) and separate (one pass per frame)."""
+    from .pipeline import GridFusion
+
+    rgbs = [f.rgb for f in frames]
+    fusion = GridFusion()
+
+    def engine_batched() -> None:
+        engine.run_batch(rgbs, want_confidence)
+
+    def engine_separate() -> None:
+        for rgb in rgbs:
+            engine(rgb, want_confidence)
+
+    def cycle(results: list[Any]) -> None:
+        pipeline.fuse(fusion, results, [0] * len(results), config,
+                      {"drivable/grid", "drivable/boundary"})
+
+    def pipeline_batched() -> None:
+        cycle(pipeline.run(frames, config, want))
+
+    def pipeline_separate() -> None:
+        cycle([pipeline.run([f], config, want)[0] for f in frames])
+
+    return {"engine_batched": engine_batched, "engine_separate": engine_separate,
+            "pipeline_batched": pipeline_batched, "pipeline_separate": pipeline_separate}
+
+
 def run_multicam_bench(
     engine: SegEngine,
     cameras: tuple[int, ...] = (1, 2, 4),
@@ -425,32 +455,12 @@ def run_multicam_bench(
         {"confidence"} if want_confidence else set())
     for n in cameras:
         frames, render = _rig_frames(n, frame_size)
-        rgbs = [f.rgb for f in frames]
         config = PipelineConfig.from_params({
             "grid.resolution": grid.resolution, "grid.x_min": grid.x_min,
             "grid.x_max": grid.x_max, "grid.y_min": grid.y_min, "grid.y_max": grid.y_max})
-        fusion = GridFusion()
         engine.warmup(*frame_size, runs=1, batch_sizes=(1, n))
 
-        def engine_batched() -> None:
-            engine.run_batch(rgbs, want_confidence)
-
-        def engine_separate() -> None:
-            for rgb in rgbs:
-                engine(rgb, want_confidence)
-
-        def cycle(results: list[Any], t: int) -> None:
-            pipeline.fuse(fusion, results, [t] * len(results), config,
-                          {"drivable/grid", "drivable/boundary"})
-
-        def pipeline_batched() -> None:
-            cycle(pipeline.run(frames, config, want), 0)
-
-        def pipeline_separate() -> None:
-            cycle([pipeline.run([f], config, want)[0] for f in frames], 0)
-
-        runs = {"engine_batched": engine_batched, "engine_separate": engine_separate,
-                "pipeline_batched": pipeline_batched, "pipeline_separate": pipeline_separate}
+        runs = _multicam_runs(engine, pipeline, frames, config, want, want_confidence)
         times: dict[str, list[float]] = {k: [] for k in runs}
         for i in range(warmup + cycles):
             for name, fn in runs.items():

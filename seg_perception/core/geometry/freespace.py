@@ -162,7 +162,7 @@ def vehicle_component(grid: np.ndarray, spec: GridSpec, ego_xy: tuple[float, flo
     spot = blind == blind[row, col]
     near = cv2.dilate(spot.view(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     free = np.ascontiguousarray(grid == FREE, dtype=np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(free, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(free, connectivity=8)
     touching = np.unique(labels[near & (labels > 0)])
     touching = [k for k in touching if stats[k, cv2.CC_STAT_AREA] >= max(1, min_cells)]
     if not touching:
@@ -786,7 +786,6 @@ __all__ = [
     "clip_ears",
     "ego_component",
     "ego_distance2",
-    "vehicle_component",
     "grid_to_cells",
     "is_simple",
     "lattice_outline",
@@ -799,5 +798,6 @@ __all__ = [
     "signed_area",
     "simplify_keep_simple",
     "speckle_kernel",
+    "vehicle_component",
     "well_composed",
 ]
