@@ -10,21 +10,39 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from sensor_msgs.msg import Image
 
 from ..core.engine import EngineInfo
-from ..core.stats import WarningLimiter
+from ..core.stats import Percentiles, RateMeter, WarningLimiter
 from .conversions import numpy_to_imgmsg
 
 if TYPE_CHECKING:
     from ..core.config import PipelineConfig
     from . import tf_pose
     from .camera_io import CameraChannel
-    from .node import FrameWorker
+
+
+class WorkerStats(Protocol):
+    """What the statuses read of a node's worker (:class:`.node.FrameWorker`), named here so
+    that this module does not import the node module, which imports it."""
+
+    done: RateMeter
+    latency: Percentiles
+    idle: int
+    cycles: RateMeter
+    cycle_ms: Percentiles
+    batch: Percentiles
+    last_batch: int
+    fused_published: int
+    stage_ms: dict[str, Percentiles]
+
+    @property
+    def fused(self) -> Any:
+        """The fused grid's publishers (a multi-camera node), else None."""
 
 
 def log_limited(logger: Any, limiter: WarningLimiter, key: str, message: str,
@@ -83,7 +101,7 @@ def log_pose_source(logger: Any, config: PipelineConfig, tf: tf_pose.TfPoses | N
         logger.info(f"camera pose from the camera.* parameters ({why})")
 
 
-def log_ready(logger: Any, worker: FrameWorker, cameras: Sequence[CameraChannel]) -> None:
+def log_ready(logger: Any, worker: WorkerStats, cameras: Sequence[CameraChannel]) -> None:
     """The last start-up line, ``ready: listening on <topics>`` (which tools wait for),
     after the fused grid's topic on a multi-camera node."""
     if worker.fused is not None:
@@ -93,7 +111,7 @@ def log_ready(logger: Any, worker: FrameWorker, cameras: Sequence[CameraChannel]
     logger.info(f"ready: listening on {', '.join(c.image_topic for c in cameras)}")
 
 
-def segmentation_status(name: str, worker: FrameWorker, cameras: Sequence[CameraChannel],
+def segmentation_status(name: str, worker: WorkerStats, cameras: Sequence[CameraChannel],
                         info: EngineInfo, grid_frame: str,
                         extra: dict[str, str] | None = None) -> DiagnosticStatus:
     """The node's status: rates, latency percentiles, drops (all ``cameras`` together),
@@ -180,7 +198,7 @@ def camera_values(cam: CameraChannel) -> dict[str, str]:
     }
 
 
-def camera_statuses(name: str, worker: FrameWorker, cameras: Sequence[CameraChannel],
+def camera_statuses(name: str, worker: WorkerStats, cameras: Sequence[CameraChannel],
                     info: EngineInfo) -> list[DiagnosticStatus]:
     """One status per camera of a multi-camera node (rates, drops, latency); none for the
     single unprefixed camera, whose figures are the node's."""
@@ -200,5 +218,14 @@ def camera_statuses(name: str, worker: FrameWorker, cameras: Sequence[CameraChan
     return out
 
 
-__all__ = ["camera_statuses", "camera_values", "log_engine", "log_limited", "log_pose_source",
-           "log_ready", "segmentation_status", "warm_up"]
+__all__ = [
+    "WorkerStats",
+    "camera_statuses",
+    "camera_values",
+    "log_engine",
+    "log_limited",
+    "log_pose_source",
+    "log_ready",
+    "segmentation_status",
+    "warm_up",
+]
