@@ -287,6 +287,9 @@ def test_several_cameras_as_seg_node_does(make_node: Callable[..., SegLifecycleN
     published: list[object] = []
     worker.fused.wanted = lambda: {"drivable/grid"}  # as if a planner subscribed
     worker.fused.grid.publish = published.append
+    own_grids: list[object] = []  # X/drivable/grid: only on request, and nobody asks here
+    for channel in node.cameras:
+        channel.grid_pub.publish = own_grids.append
     rig = surround_rig(width=W, height=H)
     scene = render_rig(SceneSpec(), rig, SURROUND_GRID)
     hdr = Header(stamp=Time(sec=1_700_000_000, nanosec=5), frame_id="cam")
@@ -313,6 +316,7 @@ def test_several_cameras_as_seg_node_does(make_node: Callable[..., SegLifecycleN
     assert (grid.header.stamp.sec, grid.header.stamp.nanosec) == (1_700_000_000, 5)
     assert (grid.info.width, grid.info.height) == SURROUND_GRID.shape[::-1]
     assert worker.last_batch == 2 and worker.fused_published == 1  # one batch of two
+    assert own_grids == []
     statuses = [node_common.segmentation_status("/lc_multi/seg_node", worker, node.cameras,
                                                 node.info, "base_footprint"),
                 *node_common.camera_statuses("/lc_multi/seg_node", worker, node.cameras,
