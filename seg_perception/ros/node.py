@@ -374,10 +374,15 @@ def open_cameras(node: Node, params: ParameterBridge, worker: FrameWorker,
         worker.fused = FusedOutputs(
             node.create_publisher(OccupancyGrid, "drivable/grid", out_qos),
             node.create_publisher(PolygonStamped, "drivable/boundary", out_qos))
-    channels = [CameraChannel(node, name, params.camera_value(name, "input_transport"),
-                              in_qos, out_qos, worker.ready, warn,
-                              max_pixels=params["max_image_pixels"])
-                for name in params.cameras]
+    channels: list[CameraChannel] = []
+    try:
+        for name in params.cameras:
+            channels.append(CameraChannel(node, name, params.camera_value(name, "input_transport"),
+                                          in_qos, out_qos, worker.ready, warn,
+                                          max_pixels=params["max_image_pixels"]))
+    except BaseException:  # leave no half-made topics behind (a lifecycle node retries)
+        close_cameras(node, worker, channels)
+        raise
     with worker.ready:
         worker.channels.extend(channels)
     return channels
