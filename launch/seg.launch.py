@@ -163,8 +163,8 @@ def _actions(context, *args, **kwargs):
         actions.append(after_ready(node, [
             LogInfo(msg=f"seg_node is ready: starting `{shown}`"), player]))
     if rviz:
-        rviz_config = os.path.join(get_package_share_directory("seg_perception"), "config",
-                                   "seg.rviz")
+        rviz_config = get("rviz_config") or os.path.join(
+            get_package_share_directory("seg_perception"), "config", "seg.rviz")
         actions.append(Node(package="rviz2", executable="rviz2", name="rviz2",
                             arguments=["-d", rviz_config],
                             parameters=[{"use_sim_time": use_sim_time}],
@@ -201,6 +201,10 @@ def generate_launch_description():
                                           "driver."),
         DeclareLaunchArgument("rviz", default_value="false", choices=BOOL_CHOICES,
                               description="true: also start rviz2 with config/seg.rviz"),
+        DeclareLaunchArgument("rviz_config", default_value="",
+                              description="rviz2 config for rviz:=true; empty: config/seg.rviz "
+                                          "(config/seg_surround.rviz shows four cameras and "
+                                          "the fused grid)"),
         DeclareLaunchArgument("lifecycle", default_value="false", choices=BOOL_CHOICES,
                               description="true: start seg_lifecycle_node, the managed "
                                           "(lifecycle) node, instead of seg_node"),

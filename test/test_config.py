@@ -21,7 +21,7 @@ from seg_perception.core.config import (
 
 def test_every_parameter_is_typed_bounded_and_its_default_valid() -> None:
     for spec in PARAMS:
-        assert spec.type in (bool, int, float, str), spec.name
+        assert spec.type in (bool, int, float, str, tuple), spec.name
         assert spec.check(spec.default) is None, spec.name
         if spec.type is float:  # every double has a finite range (no .inf, no 1e308)
             assert spec.min is not None and spec.max is not None, spec.name
@@ -127,3 +127,67 @@ def test_geometry_defaults_are_the_tables() -> None:
     assert DEFAULTS["mask.speckle_area"] == mapper.DEFAULT_SPECKLE_AREA
     assert DEFAULTS["boundary.max_vertices"] == mapper.DEFAULT_MAX_VERTICES
     assert DEFAULTS["boundary.min_region_area"] == mapper.DEFAULT_MIN_REGION_AREA
+
+
+# --- several cameras ---------------------------------------------------------------------------
+
+def test_cameras_default_is_one_unprefixed_camera() -> None:
+    from seg_perception.core.config import SINGLE_CAMERA, camera_specs
+
+    assert DEFAULTS["cameras"] == SINGLE_CAMERA == ("",)
+    assert PARAMS_BY_NAME["cameras"].validate(["front", "rear"]) == ("front", "rear")
+    assert camera_specs(SINGLE_CAMERA) == {}  # no per-camera parameters for it
+    assert PipelineConfig.from_params({"cameras": [""]}) == PipelineConfig.from_params()
+
+
+@pytest.mark.parametrize(("cameras", "reason"), [
+    ([], "at least one camera"),
+    (["front", "front"], "front listed more than once"),
+    (["front", ""], "is not a camera name"),
+    (["front/left"], "is not a camera name"),
+    (["9cam"], "is not a camera name"),
+    (["grid"], "also the name of a parameter"),
+    (["camera"], "also the name of a parameter"),
+    ([f"c{i}" for i in range(17)], "at most 16"),
+    ("front", "must be a list of strings"),
+    ([1, 2], "must be a list of strings"),
+])
+def test_bad_camera_lists_are_refused(cameras: object, reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason):
+        validate_values({"cameras": cameras})
+
+
+def test_per_camera_values_override_the_global_ones() -> None:
+    values = {"cameras": ["front", "rear"], "image_type": "rectified", "camera.z": 1.2,
+              "rear.image_type": "raw", "rear.camera.yaw": 3, "front.input_transport":
+              "compressed"}
+    checked = validate_values(values)
+    assert checked["rear.camera.yaw"] == 3.0 and isinstance(checked["rear.camera.yaw"], float)
+    front = PipelineConfig.from_params(values, camera="front")
+    rear = PipelineConfig.from_params(values, camera="rear")
+    assert front.image_type == "rectified" and rear.image_type == "raw"
+    assert (front.mounting.yaw, rear.mounting.yaw) == (0.0, 3.0)
+    assert front.mounting.z == rear.mounting.z == 1.2
+    # a camera's own value is checked like the global one, and named as its own
+    with pytest.raises(ConfigError, match=re.escape("rear.camera.z = 0.0")):
+        PipelineConfig.from_params({**values, "rear.camera.z": 0.0}, camera="rear")
+    with pytest.raises(ConfigError, match="valid values: raw, compressed"):
+        validate_values({**values, "rear.input_transport": "theora"})
+    # per-camera names exist only for the cameras listed
+    with pytest.raises(ConfigError, match=re.escape("left.image_type is not a parameter")):
+        validate_values({**values, "left.image_type": "raw"})
+    with pytest.raises(ConfigError, match=re.escape("front.image_type is not a parameter")):
+        validate_values({"front.image_type": "raw"})
+
+
+def test_generated_yaml_lists_cameras_and_fusion(tmp_path: Path) -> None:
+    from seg_perception.core.config import params_yaml
+
+    text = params_yaml()
+    assert '    cameras: [""]' in text
+    assert "    fusion.max_age: 0.2" in text
+    f = tmp_path / "p.yaml"
+    f.write_text(text)
+    glob, _ = read_params_file(f)
+    assert glob["cameras"] == [""]
+    assert PipelineConfig.from_params(glob) == PipelineConfig.from_params()

@@ -54,3 +54,30 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     still = cv2.imread(str(report / "frame_first.png"))
     assert still is not None and still.shape[0] == 360
     assert (report / "summary.md").read_text().startswith("# seg_perception demo")
+
+
+def test_surround_demo_end_to_end(tmp_path: Path) -> None:
+    """`demo --cameras 4`: a four-camera drive through one node; the report shows the four
+    views, the fused grid and the exact fused truth, and scores one against the other."""
+    out = tmp_path / "surround"
+    proc = subprocess.run(
+        [sys.executable, "-m", "seg_perception", "demo", "--cameras", "4", "--out", str(out),
+         "--frames", "10", "--fps", "5", "--width", "320", "--height", "240", "--device",
+         "cpu"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = out / "report"
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["cameras"] == ["front", "left", "right", "rear"]
+    assert summary["frames_played"] == 10
+    rec = summary["outputs_recorded"]
+    assert all(rec[f"/{c}/overlay"] >= 1 for c in summary["cameras"])
+    assert rec["/drivable/grid"] >= 1 and rec["/drivable/boundary"] >= 1
+    agree = summary["fused_agreement_with_truth"]
+    assert agree["frames"] >= 1 and agree["mean"] >= 0.85, agree
+    diag = summary["node_diagnostics"]
+    assert diag["cameras"] == "4" and float(diag["batch_size_p50"]) >= 1
+    assert set(summary["camera_diagnostics"]) == set(summary["cameras"])
+    still = cv2.imread(str(report / "frame_first.png"))
+    assert still is not None and still.shape[0] == 480  # 2 x 2 views of 240
+    assert Path(summary["video"]).is_file() and (out / "truth.npz").is_file()
+    assert (report / "summary.md").read_text().startswith("# seg_perception demo: 4 cameras")

@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import rclpy
@@ -41,12 +42,16 @@ from ros2_tools import (
     session_install,
 )
 from ros_harness import NodeProcess, Probe
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from seg_perception.core.geometry.rig import SURROUND_GRID, render_rig, surround_rig
+from seg_perception.core.geometry.scene import SceneSpec
+from seg_perception.core.image_codec import encode_raw
 from seg_perception.core.models import get_entry
 from seg_perception.core.models.zoo import DEFAULT_MODEL
-from seg_perception.ros import lifecycle, tf_pose
+from seg_perception.ros import node as node_module
+from seg_perception.ros import node_common, tf_pose
 from seg_perception.ros.label_info import label_info_qos
 from seg_perception.ros.lifecycle import SegLifecycleNode
 
@@ -238,7 +243,7 @@ def test_exception_in_a_transition_goes_to_on_error(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("camera channel exploded")
 
-    monkeypatch.setattr(lifecycle, "CameraChannel", broken)
+    monkeypatch.setattr(node_module, "CameraChannel", broken)  # open_cameras makes them
     capfd.readouterr()
     assert node.trigger_activate() == ERROR
     assert state(node) == "unconfigured"
@@ -253,6 +258,84 @@ def test_exception_in_a_transition_goes_to_on_error(
     monkeypatch.undo()
     assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS
     assert state(node) == "active"
+
+
+def test_several_cameras_as_seg_node_does(make_node: Callable[..., SegLifecycleNode]) -> None:
+    """cameras: [front, rear]: activate opens both cameras' topics and the fused grid, a cycle
+    runs both frames as one batch and publishes the fused grid and per-camera diagnostics;
+    deactivate removes them all; `cameras` and a camera's read-only entries stay fixed."""
+    node = make_node("/lc_multi", cameras=["front", "rear"], use_tf=False,
+                     **{"fusion.sync_window": 5.0, "rear.input_transport": "compressed",
+                        **{f"grid.{k}": getattr(SURROUND_GRID, k) for k in (
+                            "resolution", "x_min", "x_max", "y_min", "y_max")}})
+    assert node.describe_parameter("cameras").read_only  # per-camera entries declared from it
+    assert not node.describe_parameter("front.input_transport").read_only  # while unconfigured
+    assert node.trigger_configure() == SUCCESS
+    assert not node.set_parameters([Parameter("front.input_transport",
+                                              value="compressed")])[0].successful
+    assert node.set_parameters([Parameter("rear.camera.pitch", value=0.05)])[0].successful
+    assert node.trigger_activate() == SUCCESS
+    assert {"/lc_multi/front/image", "/lc_multi/rear/image/compressed",
+            "/lc_multi/rear/camera_info"} <= sub_topics(node)
+    assert "/lc_multi/image" not in sub_topics(node)
+    assert {"/lc_multi/front/labels", "/lc_multi/rear/drivable/grid", "/lc_multi/drivable/grid",
+            "/lc_multi/drivable/boundary"} <= pub_topics(node)
+    assert node.image_topic == "/lc_multi/front/image"
+    worker = node.worker
+    assert worker is not None and worker.fused is not None and len(worker.channels) == 2
+
+    published: list[object] = []
+    worker.fused.wanted = lambda: {"drivable/grid"}  # as if a planner subscribed
+    worker.fused.grid.publish = published.append
+    own_grids: list[object] = []  # X/drivable/grid: only on request, and nobody asks here
+    for channel in node.cameras:
+        channel.grid_pub.publish = own_grids.append
+    rig = surround_rig(width=W, height=H)
+    scene = render_rig(SceneSpec(), rig, SURROUND_GRID)
+    hdr = Header(stamp=Time(sec=1_700_000_000, nanosec=5), frame_id="cam")
+    for channel, name in zip(node.cameras, ("front", "rear"), strict=True):
+        model = rig.camera(name).model
+        k = list(map(float, np.asarray(model.K).ravel()))
+        channel._on_camera_info(CameraInfo(
+            header=hdr, width=W, height=H, k=k, d=[0.0] * 5, distortion_model="plumb_bob",
+            r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], p=[*k[:3], 0.0, *k[3:6], 0.0, *k[6:], 0.0]))
+    rgb = {n: scene.views[n].rgb for n in ("front", "rear")}
+    data, step = encode_raw(rgb["front"], "rgb8")
+    older = Header(stamp=Time(sec=1_699_999_999, nanosec=5), frame_id="cam")
+    for h in (older, hdr):  # the cycle waits for rear: the newer front frame replaces the first
+        node.cameras[0]._on_image(Image(header=h, height=H, width=W, encoding="rgb8",
+                                        step=step, data=bytes(data)))
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb["rear"], cv2.COLOR_RGB2BGR))
+    assert ok
+    node.cameras[1]._on_image(CompressedImage(header=hdr, format="png", data=png.tobytes()))
+    deadline = time.monotonic() + 120
+    while not published:
+        assert time.monotonic() < deadline, "no fused grid"
+        time.sleep(0.05)
+    grid = published[0]
+    assert (grid.header.stamp.sec, grid.header.stamp.nanosec) == (1_700_000_000, 5)
+    assert (grid.info.width, grid.info.height) == SURROUND_GRID.shape[::-1]
+    assert worker.last_batch == 2 and worker.fused_published == 1  # one batch of two
+    assert own_grids == []
+    statuses = [node_common.segmentation_status("/lc_multi/seg_node", worker, node.cameras,
+                                                node.info, "base_footprint"),
+                *node_common.camera_statuses("/lc_multi/seg_node", worker, node.cameras,
+                                             node.info)]
+    assert [s.name.rsplit(": ", 1)[1] for s in statuses] == [
+        "segmentation", "camera front", "camera rear"]
+    for s, dropped in zip(statuses[1:], ("1", "0"), strict=True):  # drops per camera
+        values = {kv.key: kv.value for kv in s.values}
+        assert values["frames_processed"] == "1" and values["frames_dropped"] == dropped
+        assert values["frames_received"] == str(1 + int(dropped))
+        assert float(values["latency_p50_ms"]) > 0
+    assert {kv.key: kv.value for kv in statuses[0].values}["batch_size_last"] == "2"
+
+    assert node.trigger_deactivate() == SUCCESS
+    assert not {"/lc_multi/front/image", "/lc_multi/rear/image/compressed"} & sub_topics(node)
+    assert not {"/lc_multi/drivable/grid", "/lc_multi/front/labels"} & pub_topics(node)
+    assert worker.fused is None and not worker.channels and not node.cameras
+    assert node.trigger_activate() == SUCCESS  # and back, the model kept
+    assert "/lc_multi/drivable/grid" in pub_topics(node) and node.model_loads == 1
 
 
 def test_wrong_parameter_type_at_start_is_one_line(context: rclpy.Context) -> None:

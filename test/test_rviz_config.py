@@ -68,3 +68,39 @@ def test_node_publishes_the_image_outputs() -> None:
     """The image outputs the config shows exist in the node itself, not only in the contract."""
     node = pytest.importorskip("seg_perception.ros.node")
     assert {"overlay", "labels_color"} <= set(node.OUTPUT_TOPICS)
+
+
+SURROUND = REPO / "config" / "seg_surround.rviz"
+CAMERAS = ("front", "left", "right", "rear")
+# A node with cameras [front, left, right, rear]: each camera's image outputs under X/, its
+# own grid on request, and the fused grid and boundary on the unprefixed names.
+SURROUND_TOPICS = {
+    **{f"/{c}/{name}": msgtype for c in CAMERAS for name, msgtype in OUTPUT_TYPES.items()},
+    "/drivable/grid": "nav_msgs/msg/OccupancyGrid",
+    "/drivable/boundary": "geometry_msgs/msg/PolygonStamped",
+}
+
+
+def test_surround_config_shows_four_cameras_and_the_fused_grid() -> None:
+    config = yaml.safe_load(SURROUND.read_text())
+    manager = config["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == "base_footprint"
+    shown = {}
+    for display in displays(manager["Displays"]):
+        assert display["Class"].startswith(("rviz_default_plugins/", "rviz_common/"))
+        topic = display.get("Topic")
+        if topic is None:
+            continue
+        name = topic["Value"]
+        assert name in SURROUND_TOPICS, f"{display['Name']} shows {name}, which the node lacks"
+        assert SURROUND_TOPICS[name] == DISPLAY_TYPES[display["Class"]], display["Name"]
+        shown[name] = topic
+    assert set(shown) == {*(f"/{c}/overlay" for c in CAMERAS), "/drivable/grid",
+                          "/drivable/boundary"}
+    assert all(t["Durability Policy"] == "Volatile" for t in shown.values())
+    assert any(d["Class"] == "rviz_default_plugins/TF" for d in displays(manager["Displays"]))
+
+
+def test_launch_takes_another_rviz_config() -> None:
+    text = (REPO / "launch" / "seg.launch.py").read_text()
+    assert 'DeclareLaunchArgument("rviz_config"' in text

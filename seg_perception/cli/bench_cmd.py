@@ -46,6 +46,17 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
+def _camera_counts(text: str) -> tuple[int, ...]:
+    """``1,2,4`` -> (1, 2, 4): camera counts from 1 to 16."""
+    try:
+        counts = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or N,N,..., got {text!r}") from None
+    if not counts or any(not 1 <= n <= 16 for n in counts):
+        raise argparse.ArgumentTypeError(f"camera counts must be from 1 to 16, got {text!r}")
+    return counts
+
+
 def _one_line_errors(parser: argparse.ArgumentParser) -> None:
     """A wrong option prints one line (no usage block) and exits 2."""
     def error(message: str) -> NoReturn:
@@ -98,6 +109,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--peak-size", type=_int_in(1, 32768), default=None,
                    metavar="N",
                    help="matrix size for the peak measurement (default: 4096 CPU, 8192 CUDA)")
+    p.add_argument("--cameras", type=_camera_counts, default=None, metavar="N[,N...]",
+                   help="several cameras in one node: for each N (e.g. 1,2,4) the cycle time "
+                   "and frames/s per camera of N frames in ONE batched forward pass against N "
+                   "separate passes, side by side, for the engine and for the node's pipeline "
+                   "(grids, fused grid, boundary), on a synthetic surround rig at --camera "
+                   "(default 480x360); --frames is the number of cycles")
     p.add_argument("--json", default=None, metavar="FILE", help="write all figures as JSON")
     _one_line_errors(p)
     p.set_defaults(func=run)
@@ -140,9 +157,21 @@ def run(args: argparse.Namespace) -> int:
         flops_model = _flops_model(info.model, engine.meta)
     report = {"model": info.model, "weights": info.weights, "trained": info.trained,
               "precision_reason": info.precision_reason}
-    report.update(run_bench(engine, args.frames, args.warmup, args.camera, flops_model,
-                            args.peak_size, want_confidence=args.confidence))
-    print(format_report(report))
+    if args.cameras:
+        from ..core.bench import format_multicam, machine_info, run_multicam_bench
+
+        report.update({"device": str(engine.device), "backend": engine.backend_name,
+                       "precision": engine.precision, "upsample": engine.upsample,
+                       "input_size": list(engine.input_size)})
+        report["multicam"] = run_multicam_bench(
+            engine, args.cameras, args.frames, args.warmup, args.camera or (480, 360),
+            want_confidence=args.confidence)
+        report["machine"] = machine_info(engine.device)
+        print(format_multicam(report))
+    else:
+        report.update(run_bench(engine, args.frames, args.warmup, args.camera, flops_model,
+                                args.peak_size, want_confidence=args.confidence))
+        print(format_report(report))
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

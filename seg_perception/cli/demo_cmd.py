@@ -13,7 +13,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Writes a synthetic drive (scene generator) to a bag, or takes --bag, "
         "starts seg_node as its own process, plays the bag to it over DDS with /clock, "
         "records its outputs to a bag, and writes OUT/report/: a video of camera | overlay "
-        "| drivable grid, stills, and a latency and rate summary.")
+        "| drivable grid, stills, and a latency and rate summary. With --cameras 4 a "
+        "synthetic surround rig (front, left, right, rear) drives through one seg_node and "
+        "the report shows the four views, the fused grid and the exact fused truth.")
     p.add_argument("--out", type=Path, default=Path("demo_out"),
                    help="output folder (default: demo_out)")
     p.add_argument("--bag", type=Path, help="your own rosbag2 (.mcap/.db3 or bag folder)")
@@ -29,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="default")
     p.add_argument("--checkpoint", default="")
     p.add_argument("--device", default="auto")
+    p.add_argument("--cameras", type=int, default=1, choices=(1, 2, 3, 4),
+                   help="1 (default): one camera; 2-4: a synthetic surround rig (front, left, "
+                   "right, rear) through one seg_node with a fused grid")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                    help="extra seg_node parameter, e.g. -p camera.pitch:=0.1 (repeatable)")
     p.set_defaults(func=run)
@@ -47,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         out=args.out, bag=args.bag, image_topic=args.image_topic,
         camera_info_topic=args.camera_info_topic, frames=args.frames, fps=args.fps,
         width=args.width, height=args.height, model=args.model, checkpoint=args.checkpoint,
-        device=args.device, rate=args.rate, seed=args.seed, node_params=extra))
+        device=args.device, rate=args.rate, seed=args.seed, node_params=extra,
+        cameras=args.cameras))
     print(json.dumps(summary, indent=2))
     print(f"\nreport: {Path(summary['video']).parent}")
     return 0

@@ -13,8 +13,10 @@ ROS-free and torch-free: nothing here imports rclpy, cv_bridge or torch.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,20 +31,31 @@ from .image_codec import DEFAULT_MAX_PIXELS
 IMAGE_TYPES = ("auto", "raw", "rectified")
 #: Node name whose sections of a ROS 2 parameter file apply (besides ``/**``).
 NODE_NAME = "seg_node"
+#: The default of ``cameras``: one camera whose topics carry no prefix (``image``,
+#: ``labels``, ``drivable/grid``, ...), the node as it has always been.
+SINGLE_CAMERA = ("",)
+#: Most cameras one node serves (one batched forward pass holds a frame of each).
+MAX_CAMERAS = 16
+#: Parameters a camera ``X`` of ``cameras`` can set for itself as ``X.<name>`` (e.g.
+#: ``front.input_transport``, ``rear.camera.yaw``); they default to the global value.
+CAMERA_PARAMS = ("input_transport", "image_type", "camera.x", "camera.y", "camera.z",
+                 "camera.roll", "camera.pitch", "camera.yaw")
 
 
 class ConfigError(ValueError):
     """A parameter value, or a combination of values, that cannot be used (says which)."""
 
 
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a double", str: "a string"}
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a double", str: "a string",
+               tuple: "a list of strings"}
 
 
 @dataclass(frozen=True)
 class ParamSpec:
     """One parameter: name, default (its type is the parameter's type), description, bounds.
 
-    ``choices`` or ``(min, max)`` bound the values; every double must also be finite.
+    ``choices`` or ``(min, max)`` bound the values; every double must also be finite. A
+    tuple default makes a list-of-strings parameter (ROS STRING_ARRAY; values are tuples).
     ``read_only`` parameters are fixed at start-up; the others can change at run time.
     """
 
@@ -56,7 +69,7 @@ class ParamSpec:
 
     @property
     def type(self) -> type:
-        """bool, int, float or str."""
+        """bool, int, float, str or tuple (a list of strings)."""
         return type(self.default)
 
     def coerce(self, value: Any) -> Any:
@@ -65,6 +78,11 @@ class ParamSpec:
         want = self.type
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
+        if want is tuple:
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                return tuple(value)
+            raise ConfigError(f"{self.name} must be {_TYPE_NAMES[want]}, got "
+                              f"{type(value).__name__} {value!r}")
         if want is bool:
             ok = isinstance(value, bool)
         elif want is int:
@@ -83,6 +101,8 @@ class ParamSpec:
         valid values."""
         if self.type is float and not math.isfinite(value):
             return f"{self.name}={value!r} is not a finite number"
+        if self.name == "cameras":
+            return camera_names_problem(value)
         if self.choices is not None:
             ok = value in self.choices or (self.name == "device" and is_device_choice(value))
             if not ok:
@@ -120,6 +140,16 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("cpu_threads", 0,
               "CPU threads for inference (torch, ONNX Runtime); 0: half the CPUs, at least 1, "
               "leaving room for decoding, DDS and other nodes.", min=0, max=256),
+    ParamSpec("cameras", SINGLE_CAMERA,
+              "Names of the cameras this node serves, e.g. [front, left, right, rear]: camera X "
+              "subscribes X/image (or X/image/compressed) and X/camera_info and publishes its "
+              "image outputs under X/ (X/labels, ..., X/drivable/mask; X/drivable/grid and "
+              "X/drivable/boundary too, computed only while subscribed); drivable/grid and "
+              "drivable/boundary are fused from all cameras, and all frames of a cycle go "
+              "through the network as one batch. X.input_transport, X.image_type and "
+              "X.camera.x/y/z/roll/pitch/yaw set one camera's own values (default: the global "
+              "ones at start-up). Default [\"\"]: one camera on the unprefixed names (image, "
+              "labels, drivable/grid, ...)."),
     ParamSpec("input_transport", "raw",
               "'raw' subscribes to `image` (sensor_msgs/Image), 'compressed' to "
               "`image/compressed` (sensor_msgs/CompressedImage, JPEG or PNG).",
@@ -200,6 +230,18 @@ PARAMS: tuple[ParamSpec, ...] = (
               "Cells where one image pixel covers more ground than this are unseen (-1): "
               "limits the grid before the horizon, where a pixel spans metres (m, > 0).",
               read_only=False, min=0.0, max=_DISTANCE),
+    ParamSpec("fusion.max_age", 0.2,
+              "Several cameras: a camera's latest grid takes part in the fused drivable/grid "
+              "only while its stamp is within this many seconds of the newest frame of the "
+              "cycle; a camera that goes silent drops out and its cells become unknown (-1) "
+              "unless another camera sees them (s).", read_only=False, min=0.0, max=60.0),
+    ParamSpec("fusion.sync_window", 0.03,
+              "Several cameras: how long a cycle waits after its first frame for the other "
+              "cameras' frames before they run as one batch. The node waits in wall-clock "
+              "time, ending as soon as every camera has a frame (a camera that missed the "
+              "last wait is not waited for until it sends again); process puts one frame per "
+              "camera in a cycle whose header stamps are within this of the cycle's first "
+              "(0: equal stamps) (s).", read_only=False, min=0.0, max=10.0),
     ParamSpec("mask.speckle_area", 9,
               "Drivable-mask blobs and gaps smaller than about this many pixels are removed "
               "before projection (0: no cleaning).", min=0, max=10000, read_only=False),
@@ -217,30 +259,112 @@ DEFAULTS: Mapping[str, Any] = {p.name: p.default for p in PARAMS}
 ROS_PARAMETERS = frozenset({"use_sim_time", "start_type_description_service"})
 
 
-def unknown_parameter_message(name: str) -> str:
+_CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+
+
+def _reserved_camera_names() -> frozenset[str]:
+    """Names a camera cannot have: its ``X.<name>`` parameters would read as ours."""
+    return frozenset({p.name.split(".", 1)[0] for p in PARAMS} | {"qos_overrides"}
+                     | {n.split(".", 1)[0] for n in ROS_PARAMETERS})
+
+
+def camera_names_problem(names: tuple[str, ...]) -> str | None:
+    """None when ``names`` is a valid ``cameras`` value, else why not."""
+    if names == SINGLE_CAMERA:
+        return None
+    if not names:
+        return "cameras must name at least one camera (or be [\"\"] for the unprefixed names)"
+    if len(names) > MAX_CAMERAS:
+        return f"cameras lists {len(names)} cameras; at most {MAX_CAMERAS}"
+    reserved = _reserved_camera_names()
+    for name in names:
+        if not _CAMERA_NAME.match(name):
+            return (f"cameras: {name!r} is not a camera name (a letter, then letters, digits "
+                    "or _; it becomes the topic prefix X/ and the parameter prefix X.)")
+        if name in reserved:
+            return (f"cameras: {name!r} is also the name of a parameter or parameter group; "
+                    "choose another camera name")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        return f"cameras: {', '.join(dup)} listed more than once"
+    return None
+
+
+def camera_param(camera: str, name: str) -> str:
+    """The parameter ``name`` of camera ``camera`` (``front.input_transport``)."""
+    return f"{camera}.{name}"
+
+
+def camera_spec(camera: str, name: str, default: Any | None = None) -> ParamSpec:
+    """The table entry of camera ``camera``'s own ``name`` (one of :data:`CAMERA_PARAMS`),
+    with ``default`` (the global value) as its default."""
+    base = PARAMS_BY_NAME[name]
+    return dataclasses.replace(
+        base, name=camera_param(camera, name),
+        default=base.default if default is None else default,
+        description=f"Camera {camera}: {name} of this camera (default: the global {name} at "
+        f"start-up). " + base.description)
+
+
+def camera_specs(cameras: Iterable[str], defaults: Mapping[str, Any] | None = None
+                 ) -> dict[str, ParamSpec]:
+    """Every per-camera entry of ``cameras`` (none for the single unprefixed camera)."""
+    defaults = defaults or DEFAULTS
+    return {spec.name: spec for cam in cameras if cam
+            for spec in (camera_spec(cam, n, defaults.get(n)) for n in CAMERA_PARAMS)}
+
+
+def unknown_parameter_message(name: str, known: Iterable[str] = ()) -> str:
     """Why ``name`` is not a parameter of the node, with the nearest real names."""
-    close = difflib.get_close_matches(name, list(PARAMS_BY_NAME), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, [*PARAMS_BY_NAME, *known], n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
     return f"{name} is not a parameter of {NODE_NAME}{hint}"
+
+
+def is_ros_parameter(name: str) -> bool:
+    """Parameters every ROS node has or launch sets (never ours to check)."""
+    return name in ROS_PARAMETERS or name.startswith("qos_overrides.")
 
 
 def validate_values(values: Mapping[str, Any], where: str = "") -> dict[str, Any]:
     """Every known parameter of ``values`` coerced and checked (unknown names are refused).
 
-    Raises :class:`ConfigError` naming the first bad parameter (prefixed with ``where``).
+    Per-camera names (``front.image_type``) are known for the cameras ``values`` lists in
+    ``cameras``. Raises :class:`ConfigError` naming the first bad parameter (prefixed with
+    ``where``).
     """
     out: dict[str, Any] = {}
     prefix = f"{where}: " if where else ""
+    specs: Mapping[str, ParamSpec] = PARAMS_BY_NAME
+    if "cameras" in values:
+        try:
+            cameras = PARAMS_BY_NAME["cameras"].validate(values["cameras"])
+        except ConfigError as exc:
+            raise ConfigError(prefix + str(exc)) from None
+        specs = {**PARAMS_BY_NAME, **camera_specs(cameras)}
     for name, value in values.items():
-        spec = PARAMS_BY_NAME.get(name)
+        spec = specs.get(name)
         if spec is None:
-            if name in ROS_PARAMETERS or name.startswith("qos_overrides."):
+            if is_ros_parameter(name):
                 continue
-            raise ConfigError(prefix + unknown_parameter_message(name))
+            raise ConfigError(prefix + unknown_parameter_message(name, specs))
         try:
             out[name] = spec.validate(value)
         except ConfigError as exc:
             raise ConfigError(prefix + str(exc)) from None
+    return out
+
+
+def camera_values(values: Mapping[str, Any], camera: str) -> dict[str, Any]:
+    """``values`` as camera ``camera`` sees them: its own ``camera.<name>`` entries in place
+    of the global ones (the unprefixed camera ``""`` has none)."""
+    if not camera:
+        return dict(values)
+    out = dict(values)
+    for name in CAMERA_PARAMS:
+        own = values.get(camera_param(camera, name))
+        if own is not None:
+            out[name] = own
     return out
 
 
@@ -267,16 +391,23 @@ class PipelineConfig:
     tf_timeout: float = 0.05
     image_type: str = "auto"
     camera_info_tolerance: float = 0.0
+    fusion_max_age: float = 0.2
+    sync_window: float = 0.03
 
     @classmethod
-    def from_params(cls, values: Mapping[str, Any] | None = None) -> PipelineConfig:
-        """The snapshot for parameter ``values`` (missing names take their defaults).
+    def from_params(cls, values: Mapping[str, Any] | None = None, camera: str = ""
+                    ) -> PipelineConfig:
+        """The snapshot for parameter ``values`` (missing names take their defaults), as
+        camera ``camera`` of ``cameras`` sees them (its ``camera.*`` entries replace the
+        global ones; ``""``: the global values).
 
         Single values are checked against the table, then the combination (grid extent,
         cell count, camera above the ground, positive limits); a :class:`ConfigError` names
         the parameters involved.
         """
         p = {**DEFAULTS, **validate_values(values or {})}
+        if camera:
+            p = camera_values(p, camera)
         grid = GridSpec(p["grid.resolution"], p["grid.x_min"], p["grid.x_max"],
                         p["grid.y_min"], p["grid.y_max"])
         if grid.x_min >= grid.x_max:
@@ -291,9 +422,10 @@ class PipelineConfig:
         mounting = CameraMounting(p["camera.x"], p["camera.y"], p["camera.z"],
                                   p["camera.roll"], p["camera.pitch"], p["camera.yaw"])
         if not mounting.z > 0.0:
+            z_name = camera_param(camera, "camera.z") if camera else "camera.z"
             raise ConfigError(
-                f"camera.z = {mounting.z} m puts the camera at or below the ground plane z = 0 "
-                "of grid_frame; the drivable grid needs camera.z > 0")
+                f"{z_name} = {mounting.z} m puts the camera at or below the ground plane z = 0 "
+                f"of grid_frame; the drivable grid needs {z_name} > 0")
         for name in ("grid.max_range", "grid.max_pixel_footprint"):
             if not p[name] > 0.0:
                 raise ConfigError(f"{name} = {p[name]} must be > 0 metres")
@@ -313,6 +445,8 @@ class PipelineConfig:
             tf_timeout=p["tf_timeout"],
             image_type=p["image_type"],
             camera_info_tolerance=p["camera_info_tolerance"],
+            fusion_max_age=p["fusion.max_age"],
+            sync_window=p["fusion.sync_window"],
         )
 
     @property
@@ -383,6 +517,8 @@ def read_params_file(path: str | Path, node_name: str = NODE_NAME
 def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
     return f'"{value}"' if isinstance(value, str) else repr(value)
 
 
@@ -420,18 +556,36 @@ def params_yaml(params: Iterable[ParamSpec] = PARAMS) -> str:
         lines += ["    # " + line
                   for line in textwrap.wrap(describe(p), 90, break_on_hyphens=False)]
         lines.append(f"    {p.name}: {_fmt(p.default)}")
+        if p.name == "cameras":
+            lines += ["    # Several cameras, each with some values of its own, e.g.:",
+                      "    #   cameras: [front, left, right, rear]",
+                      "    #   front:",
+                      "    #     input_transport: compressed",
+                      "    #   rear:",
+                      "    #     image_type: rectified",
+                      "    #     camera:",
+                      "    #       yaw: 3.1416"]
     return "\n".join(lines) + "\n"
 
 
 __all__ = [
+    "CAMERA_PARAMS",
     "DEFAULTS",
     "IMAGE_TYPES",
+    "MAX_CAMERAS",
     "PARAMS",
     "PARAMS_BY_NAME",
+    "SINGLE_CAMERA",
     "ConfigError",
     "ParamSpec",
     "PipelineConfig",
+    "camera_names_problem",
+    "camera_param",
+    "camera_spec",
+    "camera_specs",
+    "camera_values",
     "describe",
+    "is_ros_parameter",
     "params_yaml",
     "read_params_file",
     "unknown_parameter_message",

@@ -23,6 +23,7 @@ from .geometry import (
     drive_sequence,
     render_scene,
 )
+from .geometry.rig import BASE_FRAME, SURROUND_GRID, Rig, render_rig, surround_rig
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,85 @@ def camera_tf(mounting: CameraMounting) -> object:
     optical = Transform.from_matrix(BODY_FROM_OPTICAL, (0.0, 0.0, 0.0))
     return tf_msg([(DEMO_BASE_FRAME, DEMO_BODY_FRAME, body),
                    (DEMO_BODY_FRAME, DEMO_FRAME_ID, optical)])
+
+
+@dataclass(frozen=True)
+class SurroundDrive:
+    """A drive seen by a camera rig: the bag, the rig, each camera's topics, the grid the
+    exact fused truth is on, and where that truth is (``truth``: an .npz with ``stamps``
+    (N,) ns, ``fused`` (N, H, W) int8 and ``cameras``/``per_camera`` (N, C, H, W) int8)."""
+
+    bag: Path
+    rig: Rig
+    image_topics: dict[str, str]
+    info_topics: dict[str, str]
+    grid: GridSpec
+    frames: int
+    fps: float
+    truth: Path | None = None
+
+
+def write_surround_drive(
+    bag: str | Path,
+    frames: int = 100,
+    fps: float = 10.0,
+    width: int = 480,
+    height: int = 360,
+    rig: Rig | None = None,
+    grid: GridSpec = SURROUND_GRID,
+    seed: int = 0,
+    truth: str | Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SurroundDrive:
+    """Render a drive (:func:`drive_sequence`) from every camera of ``rig`` (default: the
+    four-camera :func:`~.geometry.rig.surround_rig` at ``width`` x ``height``) into a bag.
+
+    Per frame and camera: ``/X/image_raw`` (rgb8) and ``/X/camera_info``, all cameras with
+    the same stamp (a hardware-triggered rig), ``frame_id`` the camera's optical frame; the
+    rig on ``/tf_static`` (``base_footprint -> X_camera_link -> X_camera_optical_frame``).
+    With ``truth`` the generator's exact per-camera and fused grids on ``grid`` go to that
+    .npz, to score a fused grid against.
+    """
+    rig = rig or surround_rig(width, height)
+    image_topics = {c.name: f"/{c.name}/image_raw" for c in rig.cameras}
+    info_topics = {c.name: f"/{c.name}/camera_info" for c in rig.cameras}
+    stamps, fused, per_cam = [], [], []
+    rng = np.random.default_rng(seed)
+    with BagWriter(bag) as writer:
+        writer.write("/tf_static", tf_msg(rig.transforms(BASE_FRAME)), START_NS,
+                     qos=tf_static_qos())
+        for i, spec in enumerate(drive_sequence(frames, fps=fps, rng=rng)):
+            t = START_NS + round(i * 1e9 / fps)
+            render = render_rig(spec, rig, grid, np.random.default_rng(seed + i))
+            for cam in rig.cameras:
+                header = make_header(t // 1_000_000_000, t % 1_000_000_000, cam.optical_frame)
+                writer.write(image_topics[cam.name],
+                             image_msg(render.views[cam.name].rgb, "rgb8", header), t)
+                writer.write(info_topics[cam.name], camera_info_msg(cam.model, header), t)
+            if truth is not None:
+                stamps.append(t)
+                fused.append(render.fused)
+                per_cam.append(np.stack([render.views[c.name].grid for c in rig.cameras]))
+            if progress:
+                progress(i + 1)
+    if truth is not None:
+        truth = Path(truth)
+        np.savez_compressed(truth, stamps=np.asarray(stamps, np.int64),
+                            fused=np.asarray(fused, np.int8),
+                            per_camera=np.asarray(per_cam, np.int8),
+                            cameras=np.asarray(rig.names), grid=np.asarray(
+                                [grid.resolution, grid.x_min, grid.x_max, grid.y_min,
+                                 grid.y_max]))
+    return SurroundDrive(Path(bag), rig, image_topics, info_topics, grid, frames, fps,
+                         Path(truth) if truth is not None else None)
+
+
+def agreement(grid: np.ndarray, truth: np.ndarray) -> tuple[float, int]:
+    """Fraction of the cells ``truth`` sees (not -1) where ``grid`` says the same, and how
+    many cells that is (a cell ``grid`` leaves unknown counts as a disagreement)."""
+    seen = truth >= 0
+    n = int(seen.sum())
+    return (float((grid[seen] == truth[seen]).mean()) if n else float("nan")), n
 
 
 # Colours of the bird's-eye picture: unseen, drivable, not drivable.
@@ -165,3 +245,19 @@ def write_animation(frames: Sequence[np.ndarray], path_stem: str | Path, fps: fl
     pics = [Image.fromarray(f[:h, :w]) for f in frames]
     pics[0].save(apng, save_all=True, append_images=pics[1:], duration=int(1000 / fps), loop=0)
     return apng
+
+
+def mosaic(images: Sequence[np.ndarray], labels: Sequence[str], tile_height: int = 240,
+           columns: int = 2) -> np.ndarray:
+    """Images in a grid of ``columns`` (each scaled to ``tile_height``, captioned); a missing
+    one (None) is a dark tile of the first one's size."""
+    first = next(img for img in images if img is not None)
+    tiles = [side_by_side([img if img is not None else np.full_like(first, 30)],
+                          tile_height, [label]) for img, label in zip(images, labels,
+                                                                     strict=True)]
+    width = max(t.shape[1] for t in tiles)
+    tiles = [np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0))) for t in tiles]
+    while len(tiles) % columns:
+        tiles.append(np.zeros_like(tiles[0]))
+    rows = [np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)]
+    return np.vstack(rows)

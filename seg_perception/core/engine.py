@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -390,14 +390,94 @@ class SegEngine:
         }
         return SegResult(labels, conf, drivable, timings)
 
-    def warmup(self, width: int | None = None, height: int | None = None, runs: int = 2) -> float:
-        """Run dummy frames so kernels, allocators and autotuning are ready; returns ms."""
+    def run_batch(self, frames: Sequence[np.ndarray],
+                  want_confidence: bool | Sequence[bool] = True) -> list[SegResult]:
+        """Segment several RGB uint8 frames (any sizes, e.g. one per camera) with ONE forward
+        pass: each is resized to the network input, the batch runs once, and each frame's
+        outputs come back at its own resolution (the same as :meth:`__call__` gives it).
+
+        ``want_confidence`` is one flag for all or one per frame. Each result's timings
+        hold its own ``preprocess`` and ``postprocess``, the batch's ``inference`` and
+        ``batch`` (the batch size). Backends that take one frame per call (a fixed-batch
+        ``.onnx`` export) run the frames one after the other inside the same call.
+        """
+        n = len(frames)
+        if isinstance(want_confidence, bool):
+            wants = [want_confidence] * n
+        else:
+            wants = [bool(w) for w in want_confidence]
+            if len(wants) != n:
+                raise ValueError(f"{len(wants)} want_confidence flags for {n} frames")
+        if n == 0:
+            return []
+        if n == 1:  # the single-frame path itself: results identical to __call__
+            result = self(frames[0], wants[0])
+            result.timings["batch"] = 1
+            return [result]
+        pre_ms = []
+        xs = []
+        for rgb in frames:
+            t = time.perf_counter()
+            xs.append(self.preprocess(rgb))
+            pre_ms.append((time.perf_counter() - t) * 1e3)
+        t0 = time.perf_counter()
+        x = torch.cat(xs, dim=0)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        self._sync()
+        t1 = time.perf_counter()
+        scores = self._forward_batch(x)
+        self._sync()
+        t2 = time.perf_counter()
+        infer_ms = (t2 - t1) * 1e3
+        cat_ms = (t1 - t0) * 1e3 / n
+        results = []
+        for i, (rgb, want) in enumerate(zip(frames, wants, strict=True)):
+            t = time.perf_counter()
+            labels, conf, drivable = self.postprocess(_item(scores, i), rgb.shape[:2], want)
+            results.append(SegResult(labels, conf, drivable, {
+                "preprocess": pre_ms[i] + cat_ms, "inference": infer_ms,
+                "postprocess": (time.perf_counter() - t) * 1e3, "batch": n}))
+        return results
+
+    @property
+    def max_batch(self) -> int | None:
+        """Most frames one forward pass takes (None: any number)."""
+        return getattr(self.model, "max_batch", None) if not isinstance(self.model, nn.Module) \
+            else None
+
+    def _forward_batch(self, x: torch.Tensor) -> Any:
+        """:meth:`forward` on a batch, split where the backend takes fewer frames per call."""
+        limit = self.max_batch
+        if limit is None or x.shape[0] <= limit:
+            return self.forward(x)
+        parts = [self.forward(x[i:i + limit]) for i in range(0, x.shape[0], limit)]
+        if isinstance(parts[0], (tuple, list)):
+            return tuple(torch.cat([p[k] for p in parts], dim=0) for k in range(len(parts[0])))
+        return torch.cat(parts, dim=0)
+
+    def warmup(self, width: int | None = None, height: int | None = None, runs: int = 2,
+               batch_sizes: Sequence[int] = (1,)) -> float:
+        """Run dummy frames so kernels, allocators and autotuning are ready, for every batch
+        size of ``batch_sizes`` (backends compiled per batch size compile each here); returns
+        ms."""
         w, h = width or self.input_size[0], height or self.input_size[1]
         frame = np.zeros((h, w, 3), dtype=np.uint8)
         t0 = time.perf_counter()
-        for _ in range(runs):
-            self(frame)
+        for n in sorted(set(batch_sizes)):
+            for _ in range(runs):
+                if n == 1:
+                    self(frame)
+                else:
+                    self.run_batch([frame] * n)
         return (time.perf_counter() - t0) * 1e3
+
+
+def _item(scores: Any, i: int) -> Any:
+    """Frame ``i`` of a batch's scores (or (scores, drivable_scores)), batch axis kept."""
+    if isinstance(scores, (tuple, list)):
+        return tuple(t[i:i + 1] for t in scores)
+    return scores[i:i + 1]
 
 
 def _nearest_host(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:

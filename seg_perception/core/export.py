@@ -69,7 +69,8 @@ def export_onnx(
     """Write ``model`` as ONNX at ``width`` x ``height`` (default: the meta's input size).
 
     A fixed-size export must be fed that size, so the stored meta's ``input_size`` becomes
-    the export size; ``dynamic=True`` leaves batch, height and width free. ``weights`` and
+    the export size; its batch axis is free (several cameras run as one batch).
+    ``dynamic=True`` leaves height and width free too. ``weights`` and
     ``trained`` describe the weights so tools can warn about random ones later. The file is
     checked with ``onnx.checker`` before it is written.
     """
@@ -97,12 +98,14 @@ def export_onnx(
         raise ExportError(f"{name}: the network outputs {reference[0].shape[1]} classes but "
                           f"its metadata lists {meta.num_classes}")
 
-    dynamic_axes = None
+    # The batch axis is always free: the node runs one frame of every camera as a batch.
+    dynamic_axes: dict[str, dict[int, str]] = {INPUT_NAME: {0: "batch"}}
+    for out_name in names:
+        dynamic_axes[out_name] = {0: "batch"}
     if dynamic:
-        dynamic_axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+        dynamic_axes[INPUT_NAME].update({2: "height", 3: "width"})
         for out_name in names:
-            dynamic_axes[out_name] = {0: "batch", 2: f"{out_name}_height",
-                                      3: f"{out_name}_width"}
+            dynamic_axes[out_name].update({2: f"{out_name}_height", 3: f"{out_name}_width"})
     buf = io.BytesIO()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -125,6 +125,9 @@ class OnnxBackend:
                                     f"{[(i.name, i.type) for i in inputs]}")
         self.input_name = inputs[0].name
         shape = inputs[0].shape
+        #: Most frames per call: 1 for an export whose batch axis is fixed (older files),
+        #: None (any) for ours, whose batch axis is always free.
+        self.max_batch: int | None = 1 if len(shape) == 4 and shape[0] == 1 else None
         self.fixed_size: tuple[int, int] | None = None
         if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int):
             self.fixed_size = (shape[3], shape[2])

@@ -11,6 +11,11 @@ the file). The network is compiled for a fixed input shape (static shapes are Op
 fast path); precision is OpenVINO's ``INFERENCE_PRECISION_HINT`` (bf16 or f32); an int8 file
 carries its own quantisation and runs its remaining layers in bf16 where the CPU has a bf16
 unit.
+
+Batches (several cameras in one forward pass): the model is kept with a free batch axis and
+compiled once per batch size met (batch 1 at start-up, the others on first use or in the
+engine's warm-up), each compiled network kept for the next time that size comes; a file
+whose batch axis is fixed at 1 runs batches one frame at a time.
 """
 
 from __future__ import annotations
@@ -82,8 +87,8 @@ class OpenVinoBackend:
         inputs = ov_model.inputs
         if len(inputs) != 1:
             raise EngineConfigError(f"{model_name}: expected one input, found {len(inputs)}")
-        if ov_model.is_dynamic():
-            ov_model.reshape({inputs[0]: ov.PartialShape([1, 3, h, w])})
+        self._ov = ov
+        self._ov_model = ov_model
         self.precision = precision
         self.meta = meta.replace(input_size=(w, h))
         self.model_name, self.weights, self.trained = model_name, weights, trained
@@ -92,7 +97,7 @@ class OpenVinoBackend:
         # bf16 for the layers that are not quantised, where the CPU computes bf16 natively.
         hint = "bf16" if precision == "bf16" or (precision == "int8" and hw.cpu_bf16_unit()) \
             else "f32"
-        config = {
+        self._config = {
             "INFERENCE_PRECISION_HINT": hint,
             "INFERENCE_NUM_THREADS": self.threads,
             "PERFORMANCE_HINT": "LATENCY",
@@ -100,17 +105,52 @@ class OpenVinoBackend:
             # Like torch: no pinning of the thread to a core another process may hold.
             "ENABLE_CPU_PINNING": False,
         }
-        try:
-            self.compiled = ov.Core().compile_model(ov_model, "CPU", config)
-        except RuntimeError as exc:
-            raise EngineConfigError(f"OpenVINO cannot compile {model_name}: {exc}") from exc
-        self.request = self.compiled.create_infer_request()
+        self._batches: dict[int, tuple[Any, Any]] = {}  # batch size -> (compiled, request)
+        #: Most frames per forward pass: None (any) unless the model's batch axis is fixed.
+        self.max_batch: int | None = None
+        batch = inputs[0].get_partial_shape()[0]
+        if batch.is_static and batch.get_length() == 1:
+            self.max_batch = 1  # e.g. an old fixed-batch export: frames run one by one
+        self.compiled, self.request = self._compile(1)
+        if self.max_batch == 1:
+            self._ov_model = None  # nothing else will be compiled from it
         self.outputs = list(self.compiled.outputs)
         if len(self.outputs) not in (1, 2):
             raise EngineConfigError(f"{model_name}: expected 1 or 2 outputs, found "
                                     f"{len(self.outputs)}")
         log.info("openvino %s: %s %dx%d, %d thread(s), inference precision %s", model_name,
                  precision, w, h, self.threads, hint)
+
+    def _compile(self, batch: int) -> tuple[Any, Any]:
+        """The network compiled for ``batch`` frames of the input size (kept per size)."""
+        hit = self._batches.get(batch)
+        if hit is not None:
+            return hit
+        ov = self._ov
+        w, h = self.fixed_size
+        model = self._ov_model
+        if model.is_dynamic() or batch != 1:
+            model = model.clone()
+            try:
+                model.reshape({model.inputs[0]: ov.PartialShape([batch, 3, h, w])})
+            except RuntimeError as exc:
+                raise EngineConfigError(f"OpenVINO cannot reshape {self.model_name} to a batch "
+                                        f"of {batch}: {exc}") from exc
+        try:
+            compiled = ov.Core().compile_model(model, "CPU", self._config)
+        except RuntimeError as exc:
+            raise EngineConfigError(f"OpenVINO cannot compile {self.model_name}: {exc}"
+                                    ) from exc
+        entry = (compiled, compiled.create_infer_request())
+        self._batches[batch] = entry
+        if batch != 1:
+            log.info("openvino %s: compiled for a batch of %d", self.model_name, batch)
+        return entry
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """Batch sizes compiled so far."""
+        return tuple(sorted(self._batches))
 
     @classmethod
     def from_module(
@@ -134,7 +174,9 @@ class OpenVinoBackend:
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 warnings.filterwarnings("ignore", message=".*torch.jit.trace",
                                         category=DeprecationWarning)
-                ov_model = ov.convert_model(net, example_input=example, input=[1, 3, h, w])
+                # A free batch axis: one conversion serves every batch size (each compiled
+                # static, see _compile); at batch 1 the same network as a batch-1 conversion.
+                ov_model = ov.convert_model(net, example_input=example, input=[-1, 3, h, w])
         except Exception as exc:  # the converter raises its own error types
             raise EngineConfigError(f"OpenVINO cannot convert {model_name}: {exc}") from exc
         return cls(ov_model, meta, (w, h), precision, threads, model_name=model_name,
@@ -168,14 +210,19 @@ class OpenVinoBackend:
         return self.fixed_size
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Scores for a normalised (1, 3, H, W) float32 batch, as CPU tensors."""
+        """Scores for a normalised (N, 3, H, W) float32 batch, as CPU tensors."""
         w, h = self.fixed_size
-        if x.ndim != 4 or tuple(x.shape[1:]) != (3, h, w) or x.shape[0] != 1:
-            raise ValueError(f"{self.model_name} takes a (1, 3, {h}, {w}) tensor, got "
+        if x.ndim != 4 or tuple(x.shape[1:]) != (3, h, w) or x.shape[0] < 1:
+            raise ValueError(f"{self.model_name} takes an (N, 3, {h}, {w}) tensor, got "
                              f"{tuple(x.shape)}")
+        n = int(x.shape[0])
+        if self.max_batch is not None and n > self.max_batch:
+            raise ValueError(f"{self.model_name} takes at most {self.max_batch} frame(s) per "
+                             f"call, got {n}")
+        compiled, request = self._compile(n)
         array = np.ascontiguousarray(x.detach().float().cpu().numpy())
-        result = self.request.infer({0: array}, share_inputs=True)
-        outs = [torch.from_numpy(result[o]) for o in self.outputs]
+        result = request.infer({0: array}, share_inputs=True)
+        outs = [torch.from_numpy(result[o]) for o in compiled.outputs]
         return outs[0] if len(outs) == 1 else (outs[0], outs[1])
 
 

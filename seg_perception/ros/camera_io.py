@@ -31,7 +31,7 @@ from ..core.image_codec import (
     validate_raw,
 )
 from ..core.pipeline import IMAGE_OUTPUTS, CameraInfoBuffer
-from ..core.stats import ChangeMonitor, RateMeter, problem_kind
+from ..core.stats import ChangeMonitor, Percentiles, RateMeter, problem_kind
 
 #: camera_info messages kept for pairing by stamp (a few seconds at camera rates).
 INFO_HISTORY = 64
@@ -66,6 +66,13 @@ class CameraChannel:
     ``front/image``, ``front/labels`` ...). ``grid_outputs`` adds this camera's
     ``drivable/grid`` and ``drivable/boundary`` publishers. ``ready`` is notified when a
     frame lands in the slot; ``warn(key, text)`` reports problems rate-limited.
+
+    Per-camera statistics for /diagnostics: ``rx`` (received), ``done`` (processed),
+    ``latency`` (stamp to publish, ms), ``dropped`` (replaced in the slot before the worker
+    took it), ``lost``, ``bad``, ``no_grid``, ``idle`` (nobody subscribed) and ``left_out``
+    (cycles whose fused grid this camera's latest grid was too old for). ``expected`` says
+    whether a multi-camera cycle waits for this camera (it was on time last cycle, or has
+    sent a frame since).
     """
 
     def __init__(self, node: Node, name: str, transport: str, in_qos: QoSProfile,
@@ -102,6 +109,11 @@ class CameraChannel:
         self.infos = CameraInfoBuffer(INFO_HISTORY)
         self._slot: Frame | None = None
         self.rx = RateMeter()
+        self.done = RateMeter()
+        self.latency = Percentiles()
+        self.idle = 0
+        self.left_out = 0
+        self.expected = True
         self.dropped = 0
         self.lost = 0
         self.bad = 0
@@ -140,6 +152,7 @@ class CameraChannel:
             if self._slot is not None:
                 self.dropped += 1
             self._slot = frame
+            self.expected = True
             self._ready.notify_all()
 
     def _on_message_lost(self, info: Any) -> None:

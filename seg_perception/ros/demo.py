@@ -5,6 +5,11 @@
 3. the bag played to it with ``/clock`` (:class:`BagPlayer`), its outputs recorded to a bag;
 4. a report folder: a video of camera | overlay | drivable grid, a latency and rate summary,
    and the paths of both bags.
+
+With ``cameras`` > 1 (``demo --cameras 4``) the drive is seen by a synthetic surround rig
+(front, left, right, rear, on /tf_static) and one ``seg_node`` serves all cameras: the
+report shows the cameras' overlays, the fused surround grid and the generator's exact fused
+truth, with the agreement of the two and the node's batch size and cycle time.
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ class DemoOptions:
     seed: int = 0
     node_params: dict[str, Any] = field(default_factory=dict)
     startup_timeout: float = 180.0
+    cameras: int = 1
 
 
 def fastdds_profile() -> Path:
@@ -160,15 +166,29 @@ def _tf_topics(bag: Path) -> list[str]:
 
 def _start_node(opts: DemoOptions, ns: str, image_topic: str, info_topic: str,
                 compressed: bool, params: dict[str, Any], log_path: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "seg_perception.ros.node", "--ros-args", "-r", f"__ns:={ns}"]
+    remaps = {}
     if compressed:
-        cmd += ["-r", f"image/compressed:={image_topic}"]
+        remaps["image/compressed"] = image_topic
         params = {**params, "input_transport": "compressed"}
     else:
-        cmd += ["-r", f"image:={image_topic}"]
-    cmd += ["-r", f"camera_info:={info_topic}"]
+        remaps["image"] = image_topic
+    remaps["camera_info"] = info_topic
+    return _launch_node(ns, remaps, params, log_path)
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def _launch_node(ns: str, remaps: dict[str, str], params: dict[str, Any], log_path: Path
+                 ) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "seg_perception.ros.node", "--ros-args", "-r", f"__ns:={ns}"]
+    for src, dst in remaps.items():
+        cmd += ["-r", f"{src}:={dst}"]
     for key, value in params.items():
-        cmd += ["-p", f"{key}:={value}"]
+        cmd += ["-p", f"{key}:={_param_text(value)}"]
     log.info("starting seg_node: %s", " ".join(cmd[1:]))
     with open(log_path, "w") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
@@ -189,6 +209,8 @@ def _wait_ready(proc: subprocess.Popen, log_path: Path, timeout: float) -> None:
 
 def run_demo(opts: DemoOptions) -> dict[str, Any]:
     """Run the whole demo; returns the summary that is also written to ``summary.json``."""
+    if opts.cameras > 1:
+        return run_surround_demo(opts)
     from tqdm import tqdm
 
     t_start = time.perf_counter()
@@ -336,16 +358,24 @@ def _summarise(rec: _Recorder, stats: Any, image_topic: str, outputs: dict[str, 
 
 
 def _last_diagnostics(bag: Path) -> dict[str, str]:
+    """The node's last status (``...seg_node: segmentation``)."""
+    return _all_diagnostics(bag).get("segmentation", {})
+
+
+def _all_diagnostics(bag: Path) -> dict[str, dict[str, str]]:
+    """The last values of each seg_node status, by what follows ``seg_node: `` in its name
+    (``segmentation``, ``camera front``, ...)."""
     store = typestore()
-    values: dict[str, str] = {}
+    out: dict[str, dict[str, str]] = {}
     with open_bag(bag) as reader:
         conns = [c for c in reader.connections if c.topic == "/diagnostics"]
         for conn, _t, raw in reader.messages(connections=conns):
             msg = store.deserialize_cdr(raw, conn.msgtype)
             for status in msg.status:
                 if "seg_node" in status.name:
-                    values = {kv.key: kv.value for kv in status.values}
-    return values
+                    what = status.name.rsplit(": ", 1)[-1]
+                    out[what] = {kv.key: kv.value for kv in status.values}
+    return out
 
 
 def _render_report(input_bag: Path, output_bag: Path, image_topic: str, ns: str,
@@ -417,4 +447,243 @@ def _markdown(s: dict[str, Any]) -> str:
         f"- wall time: {s['wall_time_s']} s",
         "",
     ]
+    return "\n".join(lines)
+
+
+# --- several cameras -----------------------------------------------------------------------------
+
+SURROUND_NAMES = ("front", "left", "right", "rear")
+
+
+def run_surround_demo(opts: DemoOptions) -> dict[str, Any]:
+    """``demo --cameras N`` (2-4): a synthetic drive seen by the first N cameras of the
+    surround rig, through one seg_node serving all of them; see the module docstring."""
+    from tqdm import tqdm
+
+    from ..core.demo_report import write_surround_drive
+    from ..core.geometry.rig import SURROUND_GRID, Rig, surround_rig
+
+    if opts.bag is not None:
+        raise BagError("--cameras renders its own surround drive; drop --bag (for your own "
+                       "multi-camera bag use `seg_node` with `cameras` and "
+                       "`seg-perception process`)")
+    if not 2 <= opts.cameras <= len(SURROUND_NAMES):
+        raise BagError(f"--cameras {opts.cameras}: the synthetic rig has 2 to "
+                       f"{len(SURROUND_NAMES)} cameras ({', '.join(SURROUND_NAMES)})")
+    t_start = time.perf_counter()
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    input_bag, output_bag, report = out / "input_bag", out / "output_bag", out / "report"
+    for path in (input_bag, output_bag):
+        if path.exists():
+            raise BagError(f"{path} exists from an earlier run: remove it or use another --out")
+    report.mkdir(exist_ok=True)
+    full = surround_rig(opts.width, opts.height)
+    rig = Rig(tuple(full.camera(n) for n in SURROUND_NAMES[:opts.cameras]))
+    grid = SURROUND_GRID
+    with tqdm(total=opts.frames, desc=f"rendering a {opts.cameras}-camera drive",
+              unit="frame") as bar:
+        drive = write_surround_drive(input_bag, opts.frames, opts.fps, opts.width, opts.height,
+                                     rig, grid, seed=opts.seed, truth=out / "truth.npz",
+                                     progress=lambda _i: bar.update(1))
+    names = list(rig.names)
+    params: dict[str, Any] = {
+        "model": opts.model, "device": opts.device, "use_sim_time": True, "cameras": names,
+        "grid.resolution": grid.resolution, "grid.x_min": grid.x_min,
+        "grid.x_max": grid.x_max, "grid.y_min": grid.y_min, "grid.y_max": grid.y_max}
+    if opts.checkpoint:
+        params["checkpoint"] = opts.checkpoint
+    params.update(opts.node_params)
+    remaps = {f"{n}/image": drive.image_topics[n] for n in names}
+    remaps.update({f"{n}/camera_info": drive.info_topics[n] for n in names})
+    node_log = out / "seg_node.log"
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(fastdds_profile()))
+    proc = _launch_node("/", remaps, params, node_log)
+    rclpy_owned = not rclpy.ok()
+    if rclpy_owned:
+        rclpy.init()
+    node = Node("seg_demo")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.05)
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    outputs = {output_topic(f"/{n}", t): "sensor_msgs/msg/Image"
+               for n in names for t in ("overlay", "labels")}
+    outputs.update({output_topic("", name): t for name, t in GRID_OUTPUTS.items()})
+    fused_topic = output_topic("", "drivable/grid")
+    stats = None
+    try:
+        with BagWriter(output_bag) as writer:
+            rec = _Recorder(node, writer)
+            for topic, mtype in outputs.items():
+                rec.add(topic, mtype)
+            rec.add("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray")
+            for n in names:  # arrival times of the inputs
+                rec.add(drive.image_topics[n], RAW_IMAGE, record=False)
+            spinner.start()
+            _wait_ready(proc, node_log, opts.startup_timeout)
+            deadline = time.monotonic() + 30
+            while not all(sub.get_publisher_count() > 0 for sub in rec._subs[:len(outputs)]) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(1.0)
+            topics = [*drive.image_topics.values(), *drive.info_topics.values(), "/tf_static"]
+            player = BagPlayer(node, input_bag, PlayOptions(rate=opts.rate, topics=topics,
+                                                            delay=1.0))
+            pubs = list({id(p): p for p in player.publishers()}.values())
+            deadline = time.monotonic() + 30
+            while (not all(p.get_subscription_count() >= 1 for p in pubs)
+                   and time.monotonic() < deadline):
+                time.sleep(0.1)
+            time.sleep(0.5)
+            log.info("playing %s (%d cameras) at rate %.2f", input_bag, len(names), opts.rate)
+            stats = player.play()
+            played = stats.published.get(drive.image_topics[names[0]], 0)
+            last, last_change = -1, time.monotonic()
+            while time.monotonic() - last_change < 5.0:
+                n = rec.count(fused_topic)
+                if n >= played:
+                    break
+                if n != last:
+                    last, last_change = n, time.monotonic()
+                time.sleep(0.2)
+            time.sleep(2.5)
+    finally:
+        interrupt(proc)
+        stop.set()
+        if spinner.is_alive():
+            spinner.join(timeout=2)
+        executor.remove_node(node)
+        node.destroy_node()
+        if rclpy_owned:
+            rclpy.try_shutdown()
+
+    diag = {}
+    try:
+        diag = _all_diagnostics(output_bag)
+    except Exception as exc:  # the report should not fail on a missing diagnostics message
+        log.warning("no diagnostics read back: %s", exc)
+    video, scores = _render_surround(input_bag, output_bag, drive, names, report, opts.fps)
+    inputs = rec.arrivals.get(drive.image_topics[names[0]], {})
+    fused_at = rec.arrivals.get(fused_topic, {})
+    lat = [(fused_at[k] - inputs[k]) * 1e3 for k in fused_at if k in inputs]
+    agree = [a for a, _ in scores.values()]
+    summary: dict[str, Any] = {
+        "cameras": names,
+        "frames_played": stats.published.get(drive.image_topics[names[0]], 0) if stats else 0,
+        "outputs_recorded": {t: rec.count(t) for t in outputs},
+        "latency_input_to_fused_grid_ms": {
+            "p50": round(float(np.percentile(lat, 50)), 1) if lat else None,
+            "p95": round(float(np.percentile(lat, 95)), 1) if lat else None,
+            "frames": len(lat)},
+        "fused_agreement_with_truth": {
+            "mean": round(float(np.mean(agree)), 4) if agree else None,
+            "min": round(float(np.min(agree)), 4) if agree else None,
+            "frames": len(agree),
+            "seen_cells_per_frame": int(np.mean([n for _, n in scores.values()]))
+            if scores else 0},
+        "node_diagnostics": diag.get("segmentation", {}),
+        "camera_diagnostics": {n: diag.get(f"camera {n}", {}) for n in names},
+        "input_bag": str(input_bag.resolve()),
+        "output_bag": str(output_bag.resolve()),
+        "truth": str((out / "truth.npz").resolve()),
+        "node_log": str(node_log.resolve()),
+        "rate": opts.rate,
+        "video": str(video),
+        "wall_time_s": round(time.perf_counter() - t_start, 1),
+    }
+    (report / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (report / "summary.md").write_text(_surround_markdown(summary))
+    return summary
+
+
+def _render_surround(input_bag: Path, output_bag: Path, drive: Any, names: list[str],
+                     report: Path, fps: float) -> tuple[Path, dict[tuple[int, int], Any]]:
+    """The cameras' overlays | fused grid | exact fused truth, per fused grid; the agreement
+    of each fused grid with the truth of its stamp."""
+    import cv2
+
+    from ..core.demo_report import agreement, grid_picture, mosaic
+
+    store = typestore()
+    overlays: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+    grids: dict[tuple[int, int], np.ndarray] = {}
+    boundaries: dict[tuple[int, int], np.ndarray] = {}
+    topics = {output_topic(f"/{n}", "overlay"): n for n in names}
+    with open_bag(output_bag) as reader:
+        for conn, _t, raw in reader.messages():
+            if conn.topic in topics:
+                header, rgb = decode_frame(conn.msgtype, raw)
+                overlays.setdefault((header.stamp.sec, header.stamp.nanosec), {})[
+                    topics[conn.topic]] = rgb
+            elif conn.topic == "/drivable/grid":
+                msg = store.deserialize_cdr(raw, conn.msgtype)
+                grids[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = np.asarray(
+                    msg.data, np.int8).reshape(msg.info.height, msg.info.width)
+            elif conn.topic == "/drivable/boundary":
+                msg = store.deserialize_cdr(raw, conn.msgtype)
+                boundaries[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = np.array(
+                    [[p.x, p.y] for p in msg.polygon.points], np.float64).reshape(-1, 2)
+    truth = np.load(drive.truth)
+    by_stamp = {divmod(int(t), 1_000_000_000): i for i, t in enumerate(truth["stamps"])}
+    spec = drive.grid
+    frames, scores = [], {}
+    for key in sorted(grids):
+        views = overlays.get(key, {})
+        if key not in by_stamp or not views:
+            continue
+        exact = truth["fused"][by_stamp[key]]
+        scores[key] = agreement(grids[key], exact)
+        tiles = mosaic([views.get(n) for n in names], names, 240)
+        h = tiles.shape[0]
+        pics = [grid_picture(grids[key], spec, boundaries.get(key), h),
+                grid_picture(exact, spec, None, h)]
+        row = side_by_side([tiles, *pics], h, ["", f"fused grid ({scores[key][0]:.1%} agree)",
+                                               "exact fused truth"])
+        frames.append(row)
+    if not frames:
+        raise RuntimeError("the node produced no fused grid with overlays: see the node log")
+    for name, idx in (("first", 0), ("middle", len(frames) // 2), ("last", len(frames) - 1)):
+        cv2.imwrite(str(report / f"frame_{name}.png"), cv2.cvtColor(frames[idx],
+                                                                    cv2.COLOR_RGB2BGR))
+    return write_animation(frames, report / "drive", fps), scores
+
+
+def _surround_markdown(s: dict[str, Any]) -> str:
+    lat = s["latency_input_to_fused_grid_ms"]
+    diag = s.get("node_diagnostics", {})
+    agree = s["fused_agreement_with_truth"]
+    lines = [
+        f"# seg_perception demo: {len(s['cameras'])} cameras, one node",
+        "",
+        f"- video: `{s['video']}` (the cameras' overlays | fused grid | exact fused truth)",
+        f"- input bag: `{s['input_bag']}` (cameras {', '.join(s['cameras'])})",
+        f"- output bag: `{s['output_bag']}`",
+        f"- node log: `{s['node_log']}`",
+        f"- frames played per camera: {s['frames_played']} at rate {s['rate']}",
+        "- outputs recorded: " + ", ".join(f"`{t}` {n}" for t, n in
+                                           s["outputs_recorded"].items()),
+        f"- fused grid vs the generator's exact fused truth: mean {agree['mean']}, worst "
+        f"{agree['min']} of about {agree['seen_cells_per_frame']} seen cells per frame, over "
+        f"{agree['frames']} fused grids",
+        f"- latency first camera's input -> fused grid (wall clock, over DDS): p50 "
+        f"{lat['p50']} ms, p95 {lat['p95']} ms over {lat['frames']} cycles",
+        f"- node: model {diag.get('model')}, device {diag.get('device')}, backend "
+        f"{diag.get('backend')}, batch size p50 {diag.get('batch_size_p50')}, cycle time p50 "
+        f"{diag.get('cycle_time_p50_ms')} ms (p95 {diag.get('cycle_time_p95_ms')} ms), "
+        f"fused grids {diag.get('fused_grids_published')}",
+        "",
+        "| camera | received | processed | dropped | rate Hz | latency p50 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, d in s["camera_diagnostics"].items():
+        lines.append(f"| {name} | {d.get('frames_received')} | {d.get('frames_processed')} | "
+                     f"{d.get('frames_dropped')} | {d.get('processed_rate_hz')} | "
+                     f"{d.get('latency_p50_ms')} |")
+    lines += ["", f"- wall time: {s['wall_time_s']} s", ""]
     return "\n".join(lines)

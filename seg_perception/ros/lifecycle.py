@@ -9,13 +9,16 @@ For systems brought up by a lifecycle manager (Nav2's ``lifecycle_manager``, yol
 - *unconfigured* (at start): parameters declared with descriptors and validated (a wrong
   type or value exits with one line, as ``seg_node`` does); no model, no topics. The
   start-up parameters (read-only in ``seg_node``: ``model``, ``device``, ...) can be set in
-  this state only; they apply at the next configure.
+  this state only; they apply at the next configure. ``cameras`` stays read-only: each
+  camera's own parameters (``front.input_transport``, ...) are declared from it at start.
 - *configure*: loads and warms the model, creates the tf2 listener and the ``/diagnostics``
   and ``label_info`` lifecycle publishers. A model that cannot load fails the transition
   with one error line; the node stays unconfigured (fix the parameter, configure again).
-- *activate*: creates the camera's subscriptions and output publishers, starts the worker,
-  publishes ``label_info`` (once per loaded model: reliable, transient local, so the writer
-  keeps it for subscribers that join later) and logs ``ready: listening on <topic>``.
+- *activate*: creates the cameras' subscriptions and output publishers (every camera of
+  ``cameras``, and the fused ``drivable/grid`` and ``drivable/boundary`` for named cameras,
+  as ``seg_node``), starts the worker, publishes ``label_info`` (once per loaded model:
+  reliable, transient local, so the writer keeps it for subscribers that join later) and
+  logs ``ready: listening on <topics>``.
 - *deactivate*: stops the worker and removes the subscriptions and output publishers, so
   frames sent while inactive are not even received; the model stays loaded and the next
   activate is immediate.
@@ -46,15 +49,15 @@ from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.parameter import Parameter
 
-from ..core.config import PARAMS_BY_NAME, ParamSpec, describe
+from ..core.config import ParamSpec, describe
 from ..core.engine import EngineInfo
 from ..core.pipeline import FramePipeline
 from ..core.stats import WarningLimiter
 from . import log_bridge, node_common, tf_pose
-from .camera_io import CameraChannel, qos
+from .camera_io import CameraChannel
 from .label_info import TOPIC as LABEL_INFO_TOPIC
 from .label_info import build_label_info, label_info_qos
-from .node import FrameWorker, load_engine
+from .node import FrameWorker, close_cameras, load_engine, open_cameras
 from .params import ParameterBridge, StartupError, descriptor
 
 NODE_NAME = "seg_node"
@@ -64,14 +67,17 @@ ERROR = TransitionCallbackReturn.ERROR
 #: How long the process keeps spinning after it is finalized, so the response to the
 #: shutdown request (and the transition event) reaches the caller before the node goes.
 FINALIZED_GRACE_S = 1.0
+#: Start-up parameters that stay read-only in the lifecycle node too.
+FIXED_AT_START = frozenset({"cameras"})
 FIXED_WHILE_CONFIGURED = (" Fixed once configured: set it while the node is unconfigured; it "
                           "applies at the next configure.")
 
 
 def lifecycle_descriptor(spec: ParamSpec) -> ParameterDescriptor:
     """``seg_node``'s descriptor, except that start-up parameters are not read-only: the
-    node accepts them while unconfigured (and refuses them in the other states)."""
-    if not spec.read_only:
+    node accepts them while unconfigured (and refuses them in the other states). ``cameras``
+    stays read-only: the per-camera parameters are declared from it at start-up."""
+    if not spec.read_only or spec.name in FIXED_AT_START:
         return descriptor(spec)
     d = descriptor(dataclasses.replace(spec, read_only=False))
     d.description = describe(spec).removesuffix(" Read-only.") + FIXED_WHILE_CONFIGURED
@@ -107,7 +113,8 @@ def guarded(transition: str) -> Callable[[Callable[..., TransitionCallbackReturn
 
 
 class SegLifecycleNode(LifecycleNode):
-    """Segmentation node for one camera as a managed node (see the module docstring)."""
+    """Segmentation node for one camera, or several (``cameras``), as a managed node (see
+    the module docstring)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
@@ -129,7 +136,8 @@ class SegLifecycleNode(LifecycleNode):
         self.info: EngineInfo | None = None
         self.pipeline: FramePipeline | None = None
         self.worker: FrameWorker | None = None
-        self.camera: CameraChannel | None = None
+        #: The cameras' topics while active (empty otherwise).
+        self.cameras: list[CameraChannel] = []
         self.tf: tf_pose.TfPoses | None = None
         self.tf_reason = ""
         self.diag_pub: Any | None = None
@@ -150,9 +158,14 @@ class SegLifecycleNode(LifecycleNode):
         node_common.log_limited(self.get_logger(), self._warn_limiter, key, message, level)
 
     @property
+    def camera(self) -> CameraChannel | None:
+        """The first camera's topics while active, else None."""
+        return self.cameras[0] if self.cameras else None
+
+    @property
     def image_topic(self) -> str | None:
-        """The image topic while active, else None."""
-        return self.camera.image_topic if self.camera is not None else None
+        """The (first camera's) image topic while active, else None."""
+        return self.cameras[0].image_topic if self.cameras else None
 
     def _startup_parameters_while_unconfigured(self, params: list[Parameter]
                                                ) -> SetParametersResult:
@@ -160,8 +173,9 @@ class SegLifecycleNode(LifecycleNode):
         the model, the device and the topics' settings are in use once configured."""
         if self.engine is None and not self.finalized:
             return SetParametersResult(successful=True)
+        specs = self.params.specs  # the per-camera entries too (front.input_transport)
         fixed = [p.name for p in params
-                 if (spec := PARAMS_BY_NAME.get(p.name)) is not None and spec.read_only]
+                 if (spec := specs.get(p.name)) is not None and spec.read_only]
         if not fixed:
             return SetParametersResult(successful=True)
         return SetParametersResult(
@@ -182,7 +196,7 @@ class SegLifecycleNode(LifecycleNode):
         try:
             engine, info = load_engine(p)
             if p["warmup"]:
-                node_common.warm_up(engine, log)
+                node_common.warm_up(engine, log, len(p.cameras))
         except Exception as exc:  # whatever stops the model from loading or running
             if isinstance(exc, StartupError):
                 log.error(f"configure failed, still unconfigured: {exc}")
@@ -223,8 +237,6 @@ class SegLifecycleNode(LifecycleNode):
         """Subscriptions and output publishers, the worker, label_info, diagnostics."""
         assert self.worker is not None and self.engine is not None
         p = self.params
-        in_qos = qos(p["image_qos.reliability"], p["image_qos.depth"])
-        out_qos = qos(p["output_qos.reliability"], p["output_qos.depth"])
         result = super().on_activate(state)  # enables the lifecycle publishers
         if result != SUCCESS:
             return result
@@ -232,16 +244,12 @@ class SegLifecycleNode(LifecycleNode):
             self.label_info_pub.publish(build_label_info(self.engine.meta,
                                                          self.get_clock().now().to_msg()))
             self._label_info_due = False
-        self.camera = CameraChannel(self, "", p["input_transport"], in_qos, out_qos,
-                                    self.worker.ready, self._warn,
-                                    max_pixels=p["max_image_pixels"])
-        with self.worker.ready:
-            self.worker.channels.append(self.camera)
+        self.cameras = open_cameras(self, p, self.worker, self._warn)
         self.worker.start()
         self._diag_timer = self.create_timer(p["diagnostics_period"],
                                              self._publish_diagnostics)
         self.stage = "active"
-        self.get_logger().info(f"ready: listening on {self.camera.image_topic}")
+        node_common.log_ready(self.get_logger(), self.worker, self.cameras)
         return SUCCESS
 
     @guarded("deactivate")
@@ -300,13 +308,13 @@ class SegLifecycleNode(LifecycleNode):
             while thread is not None and thread.is_alive():
                 self.get_logger().info("waiting for the frame in progress to finish")
                 thread.join(timeout=5.0)
-        if self.camera is not None:
+        if self.cameras:
             if worker is not None:
-                with worker.ready:
-                    if self.camera in worker.channels:
-                        worker.channels.remove(self.camera)
-            self.camera.destroy()
-            self.camera = None
+                close_cameras(self, worker, self.cameras)
+            else:
+                for channel in self.cameras:
+                    channel.destroy()
+            self.cameras = []
         if self.stage == "active":
             self.stage = "inactive"
 
@@ -347,15 +355,16 @@ class SegLifecycleNode(LifecycleNode):
 
     # -- diagnostics ----------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        if self.diag_pub is None or self.worker is None or self.camera is None \
+        if self.diag_pub is None or self.worker is None or not self.cameras \
                 or self.info is None:
             return
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
+        name = self.get_fully_qualified_name()
         msg.status = [node_common.segmentation_status(
-            self.get_fully_qualified_name(), self.worker, self.camera, self.info,
-            self.params.config.grid_frame,
-            {"lifecycle_state": self.stage, "model_loads": str(self.model_loads)})]
+            name, self.worker, self.cameras, self.info, self.params.config.grid_frame,
+            {"lifecycle_state": self.stage, "model_loads": str(self.model_loads)}),
+            *node_common.camera_statuses(name, self.worker, self.cameras, self.info)]
         self.diag_pub.publish(msg)
 
 

@@ -2,8 +2,9 @@
 
 The node is an adapter: it converts messages to and from the ROS-free frame pipeline
 (:mod:`seg_perception.core.pipeline`), which ``seg-perception process`` runs on bags too.
-Inference runs on a worker thread fed by a latest-frame slot, so the executor stays free to
-take new frames and a slow model drops stale frames (counted) instead of queueing latency.
+Inference runs on a worker thread fed by a latest-frame slot per camera, so the executor
+stays free to take new frames and a slow model drops stale frames (counted) instead of
+queueing latency.
 
 Per frame the worker reads one immutable parameter snapshot, publishes the image outputs,
 then pairs the frame with its camera_info (same stamp, or nearest within
@@ -11,9 +12,15 @@ then pairs the frame with its camera_info (same stamp, or nearest within
 ``grid_frame`` at the image stamp; else the ``camera.*`` parameters) and publishes the grid
 and boundary, or says why not.
 
-Pieces a lifecycle node or a multi-camera node reuse: :class:`.params.ParameterBridge` (the
-parameters), :class:`.camera_io.CameraChannel` (one camera's topics), :class:`.tf_pose`
-(tf2 lookups) and :class:`FrameWorker` (the worker and its statistics).
+Several cameras (parameter ``cameras``): one :class:`.camera_io.CameraChannel` per camera
+(``X/image`` ... ``X/drivable/mask``), one model; each cycle the worker takes the latest
+frame of every camera (waiting up to ``fusion.sync_window`` for the others once one is
+there), runs them as ONE batch, publishes each camera's outputs, and the surround grid and
+boundary fused from all cameras on ``drivable/grid`` and ``drivable/boundary``.
+
+Pieces a lifecycle node reuses: :class:`.params.ParameterBridge` (the parameters),
+:class:`.camera_io.CameraChannel` (one camera's topics), :class:`.tf_pose` (tf2 lookups),
+:func:`load_engine` and :class:`FrameWorker` (the worker and its statistics).
 """
 
 from __future__ import annotations
@@ -22,18 +29,21 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PolygonStamped
+from nav_msgs.msg import OccupancyGrid
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage
 
 from ..core import messages
-from ..core.config import PipelineConfig
+from ..core.config import SINGLE_CAMERA, PipelineConfig
 from ..core.engine import EngineConfigError, EngineInfo, build_engine
 from ..core.image_codec import ImageDecodeError
 from ..core.pipeline import (
@@ -42,6 +52,7 @@ from ..core.pipeline import (
     CameraFrame,
     FramePipeline,
     FrameResult,
+    GridFusion,
     resolve_pose,
 )
 from ..core.stats import Percentiles, RateMeter, WarningLimiter, problem_kind
@@ -69,19 +80,61 @@ def load_engine(params: ParameterBridge) -> tuple[Any, EngineInfo]:
         raise StartupError(str(exc)) from None
 
 
+@dataclass
+class FusedOutputs:
+    """The publishers of the fused surround grid and boundary of a multi-camera node."""
+
+    grid: Any
+    boundary: Any
+
+    def wanted(self) -> set[str]:
+        out = set()
+        if self.grid.get_subscription_count() > 0:
+            out.add("drivable/grid")
+        if self.boundary.get_subscription_count() > 0:
+            out.add("drivable/boundary")
+        return out
+
+    def destroy(self, node: Node) -> None:
+        node.destroy_publisher(self.grid)
+        node.destroy_publisher(self.boundary)
+
+
+@dataclass
+class _Item:
+    """One camera's frame in a cycle, as the cycle goes on."""
+
+    channel: CameraChannel
+    frame: Frame
+    config: PipelineConfig
+    want: set[str]
+    image: CameraFrame | None = None
+    result: FrameResult | None = None
+    drivable: np.ndarray | None = None
+    stamp_ns: int = 0
+
+
 class FrameWorker:
-    """The worker thread of a node: takes frames from its cameras' slots, runs the pipeline,
-    publishes, and keeps the statistics /diagnostics reports."""
+    """The worker thread of a node: takes the frames of its cameras' slots, one cycle at a
+    time, runs the pipeline on them (one batched forward pass per cycle), publishes, and
+    keeps the statistics /diagnostics reports.
+
+    With ``fused`` (a node of several named cameras) each cycle also publishes the surround
+    grid and boundary fused from all cameras (:class:`~seg_perception.core.pipeline.
+    GridFusion`); with one camera (``fused`` None) the camera's own grid is the node's.
+    """
 
     def __init__(self, node: Node, params: ParameterBridge, pipeline: FramePipeline,
                  tf: tf_pose.TfPoses | None, tf_reason: str,
-                 warn: Callable[..., None]) -> None:
+                 warn: Callable[..., None], fused: FusedOutputs | None = None) -> None:
         self.node = node
         self.params = params
         self.pipeline = pipeline
         self.tf = tf
         self.tf_reason = tf_reason
         self.warn = warn
+        self.fused = fused
+        self.fusion = GridFusion()
         self.channels: list[CameraChannel] = []
         self.ready = threading.Condition()
         self.done = RateMeter()
@@ -89,6 +142,13 @@ class FrameWorker:
         self.stage_ms = {k: Percentiles() for k in ("decode", "inference", "publish", "grid",
                                                     "boundary")}
         self.idle = 0
+        #: cycles run, their wall time (ms, taking the frames to the last publish), their
+        #: batch sizes (frames through the network at once), fused grids published
+        self.cycles = RateMeter()
+        self.cycle_ms = Percentiles()
+        self.batch = Percentiles()
+        self.last_batch = 0
+        self.fused_published = 0
         self._running = False
         self._thread: threading.Thread | None = None
         self._lookup_builds = 0
@@ -105,6 +165,25 @@ class FrameWorker:
         if self._thread is not None:
             self._thread.join(timeout=5.0)
 
+    def _gather(self) -> list[tuple[CameraChannel, Frame]]:
+        """The frames of one cycle (call with ``ready`` held, a frame waiting): with several
+        cameras, wait up to ``fusion.sync_window`` for every camera that is expected."""
+        if len(self.channels) > 1:
+            window = self.params.config.sync_window
+            deadline = time.monotonic() + window
+            while self._running:
+                if all(c.has_frame() for c in self.channels if c.expected):
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.ready.wait(left)
+        todo = [(c, f) for c in self.channels if (f := c.take()) is not None]
+        if len(self.channels) > 1:
+            for c in self.channels:  # late this time: not waited for until it sends again
+                c.expected = any(c is t for t, _ in todo)
+        return todo
+
     def _loop(self) -> None:
         while True:
             with self.ready:
@@ -112,51 +191,94 @@ class FrameWorker:
                     self.ready.wait(timeout=0.5)
                 if not self._running:
                     return
-                todo = [(c, f) for c in self.channels if (f := c.take()) is not None]
-            for channel, frame in todo:
-                try:
-                    self.process(channel, frame)
-                except Exception as exc:  # the node must outlive any single bad frame
-                    if not rclpy.ok():
-                        return  # shutting down: publishers are gone, nothing to report
+                todo = self._gather()
+            if not todo:
+                continue
+            try:
+                self.process_cycle(todo)
+            except Exception as exc:  # the node must outlive any single bad cycle
+                if not rclpy.ok():
+                    return  # shutting down: publishers are gone, nothing to report
+                for channel, _ in todo:
                     channel.bad += 1
-                    self.warn(f"process.{problem_kind(exc)}",
-                              f"{channel.image_topic}: frame skipped, "
-                              f"{type(exc).__name__}: {exc}")
+                topics = ", ".join(c.image_topic for c, _ in todo)
+                self.warn(f"process.{problem_kind(exc)}",
+                          f"{topics}: frame skipped, {type(exc).__name__}: {exc}")
 
-    # -- one frame ------------------------------------------------------------------------
+    # -- one frame, one cycle -------------------------------------------------------------
     def process(self, channel: CameraChannel, frame: Frame) -> None:
-        msg = frame.msg
-        config = self.params.config  # one snapshot for the whole frame
-        wanted = channel.wanted()
-        if not wanted:
-            self.idle += 1
-            return
-        t0 = time.perf_counter()
+        """One frame of one camera as a cycle of its own."""
+        self.process_cycle([(channel, frame)])
+
+    def process_cycle(self, todo: list[tuple[CameraChannel, Frame]]) -> None:
+        """The frames of one cycle (one per camera): decode, one batched forward pass,
+        image outputs, each camera's grid, and the fused grid."""
+        t_start = time.perf_counter()
+        configs = self.params.configs  # one snapshot for the whole cycle
+        gconfig = self.params.config
+        fused_want = self.fused.wanted() if self.fused is not None else set()
+        items: list[_Item] = []
         limit = self.params["max_image_pixels"]
-        try:
-            rgb = compressed_to_rgb(msg, limit) if isinstance(msg, CompressedImage) \
-                else imgmsg_to_rgb(msg, limit)
-        except ImageDecodeError as exc:
-            channel.reject(exc)
+        for channel, frame in todo:
+            config = configs.get(channel.name, gconfig)
+            want = channel.wanted()
+            if fused_want:
+                want.add("drivable/grid")  # the camera's grid feeds the fused one
+            if not want:
+                self.idle += 1
+                channel.idle += 1
+                continue
+            msg = frame.msg
+            t0 = time.perf_counter()
+            try:
+                rgb = compressed_to_rgb(msg, limit) if isinstance(msg, CompressedImage) \
+                    else imgmsg_to_rgb(msg, limit)
+            except ImageDecodeError as exc:
+                channel.reject(exc)
+                continue
+            self.stage_ms["decode"].add((time.perf_counter() - t0) * 1e3)
+            stamp = msg.header.stamp
+            items.append(_Item(channel, frame, config, want,
+                               CameraFrame(rgb, camera=channel.name,
+                                           rectified=config.rectified(channel.image_topic)),
+                               stamp_ns=int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)))
+        if not items:
             return
         t1 = time.perf_counter()
-        image = CameraFrame(rgb, camera=channel.name,
-                            rectified=config.rectified(channel.image_topic))
-        result, drivable = self.pipeline.segment(image, config, wanted)
+        segs = self.pipeline.segment_batch([it.image for it in items],
+                                           [it.config for it in items],
+                                           [it.want for it in items])
         t2 = time.perf_counter()
-        self._publish_images(channel, msg.header, result)
-        t3 = time.perf_counter()
-        if drivable is not None and wanted & set(GRID_OUTPUTS):
-            self._grid(channel, msg.header, image, drivable, config, wanted, result)
-        self.stage_ms["decode"].add((t1 - t0) * 1e3)
         self.stage_ms["inference"].add((t2 - t1) * 1e3)
+        for it, (result, drivable) in zip(items, segs, strict=True):
+            it.result, it.drivable = result, drivable
+            self._publish_images(it.channel, it.frame.msg.header, result)
+        t3 = time.perf_counter()
         self.stage_ms["publish"].add((t3 - t2) * 1e3)
-        self.done.tick()
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        for it in items:
+            if it.drivable is not None and it.want & set(GRID_OUTPUTS):
+                self._grid(it.channel, it.frame.msg.header, it.image, it.drivable, it.config,
+                           it.want, it.result)
+        if self.fused is not None and fused_want:
+            self._fuse([it.result for it in items], [it.stamp_ns for it in items], gconfig,
+                       fused_want)
         now = self.node.get_clock().now().nanoseconds * 1e-9
-        if stamp > 0:
-            self.latency.add((now - stamp) * 1e3)
+        for it in items:
+            it.channel.done.tick()
+            self.done.tick()
+            stamp = it.stamp_ns * 1e-9
+            if stamp > 0:
+                lat = (now - stamp) * 1e3
+                self.latency.add(lat)
+                it.channel.latency.add(lat)
+        for cam, count in self.fusion.left_out.items():
+            for c in self.channels:
+                if c.name == cam:
+                    c.left_out = count
+        self.cycles.tick()
+        self.cycle_ms.add((time.perf_counter() - t_start) * 1e3)
+        self.batch.add(len(items))
+        self.last_batch = len(items)
 
     def _publish_images(self, channel: CameraChannel, header: Any, result: FrameResult
                         ) -> None:
@@ -189,7 +311,10 @@ class FrameWorker:
         no_grid = "; ".join(problems) or None
         frame = dataclasses.replace(image, calibration=calibration, pose=pose.mounting,
                                     no_grid=no_grid)
-        self.pipeline.map(frame, drivable, config, wanted, result)
+        # The camera's boundary only where its own topic is subscribed.
+        own = wanted - ({"drivable/boundary"} if channel.boundary_pub is None
+                        or channel.boundary_pub.get_subscription_count() == 0 else set())
+        self.pipeline.map(frame, drivable, config, own, result)
         if result.grid is None or result.grid_spec is None:
             channel.no_grid += 1
             reason = result.no_grid or "unknown"
@@ -207,19 +332,79 @@ class FrameWorker:
                       f"{'rectified' if frame.rectified else 'raw'} camera at pose "
                       f"{frame.pose} ({self._lookup_builds} builds so far)", "info")
         ghdr = messages.header(KIT, header.stamp.sec, header.stamp.nanosec, result.grid_frame)
-        if "drivable/grid" in wanted and channel.grid_pub is not None:
+        if channel.grid_pub is not None and channel.grid_pub.get_subscription_count() > 0:
             channel.grid_pub.publish(
                 messages.grid_message(KIT, result.grid, result.grid_spec, ghdr))
-        if "drivable/boundary" in wanted and channel.boundary_pub is not None \
+        if "drivable/boundary" in own and channel.boundary_pub is not None \
                 and result.boundary is not None:
             channel.boundary_pub.publish(messages.polygon_message(KIT, result.boundary, ghdr))
         for stage in ("grid", "boundary"):
             if stage in result.timings:
                 self.stage_ms[stage].add(result.timings[stage])
 
+    def _fuse(self, results: list[FrameResult], stamps_ns: list[int],
+              config: PipelineConfig, want: set[str]) -> None:
+        fused = self.pipeline.fuse(self.fusion, results, stamps_ns, config, want)
+        if fused is None:
+            return
+        if fused.left_out:
+            ages = ", ".join(f"{c} {a:.2f} s" for c, a in fused.left_out.items())
+            self.warn("fusion.left_out", f"fused drivable/grid without cameras whose latest "
+                      f"grid is older than fusion.max_age = {config.fusion_max_age:g} s: "
+                      f"{ages}", "info")
+        sec, nsec = divmod(fused.stamp_ns, 1_000_000_000)
+        ghdr = messages.header(KIT, sec, nsec, fused.grid_frame)
+        assert self.fused is not None
+        if "drivable/grid" in want:
+            self.fused.grid.publish(messages.grid_message(KIT, fused.grid, fused.spec, ghdr))
+        if "drivable/boundary" in want and fused.boundary is not None:
+            self.fused.boundary.publish(messages.polygon_message(KIT, fused.boundary, ghdr))
+        self.fused_published += 1
+
+
+def open_cameras(node: Node, params: ParameterBridge, worker: FrameWorker,
+                 warn: Callable[..., None]) -> list[CameraChannel]:
+    """The topics of every camera of ``params.cameras`` (a :class:`CameraChannel` each, its
+    own ``input_transport``), attached to ``worker``; with named cameras also the fused
+    ``drivable/grid`` and ``drivable/boundary`` publishers (``worker.fused``). Undo with
+    :func:`close_cameras`."""
+    in_qos = qos(params["image_qos.reliability"], params["image_qos.depth"])
+    out_qos = qos(params["output_qos.reliability"], params["output_qos.depth"])
+    if params.cameras != SINGLE_CAMERA:  # the node's own grid and boundary: all cameras fused
+        worker.fused = FusedOutputs(
+            node.create_publisher(OccupancyGrid, "drivable/grid", out_qos),
+            node.create_publisher(PolygonStamped, "drivable/boundary", out_qos))
+    channels: list[CameraChannel] = []
+    try:
+        for name in params.cameras:
+            channels.append(CameraChannel(node, name, params.camera_value(name, "input_transport"),
+                                          in_qos, out_qos, worker.ready, warn,
+                                          max_pixels=params["max_image_pixels"]))
+    except BaseException:  # leave no half-made topics behind (a lifecycle node retries)
+        close_cameras(node, worker, channels)
+        raise
+    with worker.ready:
+        worker.channels.extend(channels)
+    return channels
+
+
+def close_cameras(node: Node, worker: FrameWorker, channels: list[CameraChannel]) -> None:
+    """Undo :func:`open_cameras` (the worker stopped first): topics gone, worker detached."""
+    with worker.ready:
+        for channel in channels:
+            if channel in worker.channels:
+                worker.channels.remove(channel)
+    for channel in channels:
+        channel.destroy()
+    if worker.fused is not None:
+        worker.fused.destroy(node)
+        worker.fused = None
+
 
 class SegNode(Node):
-    """Segmentation node for one camera (relative topic names; remap or namespace them)."""
+    """Segmentation node for one camera, or several (parameter ``cameras``) sharing one
+    model, one batched forward pass per cycle and one fused surround grid (relative topic
+    names; remap or namespace them)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("seg_node", **kwargs)
@@ -230,30 +415,14 @@ class SegNode(Node):
         self.params = ParameterBridge(self)
         p = self.params
         self.engine, self.info = load_engine(p)
-        self.get_logger().info(
-            f"model {self.info.model}, weights: {self.info.weights}, device {self.info.device}, "
-            f"backend {self.info.backend}, precision {self.info.precision} "
-            f"({self.info.precision_reason})")
-        if not self.info.trained:
-            self.get_logger().warning(
-                f"model {self.info.model} runs with RANDOM weights: its labels are meaningless. "
-                "Pass `checkpoint` or use a model with shipped weights.")
+        node_common.log_engine(self.get_logger(), self.info)
         self.pipeline = FramePipeline(self.engine)
         self.tf, tf_reason = tf_pose.make(self)
-        config = p.config
-        if config.use_tf and self.tf is not None:
-            self.get_logger().info(f"camera pose from tf2: the image's frame_id in "
-                                   f"{config.grid_frame} (use_tf)")
-        else:
-            why = "use_tf is false" if not config.use_tf else tf_reason
-            self.get_logger().info(f"camera pose from the camera.* parameters ({why})")
+        node_common.log_pose_source(self.get_logger(), p.config, self.tf, tf_reason)
+        self.multi = p.cameras != SINGLE_CAMERA
         self.worker = FrameWorker(self, p, self.pipeline, self.tf, tf_reason, self._warn)
-        in_qos = qos(p["image_qos.reliability"], p["image_qos.depth"])
-        out_qos = qos(p["output_qos.reliability"], p["output_qos.depth"])
-        self.camera = CameraChannel(self, "", p["input_transport"], in_qos, out_qos,
-                                    self.worker.ready, self._warn,
-                                    max_pixels=p["max_image_pixels"])
-        self.worker.channels.append(self.camera)
+        self.cameras = open_cameras(self, p, self.worker, self._warn)
+        self.camera = self.cameras[0]
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Class id -> name, once and transient local (vision_msgs/LabelInfo where installed).
         self.label_info_pub = publish_label_info(self, self.engine.meta)
@@ -261,7 +430,7 @@ class SegNode(Node):
             self._warmup()
         self.worker.start()
         self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
-        self.get_logger().info(f"ready: listening on {self.camera.image_topic}")
+        node_common.log_ready(self.get_logger(), self.worker, self.cameras)
 
     # -- convenience for tests and tools --------------------------------------------------
     @property
@@ -274,8 +443,9 @@ class SegNode(Node):
 
     # -- start-up, shutdown ---------------------------------------------------------------
     def _warmup(self) -> None:
-        """Exercise the model and the message path once so the first frame is not slow."""
-        node_common.warm_up(self.engine, self.get_logger())
+        """Exercise the model (every batch size a cycle can have) and the message path once
+        so the first real frames are not slow."""
+        node_common.warm_up(self.engine, self.get_logger(), len(self.cameras))
 
     def stop(self) -> None:
         self.worker.stop()
@@ -285,15 +455,21 @@ class SegNode(Node):
 
     # -- diagnostics ----------------------------------------------------------------------
     def diagnostics_status(self) -> DiagnosticStatus:
-        """One status with rates, latency percentiles, drops and what runs where."""
+        """The node's status: rates, latency percentiles, drops (all cameras together),
+        batch size and cycle time, and what runs where."""
         return node_common.segmentation_status(self.get_fully_qualified_name(), self.worker,
-                                               self.camera, self.info,
+                                               self.cameras, self.info,
                                                self.params.config.grid_frame)
+
+    def camera_statuses(self) -> list[DiagnosticStatus]:
+        """One status per camera of a multi-camera node (none for the single camera)."""
+        return node_common.camera_statuses(self.get_fully_qualified_name(), self.worker,
+                                           self.cameras, self.info)
 
     def _publish_diagnostics(self) -> None:
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.status = [self.diagnostics_status()]
+        msg.status = [self.diagnostics_status(), *self.camera_statuses()]
         self.diag_pub.publish(msg)
 
 

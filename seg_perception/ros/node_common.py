@@ -1,6 +1,6 @@
 """Pieces ``seg_node`` and ``seg_lifecycle_node`` share besides the worker and the camera
 channel: rate-limited warnings, the warm-up, the start-up log lines and the /diagnostics
-status of one camera.
+statuses (the node's, and one per camera of a multi-camera node).
 
 They take the node's logger and parts as arguments, so a node of any shape (plain, managed,
 several cameras) calls them without inheriting from another node class.
@@ -9,21 +9,40 @@ several cameras) calls them without inheriting from another node class.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from sensor_msgs.msg import Image
 
 from ..core.engine import EngineInfo
-from ..core.stats import WarningLimiter
+from ..core.stats import Percentiles, RateMeter, WarningLimiter
 from .conversions import numpy_to_imgmsg
 
 if TYPE_CHECKING:
     from ..core.config import PipelineConfig
     from . import tf_pose
     from .camera_io import CameraChannel
-    from .node import FrameWorker
+
+
+class WorkerStats(Protocol):
+    """What the statuses read of a node's worker (:class:`.node.FrameWorker`), named here so
+    that this module does not import the node module, which imports it."""
+
+    done: RateMeter
+    latency: Percentiles
+    idle: int
+    cycles: RateMeter
+    cycle_ms: Percentiles
+    batch: Percentiles
+    last_batch: int
+    fused_published: int
+    stage_ms: dict[str, Percentiles]
+
+    @property
+    def fused(self) -> Any:
+        """The fused grid's publishers (a multi-camera node), else None."""
 
 
 def log_limited(logger: Any, limiter: WarningLimiter, key: str, message: str,
@@ -41,18 +60,22 @@ def log_limited(logger: Any, limiter: WarningLimiter, key: str, message: str,
         logger.warning(message + more)
 
 
-def warm_up(engine: Any, logger: Any) -> float:
-    """Exercise the model and the message path once so the first frame is not slow; the
-    time it took (ms), which is also logged."""
+def warm_up(engine: Any, logger: Any, cameras: int = 1) -> float:
+    """Exercise the model (every batch size a cycle of ``cameras`` can have) and the message
+    path once so the first real frames are not slow; the time it took (ms), also logged."""
     t0 = time.perf_counter()
     w, h = engine.input_size
-    engine.warmup(w, h)
+    if cameras > 1 and getattr(engine, "run_batch", None) is not None:
+        engine.warmup(w, h, batch_sizes=range(1, cameras + 1))
+    else:
+        engine.warmup(w, h)
     from rclpy.serialization import deserialize_message, serialize_message
 
     dummy = numpy_to_imgmsg(np.zeros((h, w, 3), np.uint8), "rgb8", Image().header)
     deserialize_message(serialize_message(dummy), Image)
     ms = (time.perf_counter() - t0) * 1e3
-    logger.info(f"warm-up done in {ms:.0f} ms")
+    batches = f" (batch sizes 1-{cameras})" if cameras > 1 else ""
+    logger.info(f"warm-up done in {ms:.0f} ms{batches}")
     return ms
 
 
@@ -78,28 +101,50 @@ def log_pose_source(logger: Any, config: PipelineConfig, tf: tf_pose.TfPoses | N
         logger.info(f"camera pose from the camera.* parameters ({why})")
 
 
-def segmentation_status(name: str, worker: FrameWorker, camera: CameraChannel,
+def log_ready(logger: Any, worker: WorkerStats, cameras: Sequence[CameraChannel]) -> None:
+    """The last start-up line, ``ready: listening on <topics>`` (which tools wait for),
+    after the fused grid's topic on a multi-camera node."""
+    if worker.fused is not None:
+        names = ", ".join(c.name for c in cameras)
+        logger.info(f"{len(cameras)} cameras ({names}), one batched forward pass per cycle; "
+                    f"fused grid on {worker.fused.grid.topic_name}")
+    logger.info(f"ready: listening on {', '.join(c.image_topic for c in cameras)}")
+
+
+def segmentation_status(name: str, worker: WorkerStats, cameras: Sequence[CameraChannel],
                         info: EngineInfo, grid_frame: str,
                         extra: dict[str, str] | None = None) -> DiagnosticStatus:
-    """One status with rates, latency percentiles, drops and what runs where; ``extra``
-    values are appended (e.g. a lifecycle node's state)."""
+    """The node's status: rates, latency percentiles, drops (all ``cameras`` together),
+    batch size and cycle time, and what runs where; ``extra`` values are appended (e.g. a
+    lifecycle node's state). A multi-camera node (``worker.fused`` set) adds its fused
+    grids; a single camera its pose source."""
     import torch
 
-    w, cam = worker, camera
+    w, cams = worker, cameras
+    multi = w.fused is not None
     values = {
-        "input_rate_hz": f"{cam.rx.rate():.2f}",
+        "input_rate_hz": f"{sum(c.rx.rate() for c in cams):.2f}",
         "processed_rate_hz": f"{w.done.rate():.2f}",
         "latency_p50_ms": f"{w.latency.percentile(50):.1f}",
         "latency_p95_ms": f"{w.latency.percentile(95):.1f}",
-        "frames_received": str(cam.rx.total),
+        "frames_received": str(sum(c.rx.total for c in cams)),
         "frames_processed": str(w.done.total),
-        "frames_dropped": str(cam.dropped),
-        "frames_lost_in_transport": str(cam.lost),
-        "frames_bad": str(cam.bad),
+        "frames_dropped": str(sum(c.dropped for c in cams)),
+        "frames_lost_in_transport": str(sum(c.lost for c in cams)),
+        "frames_bad": str(sum(c.bad for c in cams)),
         "frames_without_subscribers": str(w.idle),
-        "frames_without_grid": str(cam.no_grid),
-        "camera_infos_received": str(cam.infos.count),
-        "camera_pose": cam.pose_source or "not yet known",
+        "frames_without_grid": str(sum(c.no_grid for c in cams)),
+        "camera_infos_received": str(sum(c.infos.count for c in cams)),
+    }
+    if not multi and cams:
+        values["camera_pose"] = cams[0].pose_source or "not yet known"
+    values.update({
+        "cameras": str(len(cams)),
+        "cycle_rate_hz": f"{w.cycles.rate():.2f}",
+        "cycle_time_p50_ms": f"{w.cycle_ms.percentile(50):.1f}",
+        "cycle_time_p95_ms": f"{w.cycle_ms.percentile(95):.1f}",
+        "batch_size_p50": f"{w.batch.percentile(50):.1f}",
+        "batch_size_last": str(w.last_batch),
         "grid_frame": grid_frame,
         "model": info.model,
         "weights": info.weights,
@@ -108,15 +153,21 @@ def segmentation_status(name: str, worker: FrameWorker, camera: CameraChannel,
         "precision_reason": info.precision_reason,
         "backend": info.backend,
         "cpu_threads": str(torch.get_num_threads()),
-    }
+    })
+    if multi:
+        values["fused_grids_published"] = str(w.fused_published)
+        values["fusion_left_out"] = str(sum(c.left_out for c in cams))
     for stage, pct in w.stage_ms.items():
         values[f"{stage}_p50_ms"] = f"{pct.percentile(50):.1f}"
     values.update(extra or {})
     level, message = DiagnosticStatus.OK, "ok"
+    silent = [c.name for c in cams if c.rx.total == 0]
     if not info.trained:
         level, message = DiagnosticStatus.WARN, "model has random weights"
-    elif cam.rx.total == 0:
+    elif len(silent) == len(cams):
         level, message = DiagnosticStatus.WARN, "no images received yet"
+    elif silent:
+        level, message = DiagnosticStatus.WARN, f"no images yet from {', '.join(silent)}"
     return DiagnosticStatus(
         level=level,
         name=f"{name}: segmentation",
@@ -126,4 +177,55 @@ def segmentation_status(name: str, worker: FrameWorker, camera: CameraChannel,
     )
 
 
-__all__ = ["log_engine", "log_limited", "log_pose_source", "segmentation_status", "warm_up"]
+def camera_values(cam: CameraChannel) -> dict[str, str]:
+    """One camera's figures: rates, latency, frames received, processed, dropped, ..."""
+    return {
+        "image_topic": cam.image_topic,
+        "input_rate_hz": f"{cam.rx.rate():.2f}",
+        "processed_rate_hz": f"{cam.done.rate():.2f}",
+        "latency_p50_ms": f"{cam.latency.percentile(50):.1f}",
+        "latency_p95_ms": f"{cam.latency.percentile(95):.1f}",
+        "frames_received": str(cam.rx.total),
+        "frames_processed": str(cam.done.total),
+        "frames_dropped": str(cam.dropped),
+        "frames_lost_in_transport": str(cam.lost),
+        "frames_bad": str(cam.bad),
+        "frames_without_subscribers": str(cam.idle),
+        "frames_without_grid": str(cam.no_grid),
+        "fusion_left_out": str(cam.left_out),
+        "camera_infos_received": str(cam.infos.count),
+        "camera_pose": cam.pose_source or "not yet known",
+    }
+
+
+def camera_statuses(name: str, worker: WorkerStats, cameras: Sequence[CameraChannel],
+                    info: EngineInfo) -> list[DiagnosticStatus]:
+    """One status per camera of a multi-camera node (rates, drops, latency); none for the
+    single unprefixed camera, whose figures are the node's."""
+    if worker.fused is None:
+        return []
+    out = []
+    for cam in cameras:
+        level, message = DiagnosticStatus.OK, "ok"
+        if cam.rx.total == 0:
+            level, message = DiagnosticStatus.WARN, "no images received yet"
+        elif cam.rx.rate() == 0.0 and cam.done.rate() == 0.0:
+            level, message = DiagnosticStatus.WARN, "silent: no images in the last seconds"
+        out.append(DiagnosticStatus(
+            level=level, name=f"{name}: camera {cam.name}", message=message,
+            hardware_id=info.device,
+            values=[KeyValue(key=k, value=v) for k, v in camera_values(cam).items()]))
+    return out
+
+
+__all__ = [
+    "WorkerStats",
+    "camera_statuses",
+    "camera_values",
+    "log_engine",
+    "log_limited",
+    "log_pose_source",
+    "log_ready",
+    "segmentation_status",
+    "warm_up",
+]

@@ -17,7 +17,8 @@ camera.x 1``): those become floats, at start-up and at run time.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from rcl_interfaces.msg import (
@@ -34,11 +35,13 @@ from rclpy.parameter import Parameter
 from ..core.config import (
     PARAMS,
     PARAMS_BY_NAME,
-    ROS_PARAMETERS,
+    SINGLE_CAMERA,
     ConfigError,
     ParamSpec,
     PipelineConfig,
+    camera_specs,
     describe,
+    is_ros_parameter,
     params_yaml,
     unknown_parameter_message,
 )
@@ -64,20 +67,33 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
     return d
 
 
-def _coerced(param: Parameter) -> Parameter:
+def _coerced(param: Parameter, specs: Mapping[str, ParamSpec] = PARAMS_BY_NAME) -> Parameter:
     """``param`` with an integer value turned into a double where the table declares one."""
-    spec = PARAMS_BY_NAME.get(param.name)
+    spec = specs.get(param.name)
     if (spec is not None and spec.type is float and param.type_ == Parameter.Type.INTEGER):
         return Parameter(param.name, Parameter.Type.DOUBLE, float(param.value))
     return param
 
 
-class ParameterBridge:
-    """Declares the table on ``node`` and keeps the current values and config snapshot.
+def _ros_default(spec: ParamSpec) -> Any:
+    """The default as rclpy declares it (a list for list-of-strings parameters)."""
+    return list(spec.default) if isinstance(spec.default, tuple) else spec.default
 
+
+Configs = Mapping[str, PipelineConfig]
+
+
+class ParameterBridge:
+    """Declares the table on ``node`` and keeps the current values and config snapshots.
+
+    ``cameras`` (read-only) is declared first; each named camera ``X`` then gets its own
+    ``X.<name>`` entries (:data:`~seg_perception.core.config.CAMERA_PARAMS`), whose defaults
+    are the global values at start-up. :attr:`config` is the global snapshot,
+    :attr:`configs` one per camera (the same object for the single unprefixed camera).
     ``on_change(config, changed)`` listeners are called (in the executor thread) after
-    each accepted change with the new snapshot and the names that changed. ``descriptors``
-    makes each entry's ParameterDescriptor (a lifecycle node relaxes ``read_only``).
+    each accepted change with the new global snapshot and the names that changed.
+    ``descriptors`` makes each entry's ParameterDescriptor (a lifecycle node relaxes
+    ``read_only``).
     """
 
     def __init__(self, node: Node,
@@ -86,9 +102,11 @@ class ParameterBridge:
         self._descriptor = descriptors or descriptor
         self._lock = threading.Lock()
         self._listeners: list[Callable[[PipelineConfig, dict[str, Any]], None]] = []
+        self._specs: dict[str, ParamSpec] = dict(PARAMS_BY_NAME)
         self._values = self._declare()
+        self.cameras: tuple[str, ...] = self._values["cameras"]
         try:
-            self._config = PipelineConfig.from_params(self._values)
+            self._config, self._configs = self._snapshots(self._values)
         except ConfigError as exc:
             raise StartupError(str(exc)) from None
         if hasattr(node, "add_pre_set_parameters_callback"):
@@ -98,35 +116,74 @@ class ParameterBridge:
         self._serve_set_parameters_together()
 
     # -- start-up -------------------------------------------------------------------------
+    def _declare_one(self, spec: ParamSpec, overrides: dict[str, Parameter]) -> Any:
+        node = self.node
+        override = overrides.get(spec.name)
+        if override is not None:
+            try:
+                value = spec.validate(override.value)
+            except ConfigError as exc:
+                raise StartupError(str(exc)) from None
+            overrides[spec.name] = Parameter(spec.name, value=value)
+        try:
+            value = node.declare_parameter(spec.name, _ros_default(spec),
+                                           self._descriptor(spec)).value
+        except ParameterException as exc:  # what the override check above did not see
+            raise StartupError(f"{spec.name}: {exc}") from None
+        return spec.validate(value)
+
     def _declare(self) -> dict[str, Any]:
         node = self.node
         overrides: dict[str, Parameter] = getattr(node, "_parameter_overrides", {})
-        for name in sorted(overrides):
-            if name not in PARAMS_BY_NAME and name not in ROS_PARAMETERS \
-                    and not name.startswith("qos_overrides."):
-                node.get_logger().warning(f"{unknown_parameter_message(name)} (ignored)")
         values: dict[str, Any] = {}
-        for spec in PARAMS:
-            override = overrides.get(spec.name)
-            if override is not None:
-                try:
-                    value = spec.validate(override.value)
-                except ConfigError as exc:
-                    raise StartupError(str(exc)) from None
-                overrides[spec.name] = Parameter(spec.name, value=value)
-            try:
-                value = node.declare_parameter(spec.name, spec.default,
-                                               self._descriptor(spec)).value
-            except ParameterException as exc:  # what the override check above did not see
-                raise StartupError(f"{spec.name}: {exc}") from None
-            values[spec.name] = spec.validate(value)
+        for spec in PARAMS:  # ``cameras`` among them, before the per-camera ones
+            values[spec.name] = self._declare_one(spec, overrides)
+        # Each camera's own entries, defaulting to the global values just declared.
+        own = camera_specs(values["cameras"], values)
+        self._specs.update(own)
+        for spec in own.values():
+            values[spec.name] = self._declare_one(spec, overrides)
+        for name in sorted(overrides):
+            if name not in self._specs and not is_ros_parameter(name):
+                node.get_logger().warning(
+                    f"{unknown_parameter_message(name, self._specs)} (ignored)")
         return values
+
+    def _snapshots(self, values: Mapping[str, Any]) -> tuple[PipelineConfig, Configs]:
+        """The global snapshot and one per camera (raises ConfigError naming the values)."""
+        config = PipelineConfig.from_params(values)
+        cameras = values["cameras"]
+        if tuple(cameras) == SINGLE_CAMERA:
+            return config, types.MappingProxyType({"": config})
+        return config, types.MappingProxyType(
+            {cam: PipelineConfig.from_params(values, camera=cam) for cam in cameras})
 
     # -- the current state ----------------------------------------------------------------
     @property
     def config(self) -> PipelineConfig:
-        """The current snapshot (immutable: read it once per frame)."""
+        """The current global snapshot (immutable: read it once per frame)."""
         return self._config
+
+    @property
+    def configs(self) -> Configs:
+        """The current snapshot of every camera, by name (immutable as a whole: read it once
+        per cycle; it is replaced, never changed, when parameters change)."""
+        return self._configs
+
+    def camera_config(self, camera: str) -> PipelineConfig:
+        """The current snapshot of ``camera`` (the global one for unknown names)."""
+        return self._configs.get(camera, self._config)
+
+    def camera_value(self, camera: str, name: str) -> Any:
+        """Camera ``camera``'s value of ``name`` (its own ``camera.name`` where declared)."""
+        with self._lock:
+            return self._values.get(f"{camera}.{name}" if camera else name,
+                                    self._values[name])
+
+    @property
+    def specs(self) -> Mapping[str, ParamSpec]:
+        """Every declared entry of the table, the per-camera ones included."""
+        return types.MappingProxyType(self._specs)
 
     @property
     def values(self) -> dict[str, Any]:
@@ -143,14 +200,14 @@ class ParameterBridge:
 
     # -- run-time changes -----------------------------------------------------------------
     def _pre_set(self, params: list[Parameter]) -> list[Parameter]:
-        return [_coerced(p) for p in params]
+        return [_coerced(p, self._specs) for p in params]
 
     def _changes(self, params: list[Parameter]) -> dict[str, Any]:
         changes = {}
         for param in params:
-            spec = PARAMS_BY_NAME.get(param.name)
+            spec = self._specs.get(param.name)
             if spec is not None:
-                changes[param.name] = spec.validate(_coerced(param).value)
+                changes[param.name] = spec.validate(_coerced(param, self._specs).value)
         return changes
 
     def check(self, params: list[Parameter]) -> str | None:
@@ -160,7 +217,7 @@ class ParameterBridge:
             if changes:
                 with self._lock:
                     candidate = {**self._values, **changes}
-                PipelineConfig.from_params(candidate)
+                self._snapshots(candidate)
         except ConfigError as exc:
             return str(exc)
         return None
@@ -181,9 +238,9 @@ class ParameterBridge:
         with self._lock:
             old = self._values
             values = {**old, **changes}
-            config = PipelineConfig.from_params(values)
+            config, configs = self._snapshots(values)
             self._values = values
-            self._config = config
+            self._config, self._configs = config, configs
         changed = {k: v for k, v in changes.items() if old.get(k) != v}
         if changed:
             self.node.get_logger().info(
@@ -196,13 +253,13 @@ class ParameterBridge:
         node = self.node
         if not node.has_parameter(param.name):
             return f"parameter {param.name} is not declared: " + \
-                unknown_parameter_message(param.name)
+                unknown_parameter_message(param.name, self._specs)
         if node.describe_parameter(param.name).read_only:
             return f"Trying to set a read-only parameter: {param.name}."
-        spec = PARAMS_BY_NAME.get(param.name)
+        spec = self._specs.get(param.name)
         if spec is not None:
             try:
-                spec.validate(_coerced(param).value)
+                spec.validate(_coerced(param, self._specs).value)
             except ConfigError as exc:
                 return str(exc)
         return None

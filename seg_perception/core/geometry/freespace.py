@@ -39,7 +39,7 @@ import math
 import cv2
 import numpy as np
 
-from .grid import FREE, GridSpec
+from .grid import FREE, UNKNOWN, GridSpec
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,35 @@ def ego_component(
     if dist2 is None:
         dist2 = ego_distance2(spec, ego_xy)
     return nearest_component(grid == FREE, dist2, min_cells, connectivity=8)
+
+
+def vehicle_component(grid: np.ndarray, spec: GridSpec, ego_xy: tuple[float, float] = (0.0, 0.0),
+                      min_cells: int = 1) -> np.ndarray | None:
+    """Bool (height, width): for a surround grid, the largest free 8-connected component
+    that borders the vehicle's blind spot (the unknown region around ``ego_xy`` no camera
+    sees: under and right beside the car); None where the ego point is not in an unknown
+    region of the grid or no free component of ``min_cells`` touches it.
+
+    Around a vehicle with cameras on every side the nearest free cell can be a sliver the
+    cameras see next to the mirrors, while the road ahead and behind starts a few metres
+    away; "connected to the vehicle" then means "reached from the vehicle's blind spot".
+    """
+    row, col = spec.cell_of(*ego_xy)
+    if not (0 <= row < grid.shape[0] and 0 <= col < grid.shape[1]) \
+            or grid[row, col] != UNKNOWN:
+        return None
+    unknown = np.ascontiguousarray(grid == UNKNOWN, dtype=np.uint8)
+    _, blind = cv2.connectedComponents(unknown, connectivity=4)
+    spot = blind == blind[row, col]
+    near = cv2.dilate(spot.view(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    free = np.ascontiguousarray(grid == FREE, dtype=np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(free, connectivity=8)
+    touching = np.unique(labels[near & (labels > 0)])
+    touching = [k for k in touching if stats[k, cv2.CC_STAT_AREA] >= max(1, min_cells)]
+    if not touching:
+        return None
+    best = max(touching, key=lambda k: stats[k, cv2.CC_STAT_AREA])
+    return labels == best
 
 
 # --- the region the polygon outlines ----------------------------------------------------------
@@ -948,5 +977,6 @@ __all__ = [
     "signed_area",
     "simplify_keep_simple",
     "speckle_kernel",
+    "vehicle_component",
     "well_composed",
 ]

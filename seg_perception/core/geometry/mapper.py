@@ -196,6 +196,13 @@ class DrivableAreaMapper:
         return boundary_polygon(grid == FREE, self.grid, self.max_vertices, self._dist2,
                                 self.min_region_cells)
 
+    def boundary_of_region(self, region: np.ndarray) -> np.ndarray:
+        """The conservative polygon of a chosen set of free cells (bool, grid-shaped; e.g.
+        :func:`.freespace.vehicle_component` of a fused surround grid)."""
+        self._check_grid(region)
+        return boundary_polygon(region, self.grid, self.max_vertices, self._dist2,
+                                self.min_region_cells)
+
     def process(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(grid, boundary) for one drivable mask."""
         grid = self.grid_from_mask(mask)

@@ -5,7 +5,9 @@ A rig names its cameras and gives each one intrinsics and a mounting in ``grid_f
 left, right, rear, each with a wide lens so neighbours overlap at the corners);
 :func:`render_rig` renders a :class:`~.scene.SceneSpec` from every camera and fuses the
 cameras' exact grids with the same rule the node applies to its estimated ones, which makes
-the result the truth a fused grid is scored against.
+the result the truth a fused grid is scored against. :meth:`Rig.transforms` is the rig as a
+robot publishes it on ``/tf_static`` (``base_footprint -> X_camera_link ->
+X_camera_optical_frame`` per camera, REP 103's optical rotation in the second step).
 """
 
 from __future__ import annotations
@@ -15,11 +17,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .camera import CameraModel, CameraMounting
+from .camera import BODY_FROM_OPTICAL, CameraModel, CameraMounting
 from .fusion import fuse_grids
 from .grid import GridSpec
 from .mapper import DEFAULT_MAX_PIXEL_FOOTPRINT, DEFAULT_MAX_RANGE
 from .scene import SceneRender, SceneSpec, render_scene
+from .transform import Transform
+
+#: The vehicle's ground frame the rig is mounted in (REP 120).
+BASE_FRAME = "base_footprint"
+#: A grid around the vehicle for a surround rig: 20 m behind to 30 m ahead, 15 m each side.
+SURROUND_GRID = GridSpec(0.2, -20.0, 30.0, -15.0, 15.0)
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,16 @@ class RigCamera:
     model: CameraModel
     mounting: CameraMounting
 
+    @property
+    def body_frame(self) -> str:
+        """The camera's body frame (x forward, y left, z up), as a URDF link."""
+        return f"{self.name}_camera_link"
+
+    @property
+    def optical_frame(self) -> str:
+        """The camera's optical frame (REP 103): its images' ``header.frame_id``."""
+        return f"{self.name}_camera_optical_frame"
+
 
 @dataclass(frozen=True)
 class Rig:
@@ -38,6 +56,19 @@ class Rig:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.cameras)
+
+    def transforms(self, base_frame: str = BASE_FRAME) -> list[tuple[str, str, Transform]]:
+        """(parent, child, transform) of every camera: ``base_frame -> body`` (the mounting)
+        and ``body -> optical`` (REP 103's fixed rotation), as robot_state_publisher sends
+        a URDF's fixed joints on /tf_static."""
+        optical = Transform.from_matrix(BODY_FROM_OPTICAL, (0.0, 0.0, 0.0))
+        out = []
+        for cam in self.cameras:
+            m = cam.mounting
+            out.append((base_frame, cam.body_frame,
+                        Transform.from_matrix(m.rotation_body, m.position)))
+            out.append((cam.body_frame, cam.optical_frame, optical))
+        return out
 
     def camera(self, name: str) -> RigCamera:
         for cam in self.cameras:
@@ -101,4 +132,5 @@ def render_rig(
     return RigRender(views, fused)
 
 
-__all__ = ["Rig", "RigCamera", "RigRender", "render_rig", "surround_rig"]
+__all__ = ["BASE_FRAME", "SURROUND_GRID", "Rig", "RigCamera", "RigRender", "render_rig",
+           "surround_rig"]

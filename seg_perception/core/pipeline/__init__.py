@@ -3,7 +3,8 @@
 :class:`FramePipeline` turns :class:`CameraFrame` sets into :class:`FrameResult` lists
 under a :class:`~seg_perception.core.config.PipelineConfig` snapshot;
 :func:`resolve_pose` decides each frame's camera pose (tf or parameters) and
-:class:`CameraInfoBuffer` pairs frames with their camera_info by stamp. The adapters
+:class:`CameraInfoBuffer` pairs frames with their camera_info by stamp; :class:`GridFusion`
+keeps the cameras' recent grids for the fused surround grid of each cycle. The adapters
 (``seg_perception.ros.node``, ``seg_perception.core.bagio``) only convert messages.
 """
 
@@ -15,19 +16,24 @@ from .frames import (
     CameraFrame,
     FrameResult,
 )
-from .pipeline import FramePipeline
+from .fusion import CameraGrid, FusedGrid, GridFusion
+from .pipeline import FUSED, FramePipeline
 from .pose import PoseResult, TransformLookup, resolve_pose
 from .sync import CameraInfoBuffer
 
 __all__ = [
+    "FUSED",
     "GRID_OUTPUTS",
     "IMAGE_ENCODINGS",
     "IMAGE_OUTPUTS",
     "OUTPUTS",
     "CameraFrame",
+    "CameraGrid",
     "CameraInfoBuffer",
     "FramePipeline",
     "FrameResult",
+    "FusedGrid",
+    "GridFusion",
     "PoseResult",
     "TransformLookup",
     "resolve_pose",

@@ -10,7 +10,10 @@ One pipeline per engine; it is meant for one thread at a time (the node's worker
 that :meth:`FramePipeline.infer` (the network) and the rest (:meth:`~FramePipeline.render`,
 :meth:`~FramePipeline.map`, :meth:`~FramePipeline.boundary`) may run in two threads, one
 each, as ``process`` does. It keeps a ground mapper per camera (bounded LRU) so a camera's
-lookup is built once per calibration and pose.
+lookup is built once per calibration and pose. Several cameras share a cycle:
+:meth:`FramePipeline.segment_batch` runs all their frames through the network as one batch
+(:meth:`~FramePipeline.infer_batch`), :meth:`FramePipeline.map` makes each camera's grid,
+and :meth:`FramePipeline.fuse` the surround grid of the cycle (:mod:`.fusion`).
 """
 
 from __future__ import annotations
@@ -22,19 +25,24 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..config import PipelineConfig
+from ..config import MAX_CAMERAS, PipelineConfig
 from ..geometry import CameraInfoMismatchError, DrivableAreaMapper
+from ..geometry.freespace import vehicle_component
 from ..lru import LruCache
 from ..render import colorize, overlay, palette_lut
 from .frames import GRID_OUTPUTS, CameraFrame, FrameResult
+from .fusion import CameraGrid, FusedGrid, GridFusion
 
 if TYPE_CHECKING:
     from ..engine import SegEngine, SegResult
 
 log = logging.getLogger(__name__)
 
-#: Cameras (with their configuration) whose ground mappers are kept.
-MAPPERS_KEPT = 16
+#: Cameras (with their configuration) whose ground mappers are kept: every camera of the
+#: largest rig twice over (a parameter change keeps the old ones a while), and the fused one.
+MAPPERS_KEPT = 2 * MAX_CAMERAS + 1
+#: Mapper name of the fused grid's boundary (no camera is named so: not a valid name).
+FUSED = "<fused>"
 
 
 class FramePipeline:
@@ -46,14 +54,21 @@ class FramePipeline:
         self._mappers: LruCache[DrivableAreaMapper] = LruCache(MAPPERS_KEPT)
 
     # -- the cycle ------------------------------------------------------------------------
-    def run(self, frames: Sequence[CameraFrame], config: PipelineConfig,
-            want: Collection[str]) -> list[FrameResult]:
-        """Outputs ``want`` (names of :data:`~.frames.OUTPUTS`) for each frame of a cycle.
+    def run(self, frames: Sequence[CameraFrame], config: PipelineConfig | Sequence[
+            PipelineConfig], want: Collection[str] | Sequence[Collection[str]]
+            ) -> list[FrameResult]:
+        """Outputs ``want`` (names of :data:`~.frames.OUTPUTS`) for each frame of a cycle:
+        one batched forward pass (:meth:`segment_batch`), then each frame's grid.
 
-        Frames are independent here (one forward pass each); a batched forward pass and a
-        fused grid of all cameras build on this signature.
+        ``config`` and ``want`` are one for all frames or one per frame.
         """
-        return [self.process(frame, config, want) for frame in frames]
+        configs = _per_frame(config, len(frames), PipelineConfig)
+        wants = _per_frame_want(want, len(frames))
+        segs = self.segment_batch(frames, configs, wants)
+        for frame, cfg, w, (result, drivable) in zip(frames, configs, wants, segs, strict=True):
+            if drivable is not None and w & set(GRID_OUTPUTS):
+                self.map(frame, drivable, cfg, w, result)
+        return [r for r, _ in segs]
 
     def process(self, frame: CameraFrame, config: PipelineConfig,
                 want: Collection[str]) -> FrameResult:
@@ -72,17 +87,44 @@ class FramePipeline:
         camera_info and transform. :meth:`infer` then :meth:`render`."""
         return self.render(frame, self.infer(frame, want), config, want)
 
+    def segment_batch(self, frames: Sequence[CameraFrame], configs: Sequence[PipelineConfig],
+                      wants: Sequence[Collection[str]]
+                      ) -> list[tuple[FrameResult, np.ndarray | None]]:
+        """:meth:`segment` for the frames of a cycle with ONE forward pass of the engine
+        (frames of any sizes; each frame's outputs at its own resolution). A frame with an
+        empty ``want`` is not run."""
+        segs = self.infer_batch(frames, wants)
+        return [self.render(f, seg, c, w)
+                for f, seg, c, w in zip(frames, segs, configs, wants, strict=True)]
+
     def infer(self, frame: CameraFrame, want: Collection[str]) -> SegResult | None:
         """The network's part of :meth:`segment` (labels, confidence when ``confidence`` is in
         ``want``, drivable mask); None when nothing is wanted. ``seg.timings`` gets
         ``segment`` (ms). Split from :meth:`render` so that ``process`` runs the network in
         one thread and everything after it in another."""
-        if not want:
-            return None
+        return self.infer_batch([frame], [want])[0]
+
+    def infer_batch(self, frames: Sequence[CameraFrame], wants: Sequence[Collection[str]]
+                    ) -> list[SegResult | None]:
+        """:meth:`infer` for a cycle's frames as one batch; ``segment`` is the batch's time."""
+        out: list[SegResult | None] = [None] * len(frames)
+        run = [i for i, w in enumerate(wants) if w]
+        if not run:
+            return out
         t0 = time.perf_counter()
-        seg = self.engine(frame.rgb, want_confidence="confidence" in want)
-        seg.timings["segment"] = (time.perf_counter() - t0) * 1e3
-        return seg
+        rgbs = [frames[i].rgb for i in run]
+        confs = ["confidence" in wants[i] for i in run]
+        batch = getattr(self.engine, "run_batch", None)
+        if batch is not None:
+            segs = batch(rgbs, confs)
+        else:  # an engine-like callable without batches (test doubles, wrappers)
+            segs = [self.engine(rgb, want_confidence=c) for rgb, c in zip(rgbs, confs,
+                                                                           strict=True)]
+        batch_ms = (time.perf_counter() - t0) * 1e3
+        for i, seg in zip(run, segs, strict=True):
+            seg.timings["segment"] = batch_ms
+            out[i] = seg
+        return out
 
     def render(self, frame: CameraFrame, seg: SegResult | None, config: PipelineConfig,
                want: Collection[str]) -> tuple[FrameResult, np.ndarray | None]:
@@ -148,7 +190,7 @@ class FramePipeline:
             result.timings["boundary"] = (time.perf_counter() - t1) * 1e3
         return result
 
-    def boundary(self, grid: np.ndarray, config: PipelineConfig, camera: str = ""
+    def boundary(self, grid: np.ndarray, config: PipelineConfig, camera: str = FUSED
                  ) -> np.ndarray:
         """The conservative free-space polygon of any grid laid out as ``config.grid``
         (e.g. one fused from several cameras)."""
@@ -156,5 +198,44 @@ class FramePipeline:
             raise ValueError(f"grid shape {grid.shape} != {config.grid.shape} of the config")
         return self.mapper(camera, config).boundary_from_grid(grid)
 
+    # -- several cameras ------------------------------------------------------------------
+    def fuse(self, fusion: GridFusion, results: Sequence[FrameResult], stamps_ns: Sequence[int],
+             config: PipelineConfig, want: Collection[str]) -> FusedGrid | None:
+        """The cycle's surround grid (and its boundary if ``drivable/boundary`` is in
+        ``want``) from the grids of ``results`` (stamped ``stamps_ns``) and ``fusion``'s
+        recent grids of the other cameras, under the global ``config`` (see :mod:`.fusion`).
+        None when no result of the cycle has a grid."""
+        t0 = time.perf_counter()
+        fresh = [CameraGrid(r.camera, int(t), r.grid, r.grid_spec)
+                 for r, t in zip(results, stamps_ns, strict=True)
+                 if r.grid is not None and r.grid_spec is not None]
+        fused = fusion.update(fresh, config.grid, config.fusion_max_age, config.grid_frame)
+        if fused is None:
+            return None
+        t1 = time.perf_counter()
+        fused.timings["fuse"] = (t1 - t0) * 1e3
+        if "drivable/boundary" in want:
+            # The free region reached from the vehicle's blind spot (the largest bordering
+            # it), else the one nearest the vehicle; conservative either way.
+            mapper = self.mapper(FUSED, config)
+            region = vehicle_component(fused.grid, config.grid, mapper.ego_xy,
+                                       mapper.min_region_cells)
+            fused.boundary = (mapper.boundary_from_grid(fused.grid) if region is None
+                              else mapper.boundary_of_region(region))
+            fused.timings["boundary"] = (time.perf_counter() - t1) * 1e3
+        return fused
 
-__all__ = ["MAPPERS_KEPT", "FramePipeline"]
+
+def _per_frame(value: object, n: int, kind: type) -> list:
+    return [value] * n if isinstance(value, kind) else list(value)  # type: ignore[call-overload]
+
+
+def _per_frame_want(want: Collection[str] | Sequence[Collection[str]], n: int
+                    ) -> list[set[str]]:
+    items = list(want)
+    if all(isinstance(w, str) for w in items):
+        return [set(items) for _ in range(n)]
+    return [set(w) for w in items]
+
+
+__all__ = ["FUSED", "MAPPERS_KEPT", "FramePipeline"]
