@@ -494,6 +494,10 @@ class _FailingEngine:
             raise RuntimeError("inference failed on purpose")
         return self._engine(*args, **kwargs)
 
+    def run_batch(self, rgbs: list[Any], confidences: list[bool]) -> list[Any]:
+        """The pipeline's batched path (one frame per batch in ``process``): same count."""
+        return [self(rgb, want_confidence=c) for rgb, c in zip(rgbs, confidences, strict=True)]
+
 
 @pytest.mark.parametrize("depth", [0, 2])
 def test_an_error_in_a_worker_thread_reaches_the_caller(tmp_path: Path, engine: Any,
