@@ -72,7 +72,10 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    "as the node reads it: grid_frame, use_tf, camera.*, grid.*, mask.*, "
                    "boundary.*, image_type, camera_info_tolerance, overlay_alpha, output_qos.* "
                    "and the model; a section '<namespace>/seg_node' or '<namespace>/**' "
-                   "overrides '/**' for that camera")
+                   "overrides '/**' for that camera. With cameras: [X, ...] camera X is the "
+                   "image topic in namespace .../X (its X.* parameters apply), frames go in "
+                   "cycles (stamps within fusion.sync_window) and each cycle writes one fused "
+                   "/drivable/grid and /drivable/boundary (fusion.max_age), as the node does")
     p.add_argument("--hfov", type=float, default=None, metavar="DEG",
                    help="horizontal field of view for cameras without CameraInfo in the bag "
                    "(pinhole, centred); without it such cameras get no grid or boundary")
@@ -98,14 +101,25 @@ def read_params_file(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, An
     return read(path)
 
 
-def _known(params: dict[str, Any], where: str) -> dict[str, Any]:
-    """The parameters of seg_node in ``params``; others (a ``/**`` section shared with other
+def _known(params: dict[str, Any], where: str, cameras: Any = ()) -> dict[str, Any]:
+    """The parameters of seg_node in ``params`` (with the per-camera ``X.<name>`` ones of
+    ``cameras``, ``params``' own by default); others (a ``/**`` section shared with other
     nodes) are skipped with one warning each."""
-    from ..core.config import PARAMS_BY_NAME, ROS_PARAMETERS, unknown_parameter_message
+    from ..core.config import (
+        PARAMS_BY_NAME,
+        ROS_PARAMETERS,
+        camera_names_problem,
+        camera_specs,
+        unknown_parameter_message,
+    )
 
+    names = params.get("cameras", cameras)
+    if not isinstance(names, (list, tuple)) or camera_names_problem(tuple(names)) is not None:
+        names = ()  # a bad value is refused with its own message by validate_values
+    known = set(PARAMS_BY_NAME) | set(camera_specs(names))
     out = {}
     for name, value in params.items():
-        if name in PARAMS_BY_NAME:
+        if name in known:
             out[name] = value
         elif name not in ROS_PARAMETERS and not name.startswith("qos_overrides."):
             log.warning("%s: %s (ignored)", where, unknown_parameter_message(name))
@@ -128,12 +142,14 @@ def build_options(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     p = {**DEFAULTS, **values}
     try:
         config = PipelineConfig.from_params(p)
+        cameras = tuple(p["cameras"])
+        camera_configs = {c: PipelineConfig.from_params(p, camera=c) for c in cameras if c}
     except ValueError as exc:
         raise type(exc)(f"{where}: {exc}") from None
     configs = {}
     for ns, section in per_ns.items():
         here = f"{where} ({ns})"
-        extra = validate_values(_known(section, here), here)
+        extra = validate_values(_known(section, here, cameras), here)
         try:
             configs[ns] = PipelineConfig.from_params({**p, **extra})
         except ValueError as exc:
@@ -146,6 +162,8 @@ def build_options(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     options = ProcessOptions(
         config=config,
         configs=configs,
+        cameras=cameras,
+        camera_configs=camera_configs,
         grid=not args.no_grid,
         hfov_deg=args.hfov,
         keep_input=args.keep_input,
@@ -191,6 +209,10 @@ def _report(summary: Any, skip_bad: bool, stopped_by: str = "") -> int:
         print(f"  {cam.image_topic} ({cam.transport}, {info}): {n} of {cam.count} frames read, "
               f"{summary.written.get(cam.output('labels'), 0)} written to {out_ns}/* ({grid}"
               + (f"; pose from {pose}" if pose else "") + ")")
+    if summary.cycles:
+        left = ", ".join(f"{ns} {n}" for ns, n in sorted(summary.left_out.items()))
+        print(f"  fused /drivable/grid, /drivable/boundary: {summary.fused} of "
+              f"{summary.cycles} cycles" + (f" (cameras left out: {left})" if left else ""))
     print(f"{summary.processed} frames processed of {total} in {summary.seconds:.1f} s "
           f"({summary.fps:.1f} frames/s); {sum(summary.written.values())} messages written"
           + (f", {summary.copied} input messages copied" if summary.copied else ""))

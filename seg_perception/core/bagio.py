@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import messages
-from .config import DEFAULTS, PipelineConfig
+from .config import DEFAULTS, SINGLE_CAMERA, PipelineConfig
 from .geometry import CameraCalibration, CameraModel, GridSpec, Transform
 from .image_codec import (
     DEFAULT_MAX_PIXELS,
@@ -50,7 +50,15 @@ from .mcap_prefix import McapPrefixReader, expected_counts_from_metadata
 from .messages import MessageKit
 from .overlap import overlapped
 from .pipeline import GRID_OUTPUTS as _GRID
-from .pipeline import IMAGE_ENCODINGS, CameraFrame, CameraInfoBuffer, FramePipeline, resolve_pose
+from .pipeline import (
+    IMAGE_ENCODINGS,
+    CameraFrame,
+    CameraInfoBuffer,
+    FramePipeline,
+    FrameResult,
+    GridFusion,
+    resolve_pose,
+)
 from .tf import TransformBuffer, TransformError
 
 if TYPE_CHECKING:
@@ -336,6 +344,32 @@ def select_cameras(
                      images[name].count)
         for name, info in zip(chosen, infos, strict=True)
     ]
+
+
+def match_cameras(streams: Sequence[CameraStream], names: Sequence[str]
+                  ) -> list[tuple[str, CameraStream]]:
+    """The stream of each camera of ``cameras``, in the order of ``names``: camera ``X`` is
+    the image topic whose namespace ends in ``X`` (``/X/image_raw``,
+    ``/car/X/image/compressed``), as ``seg_node`` with ``cameras: [X, ...]`` subscribes
+    ``X/image`` (remapped to the recorded topic). Streams of no camera are not processed.
+    Raises :class:`BagError` for a camera with no topic or several."""
+    listing = ", ".join(s.image_topic for s in streams) or "none"
+    out = []
+    for name in names:
+        found = [s for s in streams if s.namespace.rsplit("/", 1)[-1] == name]
+        if not found:
+            raise BagError(f"camera {name} of cameras has no image topic in a namespace "
+                           f".../{name} in the bag; image topics: {listing}")
+        if len(found) > 1:
+            raise BagError(f"camera {name} of cameras matches several image topics "
+                           f"({', '.join(s.image_topic for s in found)}); choose with "
+                           "--image-topic")
+        out.append((name, found[0]))
+    for s in streams:
+        if not any(s is st for _, st in out):
+            log.info("%s skipped: not in the namespace of a camera of cameras (%s)",
+                     s.image_topic, ", ".join(names))
+    return out
 
 
 @dataclass(frozen=True)
@@ -735,10 +769,20 @@ class ProcessOptions:
     outputs (the node's ``output_qos.*``). ``pipeline_depth`` is how many items may wait
     between two threads of the overlapped frame loop (:func:`process_bag`); 0 runs the
     same loop in the calling thread, one stage after the other.
+
+    ``cameras`` (the node's parameter of that name; default: one unnamed camera) names the
+    cameras of a rig: camera ``X`` is the bag's image topic in namespace ``.../X`` (see
+    :func:`match_cameras`), their frames are processed cycle by cycle (:class:`CycleStage`)
+    and a fused ``/drivable/grid`` and ``/drivable/boundary`` are written per cycle, as
+    ``seg_node`` with the same ``cameras`` publishes them. ``camera_configs`` are the
+    cameras' own snapshots (their ``X.<name>`` parameters), used where ``configs`` has no
+    section for the camera's namespace.
     """
 
     config: PipelineConfig = field(default_factory=PipelineConfig.from_params)
     configs: dict[str, PipelineConfig] = field(default_factory=dict)
+    cameras: tuple[str, ...] = SINGLE_CAMERA
+    camera_configs: dict[str, PipelineConfig] = field(default_factory=dict)
     grid: bool = True
     hfov_deg: float | None = None
     keep_input: bool = False
@@ -747,8 +791,16 @@ class ProcessOptions:
     max_pixels: int | None = DEFAULTS["max_image_pixels"]
     pipeline_depth: int = 2
 
-    def config_for(self, namespace: str) -> PipelineConfig:
-        return self.configs.get(namespace, self.config)
+    def config_for(self, namespace: str, camera: str = "") -> PipelineConfig:
+        """The snapshot of the camera in ``namespace`` (named ``camera`` of ``cameras``)."""
+        if namespace in self.configs:
+            return self.configs[namespace]
+        return self.camera_configs.get(camera, self.config)
+
+    @property
+    def fused(self) -> bool:
+        """Whether a fused grid is written: named ``cameras`` and grid outputs on."""
+        return self.grid and tuple(self.cameras) != SINGLE_CAMERA
 
 
 @dataclass
@@ -772,6 +824,11 @@ class ProcessSummary:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: named cameras: cycles run, fused grids written, and per camera the cycles whose
+    #: fused grid left it out (its latest grid older than fusion.max_age)
+    cycles: int = 0
+    fused: int = 0
+    left_out: Counter[str] = field(default_factory=Counter)
     _warned: set[str] = field(default_factory=set, init=False, repr=False)
 
     def warn(self, key: str, text: str) -> None:
@@ -794,9 +851,10 @@ def _stamp_ns(stamp: Any) -> int:
 class _Camera:
     """Per-camera state of a processing run: frame counter, its camera_infos by stamp."""
 
-    def __init__(self, stream: CameraStream, options: ProcessOptions) -> None:
+    def __init__(self, stream: CameraStream, options: ProcessOptions, name: str = "") -> None:
         self.stream = stream
-        self.config = options.config_for(stream.namespace)
+        self.name = name  # its name in ``cameras`` ("" for unnamed cameras)
+        self.config = options.config_for(stream.namespace, name)
         self.rectified = self.config.rectified(stream.image_topic)
         self.index = 0
         self.infos = CameraInfoBuffer(size=None)  # offline: the whole recording
@@ -1021,6 +1079,10 @@ class FrameStage:
         return CameraFrame(rgb, calibration, pose.mounting, cam.rectified, s.namespace, no_grid)
 
     def _output(self, seg: _Segmented) -> FrameOutput:
+        return self._frame_output(seg)[0]
+
+    def _frame_output(self, seg: _Segmented) -> tuple[FrameOutput, FrameResult]:
+        """A frame's own outputs, and its pipeline result (for the fused grid)."""
         item, frame = seg.item, seg.frame
         cam, header, log_time = item.cam, item.header, item.log_time
         s, cfg = cam.stream, cam.config
@@ -1030,7 +1092,7 @@ class FrameStage:
         out = FrameOutput([item], [(s.output(name), image_msg(result.image(name), enc, header),
                                     log_time) for name, enc in IMAGE_OUTPUTS.items()])
         if not self.options.grid:
-            return out
+            return out, result
         if result.grid is not None and result.grid_spec is not None:
             ghdr = make_header(header.stamp.sec, header.stamp.nanosec, result.grid_frame)
             out.messages.append((s.output("drivable/grid"), messages.grid_message(
@@ -1039,6 +1101,129 @@ class FrameStage:
                 self.kit, result.boundary, ghdr), log_time))
         else:
             out.no_grid.append((s.image_topic, item.index, result.no_grid or ""))
+        return out, result
+
+
+@dataclass
+class _CycleSegmented:
+    """Between CycleStage's two steps: a cycle's frames, their inputs and network outputs."""
+
+    items: list[DecodedFrame]
+    frames: list[CameraFrame]
+    segs: list[Any]
+
+
+#: Topics of the fused surround grid of named ``cameras`` (the node's own, unprefixed).
+FUSED_OUTPUTS: dict[str, str] = {output_topic("", name): t for name, t in GRID_OUTPUTS.items()}
+
+
+class CycleStage(FrameStage):
+    """The middle of :func:`process_bag` for named ``cameras``: frames grouped into cycles
+    as ``seg_node`` groups them, one batched forward pass per cycle, each camera's outputs
+    and the cycle's fused ``/drivable/grid`` and ``/drivable/boundary``.
+
+    The cycle rule (deterministic, from the recording alone): frames are taken in log-time
+    order; a cycle starts with a frame and takes the following frames of the other cameras
+    whose header stamps lie within ``fusion.sync_window`` of that first frame's stamp. It
+    ends at the first frame that does not fit (its camera is already in the cycle, or its
+    stamp is outside the window), which starts the next cycle, or as soon as every camera
+    is in it. The fused grid is then the node's (:class:`~seg_perception.core.pipeline.
+    GridFusion`): stamped with the newest frame of the cycle, written at the newest log
+    time of its frames; a camera absent from the cycle takes part with its latest grid
+    while that is within ``fusion.max_age`` of the cycle's stamp, and is left out (its
+    cells -1 unless another camera sees them; counted in ``summary.left_out``) after.
+
+    The node's worker waits ``fusion.sync_window`` of wall-clock time after a cycle's first
+    frame for the other cameras and then takes the latest frame of each; played in real
+    time, a rig whose frames of one trigger arrive within the window gives both the same
+    cycles, hence the same fused grids. Offline nothing is dropped: a camera's second frame
+    inside one window starts a new cycle instead of replacing the first.
+    """
+
+    def __init__(self, engine: SegEngine, options: ProcessOptions, recording: _Recording,
+                 summary: ProcessSummary, n_cameras: int) -> None:
+        super().__init__(engine, options, recording, summary)
+        self.n_cameras = n_cameras
+        self.fusion = GridFusion()
+        self.fused_want = set(GRID_OUTPUTS)
+
+    def steps(self) -> list[Callable[[Iterator[Any]], Iterator[Any]]]:
+        return [self.segment_cycles, self.cycle_outputs]
+
+    def cycles(self, items: Iterator[Any]) -> Iterator[Any]:
+        """The item stream with each cycle's :class:`DecodedFrame` items as one list; other
+        items in order, those met while a cycle is open right after it."""
+        window = round(self.options.config.sync_window * 1e9)
+        cycle: list[DecodedFrame] = []
+        held: list[Any] = []
+        for item in items:
+            if not isinstance(item, DecodedFrame):
+                if cycle:
+                    held.append(item)
+                else:
+                    yield item
+                continue
+            if cycle and (any(f.cam is item.cam for f in cycle)
+                          or abs(_stamp_ns(item.header.stamp)
+                                 - _stamp_ns(cycle[0].header.stamp)) > window):
+                yield cycle
+                yield from held
+                cycle, held = [], []
+            cycle.append(item)
+            if len(cycle) == self.n_cameras:
+                yield cycle
+                yield from held
+                cycle, held = [], []
+        if cycle:
+            yield cycle
+            yield from held
+
+    def segment_cycles(self, items: Iterator[Any]) -> Iterator[Any]:
+        """Step 1: one batched forward pass per cycle."""
+        for item in self.cycles(items):
+            if isinstance(item, list):
+                frames = [self._frame(f) for f in item]
+                segs = self.pipeline.infer_batch(frames, [self.want] * len(frames))
+                yield _CycleSegmented(item, frames, segs)
+            else:
+                yield item
+
+    def cycle_outputs(self, items: Iterator[Any]) -> Iterator[Any]:
+        """Step 2: each camera's outputs and the fused grid; one FrameOutput per cycle."""
+        for item in items:
+            yield self._cycle_output(item) if isinstance(item, _CycleSegmented) else item
+
+    def _cycle_output(self, cyc: _CycleSegmented) -> FrameOutput:
+        out = FrameOutput(list(cyc.items), [])
+        results = []
+        for item, frame, seg in zip(cyc.items, cyc.frames, cyc.segs, strict=True):
+            one, result = self._frame_output(_Segmented(item, frame, seg))
+            out.messages += one.messages
+            out.no_grid += one.no_grid
+            results.append(result)
+        self.summary.cycles += 1
+        config = self.options.config
+        stamps = [_stamp_ns(f.header.stamp) for f in cyc.items]
+        fused = self.pipeline.fuse(self.fusion, results, stamps, config, self.fused_want)
+        if fused is None:
+            return out
+        for cam in fused.left_out:  # the frames' camera: their namespace
+            self.summary.left_out[cam] += 1
+        if fused.left_out:
+            ages = ", ".join(f"{c} {a:.2f} s" for c, a in fused.left_out.items())
+            log.info("fused drivable/grid at %d without cameras whose latest grid is older "
+                     "than fusion.max_age = %g s: %s", fused.stamp_ns, config.fusion_max_age,
+                     ages)
+        sec, nsec = divmod(fused.stamp_ns, 1_000_000_000)
+        ghdr = make_header(sec, nsec, fused.grid_frame)
+        log_time = max(f.log_time for f in cyc.items)
+        grid_topic, boundary_topic = FUSED_OUTPUTS
+        out.messages.append((grid_topic, messages.grid_message(
+            self.kit, fused.grid, fused.spec, ghdr), log_time))
+        if fused.boundary is not None:
+            out.messages.append((boundary_topic, messages.polygon_message(
+                self.kit, fused.boundary, ghdr), log_time))
+        self.summary.fused += 1
         return out
 
 
@@ -1064,8 +1249,12 @@ def process_bag(
     camera pose gets image outputs only, counted in ``summary.no_grid`` and warned about).
     Camera poses come from the bag's /tf_static and /tf (``use_tf``), else from the
     camera.* parameters. Frames that cannot be decoded are listed in ``summary.bad``.
-    Reading and decoding, the network, the rest of the pipeline and writing overlap in
-    threads (``options.pipeline_depth``; see :class:`FrameStage`); the writing stays in the
+    With named ``options.cameras`` (a rig) the frames go through in cycles, one batched
+    forward pass and one fused ``/drivable/grid`` and ``/drivable/boundary`` per cycle, as
+    the node fuses them (:class:`CycleStage` gives the cycle rule; ``summary.cycles``,
+    ``summary.fused``, ``summary.left_out`` by camera namespace). Reading and decoding,
+    the network, the rest of the pipeline and writing overlap in threads
+    (``options.pipeline_depth``; see :class:`FrameStage`); the writing stays in the
     calling thread, in input order. Ctrl-C stops after the frame being written and still
     closes ``dst`` properly (``summary.interrupted``); so does an input that turns out
     truncated (``summary.error``, after every frame before the damage). An exception in a
@@ -1085,16 +1274,23 @@ def process_bag(
     with open_bag(src) as reader:
         topics = bag_topics(reader)
         streams = select_cameras(topics, image_topics, camera_info_topics)
+        named = [("", s) for s in streams]
+        if tuple(options.cameras) != SINGLE_CAMERA:
+            named = match_cameras(streams, options.cameras)
+            streams = [s for _, s in named]
         summary = ProcessSummary(src, dst, streams)
-        cams = {s.image_topic: _Camera(s, options) for s in streams}
+        cams = {s.image_topic: _Camera(s, options, name) for name, s in named}
         produced = {t for s in streams for t in s.outputs.values()}
+        if options.fused:
+            produced |= set(FUSED_OUTPUTS)
         if options.keep_input and (clash := sorted(produced & set(topics))):
             raise BagError(f"--keep-input: input topics {', '.join(clash)} have the names of "
                            "outputs; process a bag without them or drop --keep-input")
         recording = _read_ahead(reader, cams, summary, src, options.grid)
         wanted = set(cams)
         conns = [c for c in reader.connections if options.keep_input or c.topic in wanted]
-        stage = FrameStage(engine, options, recording, summary)
+        stage = (CycleStage(engine, options, recording, summary, len(streams))
+                 if options.fused else FrameStage(engine, options, recording, summary))
         total = sum(s.count for s in streams)
         bar = tqdm(total=total, unit="frame", desc="process", disable=not progress,
                    dynamic_ncols=True, file=sys.stderr)
@@ -1180,6 +1376,7 @@ __all__ = [
     "BagError",
     "BagWriter",
     "CameraStream",
+    "CycleStage",
     "DecodedFrame",
     "FrameOutput",
     "FrameStage",
@@ -1191,6 +1388,7 @@ __all__ = [
     "camera_namespace",
     "decode_frame",
     "iter_frames",
+    "match_cameras",
     "open_bag",
     "output_topic",
     "process_bag",
