@@ -207,6 +207,36 @@ def _wait_ready(proc: subprocess.Popen, log_path: Path, timeout: float) -> None:
     raise RuntimeError(f"seg_node did not become ready in {timeout:.0f} s; see {log_path}")
 
 
+class _Observer:
+    """The demo's own node (recorder, player), spun in a thread from :meth:`start` on."""
+
+    def __init__(self, name: str = "seg_demo") -> None:
+        self._owned = not rclpy.ok()
+        if self._owned:
+            rclpy.init()
+        self.node = Node(name)
+        self._executor = SingleThreadedExecutor()
+        self._executor.add_node(self.node)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+
+    def _spin(self) -> None:
+        while not self._stop.is_set():
+            self._executor.spin_once(timeout_sec=0.05)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        self._executor.remove_node(self.node)
+        self.node.destroy_node()
+        if self._owned:
+            rclpy.try_shutdown()
+
+
 def run_demo(opts: DemoOptions) -> dict[str, Any]:
     """Run the whole demo; returns the summary that is also written to ``summary.json``."""
     if opts.cameras > 1:
@@ -251,19 +281,8 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(fastdds_profile()))
     proc = _start_node(opts, ns, image_topic, info_topic, msgtype == COMPRESSED_IMAGE, params,
                        node_log)
-    rclpy_owned = not rclpy.ok()
-    if rclpy_owned:
-        rclpy.init()
-    node = Node("seg_demo")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    stop = threading.Event()
-
-    def spin() -> None:
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.05)
-
-    spinner = threading.Thread(target=spin, daemon=True)
+    observer = _Observer()
+    node = observer.node
     outputs = {output_topic(ns, name): "sensor_msgs/msg/Image" for name in IMAGE_OUTPUTS}
     outputs.update({output_topic(ns, name): t for name, t in GRID_OUTPUTS.items()})
     stats = None
@@ -274,7 +293,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
                 rec.add(topic, mtype)
             rec.add("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray")
             rec.add(image_topic, msgtype, record=False)  # arrival times of the inputs
-            spinner.start()
+            observer.start()
             _wait_ready(proc, node_log, opts.startup_timeout)
             labels_topic = output_topic(ns, "labels")
             deadline = time.monotonic() + 30
@@ -306,13 +325,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
             time.sleep(2.5)  # the diagnostics that count every frame
     finally:
         interrupt(proc)
-        stop.set()
-        if spinner.is_alive():
-            spinner.join(timeout=2)
-        executor.remove_node(node)
-        node.destroy_node()
-        if rclpy_owned:
-            rclpy.try_shutdown()
+        observer.close()
 
     summary = _summarise(rec, stats, image_topic, outputs, ns, node_log)
     summary.update({
@@ -499,19 +512,8 @@ def run_surround_demo(opts: DemoOptions) -> dict[str, Any]:
     node_log = out / "seg_node.log"
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(fastdds_profile()))
     proc = _launch_node("/", remaps, params, node_log)
-    rclpy_owned = not rclpy.ok()
-    if rclpy_owned:
-        rclpy.init()
-    node = Node("seg_demo")
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    stop = threading.Event()
-
-    def spin() -> None:
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.05)
-
-    spinner = threading.Thread(target=spin, daemon=True)
+    observer = _Observer()
+    node = observer.node
     outputs = {output_topic(f"/{n}", t): "sensor_msgs/msg/Image"
                for n in names for t in ("overlay", "labels")}
     outputs.update({output_topic("", name): t for name, t in GRID_OUTPUTS.items()})
@@ -525,7 +527,7 @@ def run_surround_demo(opts: DemoOptions) -> dict[str, Any]:
             rec.add("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray")
             for n in names:  # arrival times of the inputs
                 rec.add(drive.image_topics[n], RAW_IMAGE, record=False)
-            spinner.start()
+            observer.start()
             _wait_ready(proc, node_log, opts.startup_timeout)
             deadline = time.monotonic() + 30
             while not all(sub.get_publisher_count() > 0 for sub in rec._subs[:len(outputs)]) \
@@ -555,13 +557,7 @@ def run_surround_demo(opts: DemoOptions) -> dict[str, Any]:
             time.sleep(2.5)
     finally:
         interrupt(proc)
-        stop.set()
-        if spinner.is_alive():
-            spinner.join(timeout=2)
-        executor.remove_node(node)
-        node.destroy_node()
-        if rclpy_owned:
-            rclpy.try_shutdown()
+        observer.close()
 
     diag = {}
     try:

@@ -40,11 +40,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.parameter import Parameter
@@ -57,7 +55,7 @@ from . import log_bridge, node_common, tf_pose
 from .camera_io import CameraChannel
 from .label_info import TOPIC as LABEL_INFO_TOPIC
 from .label_info import build_label_info, label_info_qos
-from .node import FrameWorker, close_cameras, load_engine, open_cameras
+from .node import FrameWorker, close_cameras, load_engine, open_cameras, run_node
 from .params import ParameterBridge, StartupError, descriptor
 
 NODE_NAME = "seg_node"
@@ -385,27 +383,8 @@ def spin_until_finalized(node: SegLifecycleNode) -> None:
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of the ``seg_lifecycle_node`` executable."""
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = SegLifecycleNode()
-        spin_until_finalized(node)
-    except (StartupError, ParameterException) as exc:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
-        code = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # Shutting down (SIGINT): a take racing the context's shutdown is a clean exit.
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run_node(NODE_NAME, SegLifecycleNode, spin_until_finalized, SegLifecycleNode.close,
+                    args)
 
 
 if __name__ == "__main__":

@@ -473,16 +473,19 @@ class SegNode(Node):
         self.diag_pub.publish(msg)
 
 
-def main(args: list[str] | None = None) -> int:
-    """Entry point of the ``seg_node`` executable."""
+def run_node(name: str, make: Callable[[], Any], spin: Callable[[Any], None],
+             close: Callable[[Any], None], args: list[str] | None = None) -> int:
+    """The executables' main (``seg_node``, ``seg_lifecycle_node``): a start-up error is one
+    fatal line and exit 1, never a traceback; Ctrl-C and an external shutdown are a clean
+    exit; ``close`` and ``destroy_node`` run whatever happened."""
     rclpy.init(args=args)
     node = None
     code = 0
     try:
-        node = SegNode()
-        rclpy.spin(node)
+        node = make()
+        spin(node)
     except (StartupError, ParameterException) as exc:
-        rclpy.logging.get_logger("seg_node").fatal(f"cannot start: {exc}")
+        rclpy.logging.get_logger(name).fatal(f"cannot start: {exc}")
         code = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -493,10 +496,15 @@ def main(args: list[str] | None = None) -> int:
         # context's shutdown under load; that is a clean exit, not an error.
     finally:
         if node is not None:
-            node.stop()
+            close(node)
             node.destroy_node()
         rclpy.try_shutdown()
     return code
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of the ``seg_node`` executable."""
+    return run_node("seg_node", SegNode, rclpy.spin, SegNode.stop, args)
 
 
 if __name__ == "__main__":
