@@ -12,14 +12,12 @@ import signal
 import struct
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from shared_data import REPO
-from test_bag_process import IMAGE_OUTPUTS, generated_frames, make_bag, read_bag
+from test_bag_process import IMAGE_OUTPUTS, generated_frames, make_bag, read_bag, start_process
 
 from seg_perception.cli import main as cli_main
 from seg_perception.core import bagio
@@ -198,30 +196,6 @@ def test_all_frames_undecodable_is_nothing_processed(tmp_path: Path,
 
 # --- item 5: SIGTERM like SIGINT; a second signal never cuts the finishing short ----------
 
-def _start_process(tmp_path: Path, n: int) -> tuple[subprocess.Popen, bytearray, Any]:
-    make_bag(tmp_path / "in", {"/cam/image_raw": "raw"}, generated_frames(n),
-             camera_info=False)
-    cmd = [sys.executable, "-m", "seg_perception", "process", str(tmp_path / "in"),
-           str(tmp_path / "out"), "--model", "tiny_seg", "--device", "cpu", "--no-grid"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    err = bytearray()
-
-    def drain() -> None:  # tqdm ends its lines with \r: read bytes, not lines
-        while chunk := os.read(proc.stderr.fileno(), 4096):
-            err.extend(chunk)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        done = [int(m) for m in re.findall(rb"\| *(\d+)/%d" % n, bytes(err))]
-        if done and max(done) >= 3:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, f"finished before the signal:\n{bytes(err).decode()}"
-    return proc, err, reader
-
 
 def _finish(proc: subprocess.Popen, err: bytearray, reader: Any,
             repeat: list[int] | None = None) -> tuple[str, str]:
@@ -258,7 +232,7 @@ def _assert_finished_bag(out: Path, n: int) -> int:
 @pytest.mark.slow
 def test_sigterm_finishes_the_bag_and_exits_130(tmp_path: Path) -> None:
     n = 400
-    proc, err, reader = _start_process(tmp_path, n)
+    proc, err, reader = start_process(tmp_path, n)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = _finish(proc, err, reader)
     assert proc.returncode == 130, stdout + stderr
@@ -279,7 +253,7 @@ def test_repeated_signals_while_finishing_still_finish_the_bag(tmp_path: Path, f
     the process exits): the bag still gets its summary and metadata.yaml, exit 130, no
     traceback."""
     n = 400
-    proc, err, reader = _start_process(tmp_path, n)
+    proc, err, reader = start_process(tmp_path, n)
     proc.send_signal(first)
     stdout, stderr = _finish(proc, err, reader, repeat=again)
     assert proc.returncode == 130, stdout + stderr

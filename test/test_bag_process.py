@@ -516,10 +516,10 @@ def test_an_error_in_a_worker_thread_reaches_the_caller(tmp_path: Path, engine: 
     assert_frame_exact(out, {"/cam/image_raw": expected["/cam/image_raw"][:4]})
 
 
-@pytest.mark.slow
-def test_sigint_leaves_a_valid_bag(tmp_path: Path) -> None:
-    """Ctrl-C on the command line: exit 130 and an output bag with whole frames only."""
-    n = 150
+def start_process(tmp_path: Path, n: int, min_done: int = 3
+                  ) -> tuple[subprocess.Popen, bytearray, Any]:
+    """`seg-perception process` of an ``n``-frame bag as a subprocess, returned (still running)
+    once its progress bar shows ``min_done`` frames: for the signal tests."""
     make_bag(tmp_path / "in", {"/cam/image_raw": "raw"}, generated_frames(n),
              camera_info=False)
     cmd = [sys.executable, "-m", "seg_perception", "process", str(tmp_path / "in"),
@@ -534,13 +534,21 @@ def test_sigint_leaves_a_valid_bag(tmp_path: Path) -> None:
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
         done = [int(m) for m in re.findall(rb"\| *(\d+)/%d" % n, bytes(err))]
-        if done and max(done) >= 2:
+        if done and max(done) >= min_done:
             break
-        time.sleep(0.05)
-    assert proc.poll() is None, f"finished before the interrupt:\n{bytes(err).decode()}"
+        time.sleep(0.02)
+    assert proc.poll() is None, f"finished before the signal:\n{bytes(err).decode()}"
+    return proc, err, reader
+
+
+@pytest.mark.slow
+def test_sigint_leaves_a_valid_bag(tmp_path: Path) -> None:
+    """Ctrl-C on the command line: exit 130 and an output bag with whole frames only."""
+    n = 150
+    proc, err, reader = start_process(tmp_path, n, min_done=2)
     proc.send_signal(signal.SIGINT)
     stdout = proc.stdout.read()
     proc.wait(timeout=60)
