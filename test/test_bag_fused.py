@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_bag_process import read_bag
 
 from seg_perception.cli import main as cli_main
 from seg_perception.core import bagio
@@ -70,15 +71,6 @@ def _config(**extra: Any) -> PipelineConfig:
 
 def _options(**extra: Any) -> ProcessOptions:
     return ProcessOptions(config=_config(**extra), cameras=NAMES)
-
-
-def read_bag(path: Path) -> dict[str, list[tuple[int, Any]]]:
-    out: dict[str, list[tuple[int, Any]]] = defaultdict(list)
-    store = bagio.typestore()
-    with bagio.open_bag(path) as reader:
-        for conn, log_time, raw in reader.messages():
-            out[conn.topic].append((log_time, store.deserialize_cdr(raw, conn.msgtype)))
-    return dict(out)
 
 
 def _ns(stamp: Any) -> int:

@@ -207,6 +207,30 @@ def _wait_ready(proc: subprocess.Popen, log_path: Path, timeout: float) -> None:
     raise RuntimeError(f"seg_node did not become ready in {timeout:.0f} s; see {log_path}")
 
 
+def _play_through(player: BagPlayer, rec: _Recorder, image_topic: str, out_topic: str) -> Any:
+    """Play once the node subscribes to every played topic, then wait until ``out_topic`` has
+    one message per ``image_topic`` frame played (or nothing new for 5 s); the play stats."""
+    # DDS matching takes a moment: frames published before it are lost for good.
+    pubs = list({id(p): p for p in player.publishers()}.values())
+    deadline = time.monotonic() + 30
+    while (not all(p.get_subscription_count() >= 1 for p in pubs)
+           and time.monotonic() < deadline):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    stats = player.play()
+    played = stats.published.get(image_topic, 0)
+    last, last_change = -1, time.monotonic()
+    while time.monotonic() - last_change < 5.0:
+        n = rec.count(out_topic)
+        if n >= played:
+            break
+        if n != last:
+            last, last_change = n, time.monotonic()
+        time.sleep(0.2)
+    time.sleep(2.5)  # the diagnostics that count every frame
+    return stats
+
+
 class _Observer:
     """The demo's own node (recorder, player), spun in a thread from :meth:`start` on."""
 
@@ -303,26 +327,8 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
             player = BagPlayer(node, input_bag, PlayOptions(
                 rate=opts.rate, topics=[image_topic, info_topic, *_tf_topics(input_bag)],
                 delay=1.0))
-            # DDS matching takes a moment: frames published before it are lost for good.
-            pubs = list({id(p): p for p in player.publishers()}.values())
-            deadline = time.monotonic() + 30
-            while (not all(p.get_subscription_count() >= 1 for p in pubs)
-                   and time.monotonic() < deadline):
-                time.sleep(0.1)
-            time.sleep(0.5)
             log.info("playing %s at rate %.2f", input_bag, opts.rate)
-            stats = player.play()
-            played = stats.published.get(image_topic, 0)
-            # Let the last frames through: stop when all arrived or nothing new for 5 s.
-            last, last_change = -1, time.monotonic()
-            while time.monotonic() - last_change < 5.0:
-                n = rec.count(labels_topic)
-                if n >= played:
-                    break
-                if n != last:
-                    last, last_change = n, time.monotonic()
-                time.sleep(0.2)
-            time.sleep(2.5)  # the diagnostics that count every frame
+            stats = _play_through(player, rec, image_topic, labels_topic)
     finally:
         interrupt(proc)
         observer.close()
@@ -537,24 +543,8 @@ def run_surround_demo(opts: DemoOptions) -> dict[str, Any]:
             topics = [*drive.image_topics.values(), *drive.info_topics.values(), "/tf_static"]
             player = BagPlayer(node, input_bag, PlayOptions(rate=opts.rate, topics=topics,
                                                             delay=1.0))
-            pubs = list({id(p): p for p in player.publishers()}.values())
-            deadline = time.monotonic() + 30
-            while (not all(p.get_subscription_count() >= 1 for p in pubs)
-                   and time.monotonic() < deadline):
-                time.sleep(0.1)
-            time.sleep(0.5)
             log.info("playing %s (%d cameras) at rate %.2f", input_bag, len(names), opts.rate)
-            stats = player.play()
-            played = stats.published.get(drive.image_topics[names[0]], 0)
-            last, last_change = -1, time.monotonic()
-            while time.monotonic() - last_change < 5.0:
-                n = rec.count(fused_topic)
-                if n >= played:
-                    break
-                if n != last:
-                    last, last_change = n, time.monotonic()
-                time.sleep(0.2)
-            time.sleep(2.5)
+            stats = _play_through(player, rec, drive.image_topics[names[0]], fused_topic)
     finally:
         interrupt(proc)
         observer.close()
