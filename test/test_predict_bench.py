@@ -144,3 +144,35 @@ def test_peak_and_stats() -> None:
     assert set(peak.by_library) == {"torch", "onnxruntime", "openvino"}
     stats = stage_stats([1.0, 2.0, 3.0, 4.0, 100.0])
     assert stats["median"] == 3.0 and 4.0 < stats["p95"] < 100.0
+
+
+def test_bench_times_the_given_image_at_the_camera_size(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--image is the frame timed (resized to --camera), noise only without it; an unreadable
+    file is one line and exit 2."""
+    import seg_perception.core.bench as bench
+
+    seen: list[np.ndarray] = []
+    real = bench.time_engine
+
+    def spy(engine, frame, *args, **kwargs):
+        seen.append(frame)
+        return real(engine, frame, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "time_engine", spy)
+    rgb = np.zeros((120, 160, 3), np.uint8)
+    rgb[60:] = (200, 10, 10)
+    img = write_rgb(tmp_path / "frame.png", rgb)
+    args = ["bench", "--model", "tiny_seg", "--width", "64", "--height", "48", "--device",
+            "cpu", "--backend", "torch", "--precision", "fp32", "--frames", "2", "--warmup",
+            "0", "--camera", "80x60", "--peak-size", "64"]
+    assert main([*args, "--image", str(img), "--json", str(tmp_path / "b.json")]) == 0
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["frame"] == "image" and report["frame_source"] == str(img)
+    assert f"({img})" in capsys.readouterr().out
+    np.testing.assert_array_equal(seen[-1], cv2.resize(rgb, (80, 60),
+                                                       interpolation=cv2.INTER_AREA))
+    assert main(args) == 0
+    assert seen[-1].shape == (60, 80, 3) and seen[-1].std() > 50  # noise
+    assert main([*args, "--image", str(tmp_path / "missing.png")]) == 2

@@ -50,6 +50,21 @@ def test_taps_match_pytorch_and_mixed_cells() -> None:
     assert m[1, 1] and m[1, 2] and m[2, 1] and not m[0, 0] and not m[3, 3]
 
 
+def test_a_class_that_wins_only_between_the_corners() -> None:
+    """Class 2 is never the corners' argmax, yet wins in the middle of the cell: it is below
+    neither class 0 nor class 1 at all four corners, so the cell takes the all-class path."""
+    scores = np.zeros((3, 2, 2), np.float32)
+    scores[0] = [[10, 10], [0, 0]]
+    scores[1] = [[0, 0], [10, 10]]
+    scores[2] = 9
+    ours = edge_refined_labels(scores, (8, 8))
+    np.testing.assert_array_equal(ours, _reference(scores, (8, 8)))
+    assert set(np.unique(ours)) == {0, 1, 2}
+    # Without class 2 the same cell is a two-class one: decided by the sign of 0 - 1.
+    np.testing.assert_array_equal(edge_refined_labels(scores[:2], (8, 8)),
+                                  _reference(scores[:2], (8, 8)))
+
+
 def test_same_size_is_plain_argmax() -> None:
     scores = np.random.default_rng(0).standard_normal((3, 8, 9)).astype(np.float32)
     np.testing.assert_array_equal(edge_refined_labels(scores, (8, 9)), scores.argmax(0))

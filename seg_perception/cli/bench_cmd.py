@@ -115,6 +115,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "separate passes, side by side, for the engine and for the node's pipeline "
                    "(grids, fused grid, boundary), on a synthetic surround rig at --camera "
                    "(default 480x360); --frames is the number of cycles")
+    p.add_argument("--image", default=None, metavar="FILE",
+                   help="a camera frame (PNG/JPEG) to time on, resized to the camera size "
+                   "(default: uniform noise, the worst case for upsample edges: label edges "
+                   "everywhere)")
     p.add_argument("--json", default=None, metavar="FILE", help="write all figures as JSON")
     _one_line_errors(p)
     p.set_defaults(func=run)
@@ -139,6 +143,15 @@ def run(args: argparse.Namespace) -> int:
         log.error("--frames must be >= 1 and --warmup >= 0")
         return 2
     size = (args.width, args.height) if args.width and args.height else None
+    image = None
+    if args.image:
+        import cv2
+
+        bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
+        if bgr is None:
+            log.error("--image %s: not a readable image file", args.image)
+            return 2
+        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     try:
         engine, info = build_engine(args.model, None if is_onnx_path(args.model) else
                                     args.checkpoint, args.device, args.precision, size,
@@ -170,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
         print(format_multicam(report))
     else:
         report.update(run_bench(engine, args.frames, args.warmup, args.camera, flops_model,
-                                args.peak_size, want_confidence=args.confidence))
+                                args.peak_size, want_confidence=args.confidence, image=image))
+        report["frame_source"] = args.image
         print(format_report(report))
     if args.json:
         path = Path(args.json)

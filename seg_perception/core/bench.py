@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -313,15 +314,23 @@ def run_bench(
     flops_model: nn.Module | None = None,
     peak_size: int | None = None,
     want_confidence: bool = True,
+    image: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Time ``engine`` on a camera-sized frame and put the figures in context.
 
     ``frame_size`` (width, height) is the camera resolution (default: the network input
     size, so no resize happens); ``flops_model`` is the torch network to count FLOPs on
     (default: the engine's own, if it is a torch module; None for foreign backends).
+    ``image`` (RGB uint8, resized to the camera resolution) is the frame timed; without one,
+    uniform noise: the worst case for ``upsample`` edges, whose cost grows with the label
+    edges (noise has them everywhere, a road scene at about 10% of the pixels).
     """
     w, h = frame_size or engine.input_size
-    frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    if image is None:
+        frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    else:
+        frame = np.ascontiguousarray(image if image.shape[:2] == (h, w) else cv2.resize(
+            image, (w, h), interpolation=cv2.INTER_AREA))
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     times = time_engine(engine, frame, frames, warmup, want_confidence)
     stages = {s: stage_stats(v) for s, v in times.items()}
@@ -351,6 +360,7 @@ def run_bench(
         "confidence": want_confidence,
         "input_size": list(engine.input_size),
         "frame_size": [w, h],
+        "frame": "noise" if image is None else "image",
         "frames": frames,
         "warmup": warmup,
         "stages_ms": stages,
@@ -529,7 +539,9 @@ def format_report(report: dict[str, Any]) -> str:
     fw, fh = report["frame_size"]
     lines = [
         f"{report.get('model', '?')} ({report.get('backend', 'torch')}) on {report['device']} "
-        f"{report['precision']}, input {iw}x{ih}, frames {fw}x{fh}: {report['frames']} frames "
+        f"{report['precision']}, input {iw}x{ih}, frames {fw}x{fh} "
+        f"({report.get('frame_source') or report.get('frame', 'noise')}): {report['frames']} "
+        "frames "
         f"after {report['warmup']} warm-up; postprocess: {report.get('upsample', 'labels')}"
         f"{'' if report.get('confidence', True) else ', no confidence'}",
         f"{'stage':<26}{'median ms':>10}{'p95 ms':>10}",

@@ -7,7 +7,9 @@ pixel interpolates between share one winning class, the interpolated scores (a c
 combination of four vectors with the same argmax) have that argmax too. So the exact
 bilinear-logits labels need interpolated scores only at pixels whose four sources disagree:
 about 10% of a 480x360 CamVid frame. :func:`edge_refined_labels` computes exactly those and
-copies the winning class everywhere else.
+copies the winning class everywhere else. Most such cells have two classes that can win
+inside them (every other class scores below one of them at all four corners); there the
+sign of one interpolated score difference decides, instead of all C scores (0.6x the time).
 """
 
 from __future__ import annotations
@@ -53,22 +55,46 @@ def _blocks(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, int]:
     return start, count, int(count.max())
 
 
-def _pixels_of_cells(cells: np.ndarray, big_h: int, big_w: int) -> tuple[np.ndarray, ...]:
-    """Frame pixels (ys, xs) whose top-left bilinear source is a True cell of ``cells``.
+def _pixels_of_cells(ci: np.ndarray, cj: np.ndarray, big_h: int, big_w: int, h: int, w: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Frame pixels whose top-left bilinear source is cell (ci[k], cj[k]) of an (h, w) grid:
+    their flat indices into the (big_h, big_w) frame and each one's k.
 
     Expands each cell to its block of frame pixels (cheaper than a full-size mask and a
     nonzero over it: a few thousand cells against a frame of pixels).
     """
-    h, w = cells.shape
-    ci, cj = np.nonzero(cells)
     r_start, r_count, bh = _blocks(big_h, h)
     c_start, c_count, bw = _blocks(big_w, w)
     oy = np.arange(bh)[None, :, None]
     ox = np.arange(bw)[None, None, :]
     keep = (oy < r_count[ci][:, None, None]) & (ox < c_count[cj][:, None, None])
-    ys = np.broadcast_to(r_start[ci][:, None, None] + oy, keep.shape)[keep]
-    xs = np.broadcast_to(c_start[cj][:, None, None] + ox, keep.shape)[keep]
-    return ys, xs
+    flat = (r_start[ci][:, None, None] + oy) * big_w + (c_start[cj][:, None, None] + ox)
+    cell = np.broadcast_to(np.arange(ci.size)[:, None, None], keep.shape)
+    return flat[keep], cell[keep]
+
+
+def _two_class_cells(s: np.ndarray, corner: np.ndarray) -> tuple[np.ndarray, ...]:
+    """For cells with corner scores ``s`` (4, C, n) and corner labels ``corner`` (4, n): the
+    cells where only two classes a < b can win anywhere inside (bool (n,)), a, and b.
+
+    Inside a cell a pixel's scores are a convex combination of the four corners', so a class
+    whose score is below one class's at all four corners never wins there. Where the corners'
+    labels are two classes and every other class is below one of them at all four corners,
+    the winner is decided by the sign of one interpolated difference, not C scores.
+    """
+    a, b = corner.min(0), corner.max(0)
+    n = np.arange(corner.shape[1])
+    sa, sb = s[:, a, n], s[:, b, n]  # (4, n)
+    below_a, below_b = s[0] < sa[0], s[0] < sb[0]  # (C, n)
+    two = (corner[0] == a) | (corner[0] == b)
+    for q in range(1, 4):
+        below_a &= s[q] < sa[q]
+        below_b &= s[q] < sb[q]
+        two &= (corner[q] == a) | (corner[q] == b)
+    beaten = below_a | below_b
+    beaten[a, n] = True
+    beaten[b, n] = True
+    return two & beaten.all(0), a, b
 
 
 def edge_refined_labels(
@@ -87,17 +113,39 @@ def edge_refined_labels(
         return low
     # Where all four sources agree, any of them gives the answer: nearest is one of them.
     labels = cv2.resize(low, (big_w, big_h), interpolation=cv2.INTER_NEAREST_EXACT)
-    y0, y1, wy = bilinear_taps(big_h, h)
-    ys, xs = _pixels_of_cells(mixed_cells(low), big_h, big_w)
-    if ys.size == 0:
+    ci, cj = np.nonzero(mixed_cells(low))
+    if ci.size == 0:
         return labels
-    # Bilinear is separable: interpolate every low-resolution row horizontally (one OpenCV
-    # pass, same taps as PyTorch), then only the refined pixels vertically.
-    rows = cv2.resize(np.ascontiguousarray(scores.transpose(1, 2, 0)), (big_w, h),
-                      interpolation=cv2.INTER_LINEAR).reshape(h, big_w, c)
-    top, bottom = rows[y0[ys], xs], rows[y1[ys], xs]
-    acc = top + (bottom - top) * wy[ys, None]
-    labels[ys, xs] = acc.argmax(1)
+    # A refined pixel interpolates the four corners of its cell (PyTorch's taps i0/i1, the
+    # last row or column repeated at the border) with PyTorch's weights, as two lerps.
+    y1, x1 = np.minimum(ci + 1, h - 1), np.minimum(cj + 1, w - 1)
+    corners = np.concatenate([ci * w + cj, ci * w + x1, y1 * w + cj, y1 * w + x1])
+    n = ci.size
+    s = scores.reshape(c, h * w).take(corners, axis=1).reshape(c, 4, n).transpose(1, 0, 2)
+    fast, a, b = _two_class_cells(s, low.reshape(-1).take(corners).reshape(4, n))
+    wy, wx = bilinear_taps(big_h, h)[2], bilinear_taps(big_w, w)[2]
+    out = labels.reshape(-1)
+    # Two-class cells: a wins where the interpolated a - b is >= 0 (argmax takes the lower
+    # index on a tie).
+    idx = np.nonzero(fast)[0]
+    m = np.arange(n)[idx]
+    d = s[:, a[idx], m] - s[:, b[idx], m]  # (4, cells)
+    flat, k = _pixels_of_cells(ci[idx], cj[idx], big_h, big_w, h, w)
+    fy, fx = wy[flat // big_w], wx[flat % big_w]
+    top = d[0, k] + fx * (d[1] - d[0])[k]
+    bottom = d[2, k] + fx * (d[3] - d[2])[k]
+    top += fy * (bottom - top)
+    out[flat] = np.where(top >= 0, a[idx][k], b[idx][k])
+    # Other cells: every class's score interpolated.
+    idx = np.nonzero(~fast)[0]
+    if idx.size:
+        sq = s[:, :, idx]  # (4, C, cells)
+        flat, k = _pixels_of_cells(ci[idx], cj[idx], big_h, big_w, h, w)
+        fy, fx = wy[flat // big_w], wx[flat % big_w]
+        top = sq[0][:, k] + fx * (sq[1] - sq[0])[:, k]  # (C, pixels)
+        bottom = sq[2][:, k] + fx * (sq[3] - sq[2])[:, k]
+        top += fy * (bottom - top)
+        out[flat] = top.argmax(0)
     return labels
 
 
