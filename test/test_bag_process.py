@@ -498,6 +498,13 @@ class _FailingEngine:
         """The pipeline's batched path (one frame per batch in ``process``): same count."""
         return [self(rgb, want_confidence=c) for rgb, c in zip(rgbs, confidences, strict=True)]
 
+    def start_batch(self, rgbs: list[Any], confidences: list[bool]) -> Any:
+        """The forward pass of ``process``'s split path: raises on the same frame."""
+        self.calls += len(rgbs)
+        if self.calls >= self._fail_at > self.calls - len(rgbs):
+            raise RuntimeError("inference failed on purpose")
+        return self._engine.start_batch(rgbs, confidences)
+
 
 @pytest.mark.parametrize("depth", [0, 2])
 def test_an_error_in_a_worker_thread_reaches_the_caller(tmp_path: Path, engine: Any,

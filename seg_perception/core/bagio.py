@@ -582,7 +582,9 @@ class BagWriter:
     def __init__(self, path: str | Path, storage: str = "mcap",
                  custom_data: dict[str, str] | None = None,
                  qos: Sequence[Any] | None = None) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.rosbag2 import StoragePlugin
+
+        from .mcap_writer import LeanWriter
 
         self.path = Path(path)
         if self.path.exists():
@@ -592,7 +594,7 @@ class BagWriter:
                   "db3": StoragePlugin.SQLITE3}.get(storage)
         if plugin is None:
             raise BagError(f"storage {storage!r} is not 'mcap' or 'sqlite3'")
-        self._writer = Writer(self.path, version=WRITE_VERSION, storage_plugin=plugin)
+        self._writer = LeanWriter(self.path, version=WRITE_VERSION, storage_plugin=plugin)
         for key, value in (custom_data or {}).items():
             self._writer.set_custom_data(key, str(value))
         try:
@@ -920,8 +922,9 @@ def _read_ahead(reader: Reader, cams: dict[str, _Camera], summary: ProcessSummar
 #
 #   read    (thread)  messages in log-time order: DecodedFrame, Undecodable, or Passthrough
 #                     (other topics with keep_input); each camera's frame index counted here
-#   steps   (a thread each) FrameStage.segment: the network on each DecodedFrame;
-#                     FrameStage.outputs: colours, grid, polygon and the messages: FrameOutput
+#   steps   (a thread each) FrameStage.segment: the network's pass on each DecodedFrame;
+#                     FrameStage.outputs: labels from its scores, colours, grid, polygon and
+#                     the messages: FrameOutput
 #   write   (caller)  every item in order: a FrameOutput's messages under _sigint_held,
 #                     the summary's counts, on_frame; Undecodable and Passthrough as before
 #
@@ -931,8 +934,10 @@ def _read_ahead(reader: Reader, cams: dict[str, _Camera], summary: ProcessSummar
 # or when its held frames go out), and yields FrameOutput items: the frames they cover and
 # the messages to write with their log times; a cycle's FrameOutput may cover the frames of
 # several cameras and carry a fused grid. The reader and the writer need no change. Each
-# step runs in a thread of its own (pipeline_depth > 0): the engine is used by one step
-# only and the mappers (grid, polygon) by one other, as FramePipeline's docstring allows.
+# step runs in a thread of its own (pipeline_depth > 0): the engine's forward pass in one
+# step (start_batch), its postprocessing (finish_batch, read-only on the engine) and the
+# mappers (grid, polygon) in the other, as FramePipeline's docstring allows. The pass holds
+# no GIL; the postprocessing's numpy work does, so it stays off the network's thread.
 
 
 @dataclass
@@ -982,7 +987,8 @@ class FrameOutput:
 
 @dataclass
 class _Segmented:
-    """Between FrameStage's two steps: a frame, its pipeline input and the network's output."""
+    """Between FrameStage's two steps: a frame, its pipeline input and the network's pending
+    pass (:meth:`FramePipeline.infer_start`), its result once finished."""
 
     item: DecodedFrame
     frame: CameraFrame
@@ -1035,18 +1041,23 @@ class FrameStage:
         return [self.segment, self.outputs]
 
     def segment(self, items: Iterator[Any]) -> Iterator[Any]:
-        """Step 1: the network on each :class:`DecodedFrame`."""
+        """Step 1: the network on each :class:`DecodedFrame` (up to its scores)."""
         for item in items:
             if isinstance(item, DecodedFrame):
                 frame = self._frame(item)
-                yield _Segmented(item, frame, self.pipeline.infer(frame, self.want))
+                yield _Segmented(item, frame, self.pipeline.infer_start([frame], [self.want]))
             else:
                 yield item
 
     def outputs(self, items: Iterator[Any]) -> Iterator[Any]:
-        """Step 2: everything after the network; a :class:`FrameOutput` per frame."""
+        """Step 2: everything after the network's pass (labels from the scores first); a
+        :class:`FrameOutput` per frame."""
         for item in items:
-            yield self._output(item) if isinstance(item, _Segmented) else item
+            if isinstance(item, _Segmented):
+                item.seg = self.pipeline.infer_finish(item.seg)[0]
+                yield self._output(item)
+            else:
+                yield item
 
     def _lookup(self, target: str, source: str, stamp_ns: int, timeout: float) -> Transform:
         return self.recording.tf.lookup(target, source, stamp_ns)
@@ -1106,11 +1117,12 @@ class FrameStage:
 
 @dataclass
 class _CycleSegmented:
-    """Between CycleStage's two steps: a cycle's frames, their inputs and network outputs."""
+    """Between CycleStage's two steps: a cycle's frames, their inputs and the network's
+    pending pass (a list of results once finished)."""
 
     items: list[DecodedFrame]
     frames: list[CameraFrame]
-    segs: list[Any]
+    segs: Any
 
 
 #: Topics of the fused surround grid of named ``cameras`` (the node's own, unprefixed).
@@ -1179,19 +1191,23 @@ class CycleStage(FrameStage):
             yield from held
 
     def segment_cycles(self, items: Iterator[Any]) -> Iterator[Any]:
-        """Step 1: one batched forward pass per cycle."""
+        """Step 1: one batched forward pass per cycle (up to its scores)."""
         for item in self.cycles(items):
             if isinstance(item, list):
                 frames = [self._frame(f) for f in item]
-                segs = self.pipeline.infer_batch(frames, [self.want] * len(frames))
-                yield _CycleSegmented(item, frames, segs)
+                pending = self.pipeline.infer_start(frames, [self.want] * len(frames))
+                yield _CycleSegmented(item, frames, pending)
             else:
                 yield item
 
     def cycle_outputs(self, items: Iterator[Any]) -> Iterator[Any]:
         """Step 2: each camera's outputs and the fused grid; one FrameOutput per cycle."""
         for item in items:
-            yield self._cycle_output(item) if isinstance(item, _CycleSegmented) else item
+            if isinstance(item, _CycleSegmented):
+                item.segs = self.pipeline.infer_finish(item.segs)
+                yield self._cycle_output(item)
+            else:
+                yield item
 
     def _cycle_output(self, cyc: _CycleSegmented) -> FrameOutput:
         out = FrameOutput(list(cyc.items), [])

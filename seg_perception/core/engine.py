@@ -177,6 +177,19 @@ class SegResult:
 Backend = Callable[[torch.Tensor], torch.Tensor]
 
 
+@dataclass
+class PendingBatch:
+    """A batch between :meth:`SegEngine.start_batch` and :meth:`SegEngine.finish_batch`:
+    the network's scores, each frame's (height, width) and confidence flag, the pass's and
+    each frame's preprocessing time (ms)."""
+
+    scores: Any
+    shapes: list[tuple[int, int]]
+    wants: list[bool]
+    inference_ms: float
+    preprocess_ms: list[float]
+
+
 class SegEngine:
     """Runs one network on frames; thread-compatible (one frame at a time per engine).
 
@@ -401,6 +414,16 @@ class SegEngine:
         ``batch`` (the batch size). Backends that take one frame per call (a fixed-batch
         ``.onnx`` export) run the frames one after the other inside the same call.
         """
+        return self.finish_batch(self.start_batch(frames, want_confidence))
+
+    def start_batch(self, frames: Sequence[np.ndarray],
+                    want_confidence: bool | Sequence[bool] = True) -> PendingBatch:
+        """The first half of :meth:`run_batch`: preprocessing and the forward pass.
+
+        :meth:`finish_batch` (the postprocessing) may run in another thread, while this one
+        starts the next batch: the network releases the GIL for its whole pass, the
+        postprocessing's numpy work mostly does not, so ``process`` overlaps the two.
+        """
         n = len(frames)
         if isinstance(want_confidence, bool):
             wants = [want_confidence] * n
@@ -409,11 +432,7 @@ class SegEngine:
             if len(wants) != n:
                 raise ValueError(f"{len(wants)} want_confidence flags for {n} frames")
         if n == 0:
-            return []
-        if n == 1:  # the single-frame path itself: results identical to __call__
-            result = self(frames[0], wants[0])
-            result.timings["batch"] = 1
-            return [result]
+            return PendingBatch(None, [], [], 0.0, [])
         pre_ms = []
         xs = []
         for rgb in frames:
@@ -421,22 +440,27 @@ class SegEngine:
             xs.append(self.preprocess(rgb))
             pre_ms.append((time.perf_counter() - t) * 1e3)
         t0 = time.perf_counter()
-        x = torch.cat(xs, dim=0)
-        if self.channels_last:
+        x = xs[0] if n == 1 else torch.cat(xs, dim=0)
+        if self.channels_last and n > 1:
             x = x.contiguous(memory_format=torch.channels_last)
         self._sync()
         t1 = time.perf_counter()
         scores = self._forward_batch(x)
         self._sync()
         t2 = time.perf_counter()
-        infer_ms = (t2 - t1) * 1e3
         cat_ms = (t1 - t0) * 1e3 / n
+        return PendingBatch(scores, [tuple(rgb.shape[:2]) for rgb in frames], wants,
+                            (t2 - t1) * 1e3, [ms + cat_ms for ms in pre_ms])
+
+    def finish_batch(self, pending: PendingBatch) -> list[SegResult]:
+        """The second half of :meth:`run_batch`: each frame's outputs at its resolution."""
+        n = len(pending.shapes)
         results = []
-        for i, (rgb, want) in enumerate(zip(frames, wants, strict=True)):
+        for i, (shape, want) in enumerate(zip(pending.shapes, pending.wants, strict=True)):
             t = time.perf_counter()
-            labels, conf, drivable = self.postprocess(_item(scores, i), rgb.shape[:2], want)
+            labels, conf, drivable = self.postprocess(_item(pending.scores, i), shape, want)
             results.append(SegResult(labels, conf, drivable, {
-                "preprocess": pre_ms[i] + cat_ms, "inference": infer_ms,
+                "preprocess": pending.preprocess_ms[i], "inference": pending.inference_ms,
                 "postprocess": (time.perf_counter() - t) * 1e3, "batch": n}))
         return results
 

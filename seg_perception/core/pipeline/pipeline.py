@@ -7,7 +7,8 @@ messages to :class:`CameraFrame` and results back to messages, so both give the 
 outputs for the same input.
 
 One pipeline per engine; it is meant for one thread at a time (the node's worker), except
-that :meth:`FramePipeline.infer` (the network) and the rest (:meth:`~FramePipeline.render`,
+that :meth:`FramePipeline.infer` (or :meth:`~FramePipeline.infer_start`: the network's pass)
+and the rest (:meth:`~FramePipeline.infer_finish`, :meth:`~FramePipeline.render`,
 :meth:`~FramePipeline.map`, :meth:`~FramePipeline.boundary`) may run in two threads, one
 each, as ``process`` does. It keeps a ground mapper per camera (bounded LRU) so a camera's
 lookup is built once per calibration and pose. Several cameras share a cycle:
@@ -21,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,7 +36,7 @@ from .frames import GRID_OUTPUTS, CameraFrame, FrameResult
 from .fusion import CameraGrid, FusedGrid, GridFusion
 
 if TYPE_CHECKING:
-    from ..engine import SegEngine, SegResult
+    from ..engine import PendingBatch, SegEngine, SegResult
 
 log = logging.getLogger(__name__)
 
@@ -107,21 +109,40 @@ class FramePipeline:
     def infer_batch(self, frames: Sequence[CameraFrame], wants: Sequence[Collection[str]]
                     ) -> list[SegResult | None]:
         """:meth:`infer` for a cycle's frames as one batch; ``segment`` is the batch's time."""
-        out: list[SegResult | None] = [None] * len(frames)
-        run = [i for i, w in enumerate(wants) if w]
-        if not run:
+        return self.infer_finish(self.infer_start(frames, wants))
+
+    def infer_start(self, frames: Sequence[CameraFrame], wants: Sequence[Collection[str]]
+                    ) -> PendingInference:
+        """:meth:`infer_batch` up to the end of the forward pass (the engine's
+        ``start_batch``); :meth:`infer_finish` does the postprocessing, possibly in another
+        thread (``process`` runs the next frame's network meanwhile). An engine-like
+        callable without ``start_batch`` (test doubles, wrappers) does all of it here."""
+        pending = PendingInference(len(frames), [i for i, w in enumerate(wants) if w])
+        if not pending.run:
+            return pending
+        t0 = time.perf_counter()
+        rgbs = [frames[i].rgb for i in pending.run]
+        confs = ["confidence" in wants[i] for i in pending.run]
+        if hasattr(self.engine, "start_batch"):
+            pending.batch = self.engine.start_batch(rgbs, confs)
+        elif hasattr(self.engine, "run_batch"):
+            pending.segs = self.engine.run_batch(rgbs, confs)
+        else:
+            pending.segs = [self.engine(rgb, want_confidence=c)
+                            for rgb, c in zip(rgbs, confs, strict=True)]
+        pending.ms = (time.perf_counter() - t0) * 1e3
+        return pending
+
+    def infer_finish(self, pending: PendingInference) -> list[SegResult | None]:
+        """The results of :meth:`infer_start`'s frames (None where nothing was wanted)."""
+        out: list[SegResult | None] = [None] * pending.n
+        if not pending.run:
             return out
         t0 = time.perf_counter()
-        rgbs = [frames[i].rgb for i in run]
-        confs = ["confidence" in wants[i] for i in run]
-        batch = getattr(self.engine, "run_batch", None)
-        if batch is not None:
-            segs = batch(rgbs, confs)
-        else:  # an engine-like callable without batches (test doubles, wrappers)
-            segs = [self.engine(rgb, want_confidence=c) for rgb, c in zip(rgbs, confs,
-                                                                           strict=True)]
-        batch_ms = (time.perf_counter() - t0) * 1e3
-        for i, seg in zip(run, segs, strict=True):
+        segs = pending.segs if pending.batch is None else self.engine.finish_batch(
+            pending.batch)
+        batch_ms = pending.ms + (time.perf_counter() - t0) * 1e3
+        for i, seg in zip(pending.run, segs, strict=True):
             seg.timings["segment"] = batch_ms
             out[i] = seg
         return out
@@ -226,6 +247,19 @@ class FramePipeline:
         return fused
 
 
+@dataclass
+class PendingInference:
+    """Frames between :meth:`FramePipeline.infer_start` and :meth:`~FramePipeline.
+    infer_finish`: how many, the indices run, and the engine's pending batch (or, for
+    engines without one, the finished results) with the time spent so far (ms)."""
+
+    n: int
+    run: list[int]
+    batch: PendingBatch | None = None
+    segs: list[SegResult] = field(default_factory=list)
+    ms: float = 0.0
+
+
 def _per_frame(value: object, n: int, kind: type) -> list:
     return [value] * n if isinstance(value, kind) else list(value)  # type: ignore[call-overload]
 
@@ -238,4 +272,4 @@ def _per_frame_want(want: Collection[str] | Sequence[Collection[str]], n: int
     return [set(w) for w in items]
 
 
-__all__ = ["FUSED", "MAPPERS_KEPT", "FramePipeline"]
+__all__ = ["FUSED", "MAPPERS_KEPT", "FramePipeline", "PendingInference"]
