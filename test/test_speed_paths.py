@@ -240,6 +240,32 @@ def test_split_batch_equals_one_call_with_the_next_pass_in_between(backend: str)
 
 
 @needs_openvino
+def test_openvino_normalising_in_its_graph_gives_the_torch_preprocessing_outputs() -> None:
+    """The engine's OpenVINO backend takes the uint8 frames (normalised and transposed
+    inside the compiled network): the same outputs as feeding it torch's normalised floats,
+    with and without a resize; other inputs are refused with the shape it takes."""
+    model = two_head()
+    kwargs = {"model_name": "two", "weights": "w", "trained": False}
+    fused = ovb.OpenVinoBackend.from_module(model, TWO_HEAD_META, (64, 48), "fp32", 1,
+                                            uint8_input=True, **kwargs)
+    plain = ovb.OpenVinoBackend.from_module(model, TWO_HEAD_META, (64, 48), "fp32", 1, **kwargs)
+    engines = [SegEngine(b, TWO_HEAD_META, "cpu", "auto") for b in (fused, plain)]
+    assert fused.uint8_input and not plain.uint8_input
+    for w, h in ((80, 60), (64, 48), (173, 100)):
+        frame = scene(w, h)
+        a, b = (e(frame) for e in engines)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.drivable, b.drivable)
+        assert np.abs(a.confidence.astype(int) - b.confidence.astype(int)).max() <= 1
+    batch = engines[0].run_batch([scene(80, 60), scene(64, 48)])
+    np.testing.assert_array_equal(batch[1].labels, engines[1](scene(64, 48)).labels)
+    with pytest.raises(ValueError, match=r"\(N, 48, 64, 3\)"):
+        fused(torch.zeros(1, 3, 48, 64))
+    with pytest.raises(ValueError, match="uint8"):
+        fused(torch.zeros(1, 48, 64, 3))
+
+
+@needs_openvino
 def test_openvino_bf16_on_camvid_agrees_with_fp32(camvid_frame: np.ndarray) -> None:
     """The trained default model: bf16 labels agree with fp32 on >= 99.5% of pixels."""
     ref, _ = build_engine("default", device="cpu", precision="fp32", backend="torch",

@@ -237,10 +237,12 @@ class SegEngine:
             if self.channels_last:
                 model = model.to(memory_format=torch.channels_last)
         else:
-            # A foreign backend takes fp32 and manages its own device and precision.
+            # A foreign backend takes fp32 (or, with ``uint8_input``, the uint8 frames) and
+            # manages its own device and precision.
             self.dtype = torch.float32
             self.precision = str(getattr(model, "precision", "fp32"))
         self.model = model
+        self._uint8_input = bool(getattr(model, "uint8_input", False))
         mean = torch.tensor(meta.mean, dtype=torch.float32, device=self.device) * 255.0
         std = torch.tensor(meta.std, dtype=torch.float32, device=self.device) * 255.0
         self._mean = mean.view(1, 3, 1, 1)
@@ -296,6 +298,24 @@ class SegEngine:
         elif not isinstance(self.model, nn.Module):
             x = x.contiguous()  # foreign backends read a plain NCHW buffer
         return x.to(self.dtype)
+
+    def _prepare(self, rgb: np.ndarray) -> torch.Tensor:
+        """The network's input for one frame: :meth:`preprocess`, or for a backend that
+        normalises inside its own graph (``uint8_input``) the frame resized to the input
+        size and kept uint8 (1, H, W, 3), with no float copy."""
+        if not self._uint8_input:
+            return self.preprocess(rgb)
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {rgb.dtype} "
+                             f"{rgb.shape}")
+        t = torch.from_numpy(np.ascontiguousarray(rgb)).unsqueeze(0)
+        w, h = self.input_size
+        if t.shape[1:3] != (h, w):
+            # The same uint8 bilinear resize as preprocess (its result is uint8 too).
+            x = F.interpolate(t.permute(0, 3, 1, 2), size=(h, w), mode="bilinear",
+                              align_corners=False, antialias=t.shape[2] > 2 * w)
+            t = x.permute(0, 2, 3, 1).contiguous()
+        return t
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Class scores (N, C, h, w) for a preprocessed batch.
@@ -388,7 +408,7 @@ class SegEngine:
     def __call__(self, rgb: np.ndarray, want_confidence: bool = True) -> SegResult:
         """Segment one RGB uint8 frame; outputs at the frame's own resolution."""
         t0 = time.perf_counter()
-        x = self.preprocess(rgb)
+        x = self._prepare(rgb)
         self._sync()
         t1 = time.perf_counter()
         scores = self.forward(x)
@@ -437,7 +457,7 @@ class SegEngine:
         xs = []
         for rgb in frames:
             t = time.perf_counter()
-            xs.append(self.preprocess(rgb))
+            xs.append(self._prepare(rgb))
             pre_ms.append((time.perf_counter() - t) * 1e3)
         t0 = time.perf_counter()
         x = xs[0] if n == 1 else torch.cat(xs, dim=0)
@@ -647,7 +667,7 @@ def build_engine(
 
         net: nn.Module | Backend = OpenVinoBackend.from_module(
             loaded.model, loaded.meta, size, prec, n_threads, model_name=loaded.name,
-            weights=loaded.weights, trained=loaded.trained)
+            weights=loaded.weights, trained=loaded.trained, uint8_input=True)
     elif chosen == "onnx":
         import tempfile
 
@@ -681,7 +701,7 @@ def _build_from_onnx(path: str, dev: torch.device, precision: str,
     if backend == "openvino":
         from .openvino_backend import OpenVinoBackend
 
-        net: Any = OpenVinoBackend.from_onnx(path, prec, threads, input_size)
+        net: Any = OpenVinoBackend.from_onnx(path, prec, threads, input_size, uint8_input=True)
     else:
         from .onnx_backend import OnnxBackend  # optional dependency: onnxruntime
 
