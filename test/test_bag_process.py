@@ -523,6 +523,41 @@ def test_an_error_in_a_worker_thread_reaches_the_caller(tmp_path: Path, engine: 
     assert_frame_exact(out, {"/cam/image_raw": expected["/cam/image_raw"][:4]})
 
 
+class _ThreadLog:
+    """The engine, noting which thread runs its forward passes and its postprocessing."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+        self.threads: dict[str, set[str]] = defaultdict(set)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def start_batch(self, *args: Any, **kwargs: Any) -> Any:
+        self.threads["start"].add(threading.current_thread().name)
+        return self._engine.start_batch(*args, **kwargs)
+
+    def finish_batch(self, *args: Any, **kwargs: Any) -> Any:
+        self.threads["finish"].add(threading.current_thread().name)
+        return self._engine.finish_batch(*args, **kwargs)
+
+
+def test_the_network_thread_only_runs_forward_passes(tmp_path: Path, engine: Any) -> None:
+    """Overlapped, the postprocessing (numpy work holding the GIL) runs in the outputs
+    thread, beside the grid and polygon, not in the network's; sequential, both in the
+    caller's."""
+    make_bag(tmp_path / "in", {"/cam/image_raw": "raw"}, generated_frames(6))
+    for depth in (2, 0):
+        spy = _ThreadLog(engine)
+        summary = process_bag(tmp_path / "in", tmp_path / f"out{depth}", spy, progress=False,
+                              options=ProcessOptions(pipeline_depth=depth))
+        assert summary.processed == 6
+        main = threading.current_thread().name
+        expected = ({"start": {"process-segment"}, "finish": {"process-outputs"}} if depth
+                    else {"start": {main}, "finish": {main}})
+        assert dict(spy.threads) == expected
+
+
 def start_process(tmp_path: Path, n: int, min_done: int = 3
                   ) -> tuple[subprocess.Popen, bytearray, Any]:
     """`seg-perception process` of an ``n``-frame bag as a subprocess, returned (still running)
