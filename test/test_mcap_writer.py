@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-from seg_perception.core import bagio
+from seg_perception.core import bagio, mcap_writer
 from seg_perception.core.mcap_writer import CHUNK_BYTES, LeanWriter
 
 
@@ -50,10 +51,17 @@ def test_bag_writer_uses_it_and_keeps_each_message_as_written(tmp_path: Path) ->
     rng = np.random.default_rng(1)
     frames = [rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(12)]
     with bagio.BagWriter(tmp_path / "out") as bag:
-        assert isinstance(bag._writer, LeanWriter)
+        assert isinstance(bag._writer, mcap_writer.writer_class())
         for i, rgb in enumerate(frames):
             bag.write("/x", bagio.image_msg(rgb, "rgb8", bagio.make_header(i, 0, "c")), 5 + i)
     back = [f.rgb for f in bagio.iter_frames(tmp_path / "out", ["/x"])]
     assert len(back) == len(frames)
     for a, b in zip(back, frames, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_an_unchecked_rosbags_release_gets_rosbags_own_writer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert mcap_writer.writer_class() is LeanWriter  # the pinned release (requirements.txt)
+    monkeypatch.setattr(mcap_writer, "version", lambda _name: "0.12.0")
+    assert mcap_writer.writer_class() is Writer

@@ -584,7 +584,7 @@ class BagWriter:
                  qos: Sequence[Any] | None = None) -> None:
         from rosbags.rosbag2 import StoragePlugin
 
-        from .mcap_writer import LeanWriter
+        from .mcap_writer import writer_class
 
         self.path = Path(path)
         if self.path.exists():
@@ -594,7 +594,7 @@ class BagWriter:
                   "db3": StoragePlugin.SQLITE3}.get(storage)
         if plugin is None:
             raise BagError(f"storage {storage!r} is not 'mcap' or 'sqlite3'")
-        self._writer = LeanWriter(self.path, version=WRITE_VERSION, storage_plugin=plugin)
+        self._writer = writer_class()(self.path, version=WRITE_VERSION, storage_plugin=plugin)
         for key, value in (custom_data or {}).items():
             self._writer.set_custom_data(key, str(value))
         try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 from collections import defaultdict
 from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -155,6 +156,12 @@ class _Buffer:
         return memoryview(self._data)
 
 
+#: rosbags releases whose MCAP writer internals (PendingChunk, record layout) this module
+#: was checked against, byte for byte; with any other, :func:`writer_class` gives rosbags'
+#: own ``Writer``.
+CHECKED_ROSBAGS = ("0.11.9",)
+
+
 class LeanWriter(Writer):
     """rosbags' rosbag2 ``Writer`` with :class:`LeanMcapWriter` as its MCAP storage."""
 
@@ -162,4 +169,14 @@ class LeanWriter(Writer):
         {**Writer.STORAGE_PLUGINS, StoragePlugin.MCAP: LeanMcapWriter})
 
 
-__all__ = ["CHUNK_BYTES", "LeanMcapWriter", "LeanWriter"]
+def writer_class() -> type[Writer]:
+    """:class:`LeanWriter` where the installed rosbags is one it was checked against, else
+    rosbags' ``Writer`` (the same bags, with the extra copies)."""
+    try:
+        installed = version("rosbags")
+    except PackageNotFoundError:
+        return Writer
+    return LeanWriter if installed in CHECKED_ROSBAGS else Writer
+
+
+__all__ = ["CHECKED_ROSBAGS", "CHUNK_BYTES", "LeanMcapWriter", "LeanWriter", "writer_class"]
