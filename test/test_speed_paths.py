@@ -266,6 +266,36 @@ def test_openvino_normalising_in_its_graph_gives_the_torch_preprocessing_outputs
 
 
 @needs_openvino
+@pytest.mark.parametrize("mode", ["edges", "labels", "logits"])
+def test_openvino_labels_and_confidence_from_its_graph(mode: str) -> None:
+    """With ``planes`` the graph's argmax and confidence replace torch's passes: the same
+    labels and drivable mask, confidence within 1, for a two-head network, one frame or a
+    batch (NetOutput sliced per frame) or a batch a fixed-size file runs frame by frame
+    (NetOutput concatenated)."""
+    model = two_head()
+    kwargs = {"model_name": "two", "weights": "w", "trained": False, "uint8_input": True}
+    engines = [SegEngine(ovb.OpenVinoBackend.from_module(
+        model, TWO_HEAD_META, (64, 48), "fp32", 1, planes=planes, **kwargs), TWO_HEAD_META,
+        "cpu", "auto", upsample=mode) for planes in (True, False)]
+    out = engines[0].forward(engines[0]._prepare(scene(64, 48)))
+    assert out.labels.shape == out.confidence.shape == (1, 12, 16)
+    assert out.labels.dtype == out.confidence.dtype == torch.uint8
+    frames = [scene(80, 60), scene(64, 48), scene(173, 100)]
+    single = [[e(f) for f in frames] for e in engines]
+    batch = engines[0].run_batch(frames)
+    for a, b, c in zip(single[0], single[1], batch, strict=True):
+        for got in (a, c):
+            np.testing.assert_array_equal(got.labels, b.labels)
+            np.testing.assert_array_equal(got.drivable, b.drivable)
+            assert np.abs(got.confidence.astype(int) - b.confidence.astype(int)).max() <= 1
+    engines[0].model.max_batch = 1  # as a fixed-batch export: one pass per frame
+    split = engines[0].run_batch(frames)
+    for a, b in zip(split, batch, strict=True):
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.confidence, b.confidence)
+
+
+@needs_openvino
 def test_openvino_bf16_on_camvid_agrees_with_fp32(camvid_frame: np.ndarray) -> None:
     """The trained default model: bf16 labels agree with fp32 on >= 99.5% of pixels."""
     ref, _ = build_engine("default", device="cpu", precision="fp32", backend="torch",

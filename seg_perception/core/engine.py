@@ -178,6 +178,32 @@ Backend = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
+class NetOutput:
+    """What a backend may return instead of bare scores: the class scores (N, C, h, w), the
+    drivable head's (N, 2, h, w) or None, and the argmax ``labels`` and ``confidence`` (uint8
+    (N, h, w), winning probability x 255) when its graph computes them (OpenVINO's does:
+    cheaper there than as torch passes over the scores afterwards)."""
+
+    scores: torch.Tensor
+    drivable_scores: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    confidence: torch.Tensor | None = None
+
+    def item(self, i: int) -> NetOutput:
+        """Frame ``i``, batch axis kept."""
+        return NetOutput(*(None if t is None else t[i:i + 1] for t in (
+            self.scores, self.drivable_scores, self.labels, self.confidence)))
+
+    @staticmethod
+    def cat(parts: Sequence[NetOutput]) -> NetOutput:
+        """The outputs of consecutive batches as one."""
+        fields = zip(*((p.scores, p.drivable_scores, p.labels, p.confidence) for p in parts),
+                     strict=True)
+        return NetOutput(*(None if f[0] is None else torch.cat(list(f), dim=0)
+                           for f in fields))
+
+
+@dataclass
 class PendingBatch:
     """A batch between :meth:`SegEngine.start_batch` and :meth:`SegEngine.finish_batch`:
     the network's scores, each frame's (height, width) and confidence flag, the pass's and
@@ -317,12 +343,13 @@ class SegEngine:
             t = x.permute(0, 2, 3, 1).contiguous()
         return t
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> Any:
         """Class scores (N, C, h, w) for a preprocessed batch.
 
         Multi-task networks (e.g. TwinLiteNet) return ``(scores, drivable_scores)`` where
         ``drivable_scores`` is (N, 2, h, w) from a dedicated drivable-area head; the drivable
-        mask then comes from that head rather than from the classes.
+        mask then comes from that head rather than from the classes. A backend that computes
+        more in its graph returns a :class:`NetOutput`.
         """
         with torch.inference_mode():
             if self._autocast is not None:
@@ -331,14 +358,23 @@ class SegEngine:
             return self.model(x)
 
     def _planes(self, scores: torch.Tensor, drivable_scores: torch.Tensor | None,
-                want_confidence: bool, size: tuple[int, int] | None) -> list[torch.Tensor]:
+                want_confidence: bool, size: tuple[int, int] | None,
+                net: NetOutput | None = None) -> list[torch.Tensor]:
         """uint8 planes (1, h, w): labels, [confidence], [drivable head], at ``size``
-        (bilinear scores) or at the scores' own resolution when ``size`` is None."""
+        (bilinear scores) or at the scores' own resolution when ``size`` is None (there the
+        labels and confidence ``net`` brings from the backend's graph, if any, are used)."""
         if size is not None and tuple(scores.shape[-2:]) != size:
             # Channels-last makes the upsampling and the reduction over classes several times
             # faster on a CPU (one pixel's scores become contiguous).
             scores = F.interpolate(scores.float().contiguous(memory_format=torch.channels_last),
                                    size=size, mode="bilinear", align_corners=False)
+        elif net is not None and net.labels is not None and (
+                net.confidence is not None or not want_confidence):
+            planes = [net.labels] + ([net.confidence] if want_confidence else [])
+            if drivable_scores is not None:
+                planes.append((drivable_scores[:, 1] > drivable_scores[:, 0]).to(torch.uint8)
+                              * 255)
+            return planes
         top, labels = scores.max(dim=1)  # (1, h, w): argmax without a second pass
         planes = [labels.to(torch.uint8)]
         if want_confidence:
@@ -369,12 +405,16 @@ class SegEngine:
         copied to the host once; on a CPU OpenCV resizes them (no copy at all).
         """
         drivable_scores = None
-        if isinstance(scores, (tuple, list)):
+        net = None
+        if isinstance(scores, NetOutput):
+            net = scores
+            scores, drivable_scores = net.scores, net.drivable_scores
+        elif isinstance(scores, (tuple, list)):
             scores, drivable_scores = scores
         out_hw = (int(out_hw[0]), int(out_hw[1]))
         with torch.inference_mode():
             size = out_hw if self.upsample == "logits" else None
-            planes = self._planes(scores, drivable_scores, want_confidence, size)
+            planes = self._planes(scores, drivable_scores, want_confidence, size, net)
             if self.upsample == "edges":
                 low = planes[0][0].numpy()
                 labels = edge_refined_labels(scores[0].float().numpy(), out_hw, low)
@@ -496,6 +536,8 @@ class SegEngine:
         if limit is None or x.shape[0] <= limit:
             return self.forward(x)
         parts = [self.forward(x[i:i + limit]) for i in range(0, x.shape[0], limit)]
+        if isinstance(parts[0], NetOutput):
+            return NetOutput.cat(parts)
         if isinstance(parts[0], (tuple, list)):
             return tuple(torch.cat([p[k] for p in parts], dim=0) for k in range(len(parts[0])))
         return torch.cat(parts, dim=0)
@@ -518,7 +560,10 @@ class SegEngine:
 
 
 def _item(scores: Any, i: int) -> Any:
-    """Frame ``i`` of a batch's scores (or (scores, drivable_scores)), batch axis kept."""
+    """Frame ``i`` of a batch's scores (or (scores, drivable_scores), or a
+    :class:`NetOutput`), batch axis kept."""
+    if isinstance(scores, NetOutput):
+        return scores.item(i)
     if isinstance(scores, (tuple, list)):
         return tuple(t[i:i + 1] for t in scores)
     return scores[i:i + 1]
@@ -667,7 +712,7 @@ def build_engine(
 
         net: nn.Module | Backend = OpenVinoBackend.from_module(
             loaded.model, loaded.meta, size, prec, n_threads, model_name=loaded.name,
-            weights=loaded.weights, trained=loaded.trained, uint8_input=True)
+            weights=loaded.weights, trained=loaded.trained, uint8_input=True, planes=True)
     elif chosen == "onnx":
         import tempfile
 
@@ -701,7 +746,8 @@ def _build_from_onnx(path: str, dev: torch.device, precision: str,
     if backend == "openvino":
         from .openvino_backend import OpenVinoBackend
 
-        net: Any = OpenVinoBackend.from_onnx(path, prec, threads, input_size, uint8_input=True)
+        net: Any = OpenVinoBackend.from_onnx(path, prec, threads, input_size, uint8_input=True,
+                                             planes=True)
     else:
         from .onnx_backend import OnnxBackend  # optional dependency: onnxruntime
 
