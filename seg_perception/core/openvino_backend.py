@@ -37,6 +37,7 @@ from . import hw
 from .engine_options import EngineConfigError
 from .export import ExportError, read_onnx_info
 from .models.meta import ModelMeta
+from .net_output import NetOutput
 
 log = logging.getLogger(__name__)
 
@@ -252,8 +253,6 @@ class OpenVinoBackend:
         result = request.infer({0: array}, share_inputs=True)
         outs = [torch.from_numpy(result[o]) for o in compiled.outputs]
         if self.planes:
-            from .engine import NetOutput  # the engine imports this module lazily
-
             *heads, labels, conf = outs
             return NetOutput(heads[0], heads[1] if len(heads) > 1 else None, labels, conf)
         return outs[0] if len(outs) == 1 else (outs[0], outs[1])
