@@ -493,7 +493,9 @@ def test_a_worker_that_dies_fails_only_its_bag(ray_local: Any, checkpoint: Path,
     from seg_perception.cli.process_cmd import output_custom_data
     from seg_perception.core.fleet_ray import EngineSpec, RayPool
 
-    make_bag(tmp_path / "bags" / "a_big", {"/cam/image_raw": "raw"}, generated_frames(300),
+    # big enough to be mid-bag when killed however fast the worker is (it reports progress
+    # only once a second: the kill comes on the first report or half a second after start)
+    make_bag(tmp_path / "bags" / "a_big", {"/cam/image_raw": "raw"}, generated_frames(1200),
              camera_info=False)
     for name in ("b_small", "c_small"):
         make_bag(tmp_path / "bags" / name, {"/cam/image_raw": "raw"}, generated_frames(2),
@@ -511,8 +513,11 @@ def test_a_worker_that_dies_fails_only_its_bag(ray_local: Any, checkpoint: Path,
 
             def kill_when_busy() -> None:
                 deadline = time.monotonic() + 120
-                while run.running.get("a_big", (0, 0))[0] < 3 and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                while "a_big" not in run.running and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                soon = time.monotonic() + 0.5
+                while run.running.get("a_big", (0, 0))[0] < 1 and time.monotonic() < soon:
+                    time.sleep(0.01)
                 os.kill(ident.pid, signal.SIGKILL)
 
             killer = threading.Thread(target=kill_when_busy, daemon=True)
