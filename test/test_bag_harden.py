@@ -231,7 +231,7 @@ def _assert_finished_bag(out: Path, n: int) -> int:
 
 @pytest.mark.slow
 def test_sigterm_finishes_the_bag_and_exits_130(tmp_path: Path) -> None:
-    n = 400
+    n = 1500
     proc, err, reader = start_process(tmp_path, n)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = _finish(proc, err, reader)
@@ -252,7 +252,7 @@ def test_repeated_signals_while_finishing_still_finish_the_bag(tmp_path: Path, f
     """Ctrl-C, then Ctrl-C again and again while the bag is being finished (every ms until
     the process exits): the bag still gets its summary and metadata.yaml, exit 130, no
     traceback."""
-    n = 400
+    n = 1500
     proc, err, reader = start_process(tmp_path, n)
     proc.send_signal(first)
     stdout, stderr = _finish(proc, err, reader, repeat=again)

@@ -561,8 +561,10 @@ def test_the_network_thread_only_runs_forward_passes(tmp_path: Path, engine: Any
 def start_process(tmp_path: Path, n: int, min_done: int = 3
                   ) -> tuple[subprocess.Popen, bytearray, Any]:
     """`seg-perception process` of an ``n``-frame bag as a subprocess, returned (still running)
-    once its progress bar shows ``min_done`` frames: for the signal tests."""
-    make_bag(tmp_path / "in", {"/cam/image_raw": "raw"}, generated_frames(n),
+    once its progress bar shows ``min_done`` frames: for the signal tests. The frames are
+    small (the network runs at its input size anyway): ``n`` of them make a small bag that
+    still lasts a few seconds (tiny_seg runs at ~500 frames/s here)."""
+    make_bag(tmp_path / "in", {"/cam/image_raw": "raw"}, generated_frames(n, 64, 48),
              camera_info=False)
     cmd = [sys.executable, "-m", "seg_perception", "process", str(tmp_path / "in"),
            str(tmp_path / "out"), "--model", "tiny_seg", "--device", "cpu", "--no-grid"]
@@ -589,7 +591,7 @@ def start_process(tmp_path: Path, n: int, min_done: int = 3
 @pytest.mark.slow
 def test_sigint_leaves_a_valid_bag(tmp_path: Path) -> None:
     """Ctrl-C on the command line: exit 130 and an output bag with whole frames only."""
-    n = 150
+    n = 1500
     proc, err, reader = start_process(tmp_path, n, min_done=2)
     proc.send_signal(signal.SIGINT)
     stdout = proc.stdout.read()

@@ -39,7 +39,7 @@ from seg_perception.core.models.registry import create_model
 
 CAMS = {"/cam_front/image_raw": "raw", "/cam_rear/image_raw/compressed": "compressed"}
 MARKER_VAR = "SEG_PERCEPTION_TEST_RAY"
-BIG = 1000  # frames of the bag the interrupt test stops part-way
+BIG = 4000  # frames (64x48) of the bag the interrupt test stops part-way
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": local Ray on 127.0.0.1 only
 
 
@@ -544,9 +544,11 @@ def test_interrupt_leaves_a_consistent_manifest_and_resumes(
     bags = tmp_path / "bags"
     make_bag(bags / "a_small", {"/cam/image_raw": "raw"}, generated_frames(3),
              camera_info=False)
-    # Long enough that the fastest backend is still inside it when the signal arrives
-    # (OpenVINO bf16 runs tiny_seg at ~180 frames/s here, torch fp32 at ~45).
-    make_bag(bags / "b_big", {"/cam/image_raw": "raw"}, generated_frames(BIG),
+    # Long enough that the fastest backend is still inside it when the signal arrives, a
+    # second or more after the bag started (the pool polls progress once a second): OpenVINO
+    # bf16 runs tiny_seg at ~520 frames/s here (the network's input size, whatever the
+    # frame's), torch fp32 at ~45; small frames keep the bag small.
+    make_bag(bags / "b_big", {"/cam/image_raw": "raw"}, generated_frames(BIG, 64, 48),
              camera_info=False)
     make_bag(bags / "c_small", {"/cam/image_raw": "raw"}, generated_frames(3),
              camera_info=False)
