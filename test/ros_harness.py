@@ -40,7 +40,8 @@ class NodeProcess:
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # still readable after stop(), for assertion messages
+            self._log.flush()
         return self.log_path.read_text()
 
     def alive(self) -> bool:
