@@ -271,12 +271,17 @@ class SegEngine:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
-        """Upload the uint8 frame once; resize, normalise and lay out on the device."""
+    @staticmethod
+    def _frame_tensor(rgb: np.ndarray) -> torch.Tensor:
+        """The (H, W, 3) uint8 frame as a tensor (no copy when contiguous); refuses others."""
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {rgb.dtype} "
                              f"{rgb.shape}")
-        t = torch.from_numpy(np.ascontiguousarray(rgb))
+        return torch.from_numpy(np.ascontiguousarray(rgb))
+
+    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
+        """Upload the uint8 frame once; resize, normalise and lay out on the device."""
+        t = self._frame_tensor(rgb)
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
         x = t.permute(2, 0, 1).unsqueeze(0)  # a channels-last view, no copy
@@ -306,10 +311,7 @@ class SegEngine:
         size and kept uint8 (1, H, W, 3), with no float copy."""
         if not self._uint8_input:
             return self.preprocess(rgb)
-        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {rgb.dtype} "
-                             f"{rgb.shape}")
-        t = torch.from_numpy(np.ascontiguousarray(rgb)).unsqueeze(0)
+        t = self._frame_tensor(rgb).unsqueeze(0)
         w, h = self.input_size
         if t.shape[1:3] != (h, w):
             # The same uint8 bilinear resize as preprocess (its result is uint8 too).
@@ -346,16 +348,19 @@ class SegEngine:
         elif net is not None and net.labels is not None and (
                 net.confidence is not None or not want_confidence):
             planes = [net.labels] + ([net.confidence] if want_confidence else [])
-            if drivable_scores is not None:
-                planes.append((drivable_scores[:, 1] > drivable_scores[:, 0]).to(torch.uint8)
-                              * 255)
-            return planes
+            return self._with_head(planes, drivable_scores, size)
         top, labels = scores.max(dim=1)  # (1, h, w): argmax without a second pass
         planes = [labels.to(torch.uint8)]
         if want_confidence:
             # Winning probability = 1 / sum(exp(s - max)): one pass, no logsumexp.
             denom = torch.exp(scores.float() - top.float().unsqueeze(1)).sum(dim=1)
             planes.append((255.0 / denom).round_().to(torch.uint8))
+        return self._with_head(planes, drivable_scores, size)
+
+    @staticmethod
+    def _with_head(planes: list[torch.Tensor], drivable_scores: torch.Tensor | None,
+                   size: tuple[int, int] | None) -> list[torch.Tensor]:
+        """``planes`` and, for a two-head network, its drivable head's mask at ``size``."""
         if drivable_scores is not None:
             head = drivable_scores
             if size is not None and tuple(head.shape[-2:]) != size:
