@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,21 @@ class Probe:
                 tick()
             time.sleep(period)
         raise AssertionError(f"timed out waiting for {what}")
+
+    @contextlib.contextmanager
+    def static_tf(self, transforms: Any | Sequence[Any]) -> Iterator[Any]:
+        """Latch ``transforms`` on /tf_static for the ``with`` block only (yields the
+        broadcaster). The probe outlives a test (module scope): a broadcaster left behind
+        would hand a later test's node an earlier test's camera pose, transient local,
+        racing the transform that test sends."""
+        import tf2_ros
+
+        broadcaster = tf2_ros.StaticTransformBroadcaster(self.node)
+        broadcaster.sendTransform(transforms)
+        try:
+            yield broadcaster
+        finally:
+            self.node.destroy_publisher(broadcaster.pub_tf)
 
     def close(self) -> None:
         self._stop = True

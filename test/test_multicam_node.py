@@ -167,8 +167,8 @@ def probe() -> Iterator[Probe]:
 
 def test_four_cameras_over_dds_one_batch_per_cycle_and_a_fused_grid(tmp_path: Path,
                                                                    probe: Probe) -> None:
-    tf2_ros = pytest.importorskip("tf2_ros", reason="tf2_ros is not installed (the ROS 2 kit "
-                                  "of ../shared/ros2 or a full ROS 2 install provides it)")
+    pytest.importorskip("tf2_ros", reason="tf2_ros is not installed (the ROS 2 kit "
+                        "of ../shared/ros2 or a full ROS 2 install provides it)")
     ns = "/it_multi"
     rig = surround_rig(width=320, height=240)
     scenes = [render_rig(spec, rig, SURROUND_GRID, np.random.default_rng(i))
@@ -184,106 +184,106 @@ def test_four_cameras_over_dds_one_batch_per_cycle_and_a_fused_grid(tmp_path: Pa
         topics[f"{ns}/{cam}/drivable/grid"] = OccupancyGrid
     for topic, typ in topics.items():
         probe.subscribe(typ, topic)
-    broadcaster = tf2_ros.StaticTransformBroadcaster(probe.node)
-    broadcaster.sendTransform(rig_tf(rig))
     try:
-        pubs = {c: probe.publisher(Image, f"{ns}/{c}/image") for c in CAMERAS}
-        info_pubs = {c: probe.publisher(CameraInfo, f"{ns}/{c}/camera_info") for c in CAMERAS}
-        probe.wait_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()),
-                         timeout=30, what="the node's subscriptions")
+        with probe.static_tf(rig_tf(rig)):
+            pubs = {c: probe.publisher(Image, f"{ns}/{c}/image") for c in CAMERAS}
+            info_pubs = {c: probe.publisher(CameraInfo, f"{ns}/{c}/camera_info") for c in CAMERAS}
+            probe.wait_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()),
+                             timeout=30, what="the node's subscriptions")
 
-        def cycle(i: int, scene: Any, cams: list[str], stamp: tuple[int, int]) -> Any:
-            hdrs = {c: Header(stamp=Time(sec=stamp[0], nanosec=stamp[1]),
-                              frame_id=rig.camera(c).optical_frame) for c in cams}
+            def cycle(i: int, scene: Any, cams: list[str], stamp: tuple[int, int]) -> Any:
+                hdrs = {c: Header(stamp=Time(sec=stamp[0], nanosec=stamp[1]),
+                                  frame_id=rig.camera(c).optical_frame) for c in cams}
 
-            def tick() -> None:
-                for c in cams:
-                    info_pubs[c].publish(info(hdrs[c], rig.camera(c).model))
-                for c in cams:
-                    pubs[c].publish(image(scene.views[c].rgb, hdrs[c]))
+                def tick() -> None:
+                    for c in cams:
+                        info_pubs[c].publish(info(hdrs[c], rig.camera(c).model))
+                    for c in cams:
+                        pubs[c].publish(image(scene.views[c].rgb, hdrs[c]))
 
-            probe.wait_until(lambda: any(key(m) == stamp for m in probe.messages(
-                f"{ns}/drivable/grid")), timeout=120, what=f"fused grid {i}", tick=tick,
-                period=4.0)
-            return next(m for m in probe.messages(f"{ns}/drivable/grid") if key(m) == stamp)
+                probe.wait_until(lambda: any(key(m) == stamp for m in probe.messages(
+                    f"{ns}/drivable/grid")), timeout=120, what=f"fused grid {i}", tick=tick,
+                    period=4.0)
+                return next(m for m in probe.messages(f"{ns}/drivable/grid") if key(m) == stamp)
 
-        agreements = []
-        for i, scene in enumerate(scenes):
-            stamp = (T0 + i, 1000)
-            fused_msg = cycle(i, scene, CAMERAS, stamp)
-            fused, spec = grid_from_message(fused_msg)
-            assert fused.shape == SURROUND_GRID.shape
-            assert spec.x_min == pytest.approx(SURROUND_GRID.x_min)
-            assert fused_msg.header.frame_id == "base_footprint"
-            # the fused grid is the conservative fusion of the cameras' own grids
-            probe.wait_until(lambda stamp=stamp: all(any(
-                key(m) == stamp for m in probe.messages(f"{ns}/{c}/drivable/grid"))
-                for c in CAMERAS), timeout=30, what="per-camera grids")
-            own = [grid_from_message(next(m for m in probe.messages(f"{ns}/{c}/drivable/grid")
-                                          if key(m) == stamp))[0] for c in CAMERAS]
-            np.testing.assert_array_equal(fused, fuse_grids(own))
+            agreements = []
+            for i, scene in enumerate(scenes):
+                stamp = (T0 + i, 1000)
+                fused_msg = cycle(i, scene, CAMERAS, stamp)
+                fused, spec = grid_from_message(fused_msg)
+                assert fused.shape == SURROUND_GRID.shape
+                assert spec.x_min == pytest.approx(SURROUND_GRID.x_min)
+                assert fused_msg.header.frame_id == "base_footprint"
+                # the fused grid is the conservative fusion of the cameras' own grids
+                probe.wait_until(lambda stamp=stamp: all(any(
+                    key(m) == stamp for m in probe.messages(f"{ns}/{c}/drivable/grid"))
+                    for c in CAMERAS), timeout=30, what="per-camera grids")
+                own = [grid_from_message(next(m for m in probe.messages(f"{ns}/{c}/drivable/grid")
+                                              if key(m) == stamp))[0] for c in CAMERAS]
+                np.testing.assert_array_equal(fused, fuse_grids(own))
+                for c in CAMERAS:
+                    lab = next(m for m in probe.messages(f"{ns}/{c}/labels") if key(m) == stamp)
+                    assert lab.header.frame_id == rig.camera(c).optical_frame
+                    assert (lab.width, lab.height) == (320, 240)
+                a, n = agreement(fused, scene.fused)
+                agreements.append(a)
+                assert n > 10000
+            boundary = next(m for m in probe.messages(f"{ns}/drivable/boundary")
+                            if key(m) == (T0 + 2, 1000))
+            assert len(polygon_from_message(boundary)) >= 3
+            print("\nnode, default model, 4 cameras: fused grid agrees with the exact fused "
+                  f"truth on {', '.join(f'{a:.2%}' for a in agreements)} of the seen cells")
+            # a CamVid model on synthetic frames (exact: test_multicam)
+            assert min(agreements) >= 0.9
+            # one batch of four per cycle, per-camera statistics
+            log = node.log()
+            assert "4 cameras (front, left, right, rear), one batched forward pass" in log
+
+            def diag() -> dict[str, dict[str, str]]:
+                out = {}
+                for msg in probe.messages("/diagnostics"):
+                    for s in msg.status:
+                        if s.name.startswith(f"{ns}/seg_node"):
+                            out[s.name.rsplit(": ", 1)[1]] = {kv.key: kv.value for kv in s.values}
+                return out
+
+            probe.wait_until(lambda: int(diag().get("segmentation", {}).get(
+                "frames_processed", 0)) >= 12, timeout=30, what="diagnostics")
+            d = diag()
+            assert d["segmentation"]["batch_size_last"] == "4"
+            assert float(d["segmentation"]["batch_size_p50"]) == 4.0
+            assert float(d["segmentation"]["cycle_time_p50_ms"]) > 0
             for c in CAMERAS:
-                lab = next(m for m in probe.messages(f"{ns}/{c}/labels") if key(m) == stamp)
-                assert lab.header.frame_id == rig.camera(c).optical_frame
-                assert (lab.width, lab.height) == (320, 240)
-            a, n = agreement(fused, scene.fused)
-            agreements.append(a)
-            assert n > 10000
-        boundary = next(m for m in probe.messages(f"{ns}/drivable/boundary")
-                        if key(m) == (T0 + 2, 1000))
-        assert len(polygon_from_message(boundary)) >= 3
-        print(f"\nnode, default model, 4 cameras: fused grid agrees with the exact fused truth "
-              f"on {', '.join(f'{a:.2%}' for a in agreements)} of the seen cells")
-        assert min(agreements) >= 0.9  # a CamVid model on synthetic frames (exact: test_multicam)
-        # one batch of four per cycle, per-camera statistics
-        log = node.log()
-        assert "4 cameras (front, left, right, rear), one batched forward pass" in log
-
-        def diag() -> dict[str, dict[str, str]]:
-            out = {}
-            for msg in probe.messages("/diagnostics"):
-                for s in msg.status:
-                    if s.name.startswith(f"{ns}/seg_node"):
-                        out[s.name.rsplit(": ", 1)[1]] = {kv.key: kv.value for kv in s.values}
-            return out
-
-        probe.wait_until(lambda: int(diag().get("segmentation", {}).get(
-            "frames_processed", 0)) >= 12, timeout=30, what="diagnostics")
-        d = diag()
-        assert d["segmentation"]["batch_size_last"] == "4"
-        assert float(d["segmentation"]["batch_size_p50"]) == 4.0
-        assert float(d["segmentation"]["cycle_time_p50_ms"]) > 0
-        for c in CAMERAS:
-            assert int(d[f"camera {c}"]["frames_processed"]) >= 3, d[f"camera {c}"]
-            assert d[f"camera {c}"]["image_topic"] == f"{ns}/{c}/image"
-        # the rear camera goes silent: within fusion.max_age its grid still counts, after it
-        # the cells only it sees are unknown
-        per_cam = {c: v.grid for c, v in zip(rig.names, [scenes[2].views[c] for c in rig.names],
-                                             strict=True)}
-        only_rear = (per_cam["rear"] >= 0) & np.all(
-            [per_cam[c] < 0 for c in ("front", "left", "right")], axis=0)
-        last, _ = grid_from_message(next(m for m in probe.messages(f"{ns}/drivable/grid")
-                                         if key(m) == (T0 + 2, 1000)))
-        assert (last[only_rear] >= 0).all()
-        soon, _ = grid_from_message(cycle(3, scenes[2], CAMERAS[:3], (T0 + 2, 200_001_000)))
-        np.testing.assert_array_equal(soon[only_rear], last[only_rear])
-        late, _ = grid_from_message(cycle(4, scenes[2], CAMERAS[:3], (T0 + 2, 300_001_000)))
-        assert np.all(late[only_rear] == -1)
-        np.testing.assert_array_equal(late[~only_rear], last[~only_rear])
-        node.wait_for_log("fused drivable/grid without cameras whose latest grid is older than "
-                          "fusion.max_age = 0.25 s: rear 0.30 s", timeout=30)
-        # /diagnostics counts it for the rear camera, and per camera rates and latency
-        probe.wait_until(lambda: int(diag().get("camera rear", {}).get(
-            "fusion_left_out", 0)) >= 1, timeout=30, what="rear left out in /diagnostics")
-        d = diag()
-        assert d["camera front"]["fusion_left_out"] == "0"
-        assert int(d["segmentation"]["fusion_left_out"]) >= 1
-        assert int(d["segmentation"]["fused_grids_published"]) >= 5
-        for c in CAMERAS:
-            assert float(d[f"camera {c}"]["latency_p50_ms"]) > 0, d[f"camera {c}"]
-            assert int(d[f"camera {c}"]["frames_received"]) >= int(
-                d[f"camera {c}"]["frames_processed"]) >= 3
-        assert node.alive() and "Traceback" not in node.log()
+                assert int(d[f"camera {c}"]["frames_processed"]) >= 3, d[f"camera {c}"]
+                assert d[f"camera {c}"]["image_topic"] == f"{ns}/{c}/image"
+            # the rear camera goes silent: within fusion.max_age its grid still counts, after it
+            # the cells only it sees are unknown
+            per_cam = {c: v.grid for c, v in zip(
+                rig.names, [scenes[2].views[c] for c in rig.names], strict=True)}
+            only_rear = (per_cam["rear"] >= 0) & np.all(
+                [per_cam[c] < 0 for c in ("front", "left", "right")], axis=0)
+            last, _ = grid_from_message(next(m for m in probe.messages(f"{ns}/drivable/grid")
+                                             if key(m) == (T0 + 2, 1000)))
+            assert (last[only_rear] >= 0).all()
+            soon, _ = grid_from_message(cycle(3, scenes[2], CAMERAS[:3], (T0 + 2, 200_001_000)))
+            np.testing.assert_array_equal(soon[only_rear], last[only_rear])
+            late, _ = grid_from_message(cycle(4, scenes[2], CAMERAS[:3], (T0 + 2, 300_001_000)))
+            assert np.all(late[only_rear] == -1)
+            np.testing.assert_array_equal(late[~only_rear], last[~only_rear])
+            node.wait_for_log("fused drivable/grid without cameras whose latest grid is older "
+                              "than fusion.max_age = 0.25 s: rear 0.30 s", timeout=30)
+            # /diagnostics counts it for the rear camera, and per camera rates and latency
+            probe.wait_until(lambda: int(diag().get("camera rear", {}).get(
+                "fusion_left_out", 0)) >= 1, timeout=30, what="rear left out in /diagnostics")
+            d = diag()
+            assert d["camera front"]["fusion_left_out"] == "0"
+            assert int(d["segmentation"]["fusion_left_out"]) >= 1
+            assert int(d["segmentation"]["fused_grids_published"]) >= 5
+            for c in CAMERAS:
+                assert float(d[f"camera {c}"]["latency_p50_ms"]) > 0, d[f"camera {c}"]
+                assert int(d[f"camera {c}"]["frames_received"]) >= int(
+                    d[f"camera {c}"]["frames_processed"]) >= 3
+            assert node.alive() and "Traceback" not in node.log()
     finally:
         assert node.stop() == 0, node.log()
 
@@ -367,8 +367,8 @@ def test_node_and_process_give_the_same_fused_grids_for_the_same_bag(tmp_path: P
     ``process_bag`` with ``cameras``, and its frames through seg_node over DDS one cycle at a
     time: the same fused grid and boundary, stamp by stamp, the rear camera taking part
     while within fusion.max_age and left out after, in both."""
-    tf2_ros = pytest.importorskip("tf2_ros", reason="tf2_ros is not installed (the ROS 2 kit "
-                                  "of ../shared/ros2 or a full ROS 2 install provides it)")
+    pytest.importorskip("tf2_ros", reason="tf2_ros is not installed (the ROS 2 kit "
+                        "of ../shared/ros2 or a full ROS 2 install provides it)")
     from seg_perception.core import bagio
     from seg_perception.core.config import PipelineConfig
     from seg_perception.core.demo_report import write_surround_drive
@@ -416,48 +416,48 @@ def test_node_and_process_give_the_same_fused_grids_for_the_same_bag(tmp_path: P
     for topic, typ in ((f"{ns}/drivable/grid", OccupancyGrid),
                        (f"{ns}/drivable/boundary", PolygonStamped)):
         probe.subscribe(typ, topic)
-    tf2_ros.StaticTransformBroadcaster(probe.node).sendTransform(rig_tf(rig))
     try:
-        pubs = {c: probe.publisher(Image, f"{ns}/{c}/image") for c in CAMERAS}
-        info_pubs = {c: probe.publisher(CameraInfo, f"{ns}/{c}/camera_info") for c in CAMERAS}
-        probe.wait_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()),
-                         timeout=30, what="the node's subscriptions")
-        for i, stamp in enumerate(sorted(frames)):
-            cycle = frames[stamp]
+        with probe.static_tf(rig_tf(rig)):
+            pubs = {c: probe.publisher(Image, f"{ns}/{c}/image") for c in CAMERAS}
+            info_pubs = {c: probe.publisher(CameraInfo, f"{ns}/{c}/camera_info") for c in CAMERAS}
+            probe.wait_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()),
+                             timeout=30, what="the node's subscriptions")
+            for i, stamp in enumerate(sorted(frames)):
+                cycle = frames[stamp]
 
-            def tick(cycle: list[Any] = cycle) -> None:
-                for f in cycle:
-                    cam = f.topic.split("/")[1]
-                    hdr = Header(stamp=Time(sec=f.header.stamp.sec,
-                                            nanosec=f.header.stamp.nanosec),
-                                 frame_id=f.header.frame_id)
-                    info_pubs[cam].publish(info(hdr, rig.camera(cam).model))
-                for f in cycle:
-                    cam = f.topic.split("/")[1]
-                    pubs[cam].publish(image(f.rgb, Header(
-                        stamp=Time(sec=f.header.stamp.sec, nanosec=f.header.stamp.nanosec),
-                        frame_id=f.header.frame_id)))
+                def tick(cycle: list[Any] = cycle) -> None:
+                    for f in cycle:
+                        cam = f.topic.split("/")[1]
+                        hdr = Header(stamp=Time(sec=f.header.stamp.sec,
+                                                nanosec=f.header.stamp.nanosec),
+                                     frame_id=f.header.frame_id)
+                        info_pubs[cam].publish(info(hdr, rig.camera(cam).model))
+                    for f in cycle:
+                        cam = f.topic.split("/")[1]
+                        pubs[cam].publish(image(f.rgb, Header(
+                            stamp=Time(sec=f.header.stamp.sec, nanosec=f.header.stamp.nanosec),
+                            frame_id=f.header.frame_id)))
 
-            def both(stamp: tuple[int, int] = stamp) -> bool:
-                return all(any(key(m) == stamp for m in probe.messages(t)) for t in (
-                    f"{ns}/drivable/grid", f"{ns}/drivable/boundary"))
+                def both(stamp: tuple[int, int] = stamp) -> bool:
+                    return all(any(key(m) == stamp for m in probe.messages(t)) for t in (
+                        f"{ns}/drivable/grid", f"{ns}/drivable/boundary"))
 
-            probe.wait_until(both, timeout=120, what=f"fused grid {i}", tick=tick, period=4.0)
-            live = next(m for m in probe.messages(f"{ns}/drivable/grid") if key(m) == stamp)
-            live_b = next(m for m in probe.messages(f"{ns}/drivable/boundary")
-                          if key(m) == stamp)
-            grid_msg, boundary_msg = offline[stamp]
-            grid = np.asarray(grid_msg.data, np.int8).reshape(grid_msg.info.height,
-                                                              grid_msg.info.width)
-            assert (grid == 0).sum() > 100 and (grid == 100).sum() > 100  # not trivial
-            np.testing.assert_array_equal(grid_from_message(live)[0], grid)
-            assert live.header.frame_id == grid_msg.header.frame_id
-            np.testing.assert_array_equal(
-                polygon_from_message(live_b).astype(np.float32).reshape(-1, 2),
-                np.array([(p.x, p.y) for p in boundary_msg.polygon.points],
-                         np.float32).reshape(-1, 2))
-        node.wait_for_log("fused drivable/grid without cameras whose latest grid is older than "
-                          "fusion.max_age = 0.25 s: rear 0.30 s", timeout=30)
-        assert node.alive() and "Traceback" not in node.log()
+                probe.wait_until(both, timeout=120, what=f"fused grid {i}", tick=tick, period=4.0)
+                live = next(m for m in probe.messages(f"{ns}/drivable/grid") if key(m) == stamp)
+                live_b = next(m for m in probe.messages(f"{ns}/drivable/boundary")
+                              if key(m) == stamp)
+                grid_msg, boundary_msg = offline[stamp]
+                grid = np.asarray(grid_msg.data, np.int8).reshape(grid_msg.info.height,
+                                                                  grid_msg.info.width)
+                assert (grid == 0).sum() > 100 and (grid == 100).sum() > 100  # not trivial
+                np.testing.assert_array_equal(grid_from_message(live)[0], grid)
+                assert live.header.frame_id == grid_msg.header.frame_id
+                np.testing.assert_array_equal(
+                    polygon_from_message(live_b).astype(np.float32).reshape(-1, 2),
+                    np.array([(p.x, p.y) for p in boundary_msg.polygon.points],
+                             np.float32).reshape(-1, 2))
+            node.wait_for_log("fused drivable/grid without cameras whose latest grid is older "
+                              "than fusion.max_age = 0.25 s: rear 0.30 s", timeout=30)
+            assert node.alive() and "Traceback" not in node.log()
     finally:
         assert node.stop() == 0, node.log()

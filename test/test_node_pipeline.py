@@ -43,6 +43,7 @@ GRID = {"grid.resolution": 0.2, "grid.x_min": 0.0, "grid.x_max": 24.0, "grid.y_m
         "grid.y_max": 6.0}
 SPEC = GridSpec(0.2, 0.0, 24.0, -6.0, 6.0)
 CAM = CameraModel.from_fov(320, 240, 80.0)
+OPTICAL = "agree_optical"  # a frame no other test of the module latches on /tf_static
 T0 = 1_700_000_000
 
 
@@ -256,7 +257,6 @@ def test_grid_follows_the_static_transform(tmp_path: Path, probe: Probe) -> None
     node = start(tmp_path, ns, **{"camera.z": 3.0, "camera.pitch": 0.5}, **GRID)
     for t in ("labels", "drivable/grid"):
         probe.subscribe(Image if t == "labels" else OccupancyGrid, f"{ns}/{t}")
-    broadcaster = tf2_ros.StaticTransformBroadcaster(probe.node)
     try:
         pub = probe.publisher(Image, f"{ns}/image")
         info_pub = probe.publisher(CameraInfo, f"{ns}/camera_info")
@@ -270,31 +270,29 @@ def test_grid_follows_the_static_transform(tmp_path: Path, probe: Probe) -> None
                          period=1.0)
         node.wait_for_log("no transform from cam_optical to base_footprint", timeout=30)
         assert not any(key(m) == k for m in probe.messages(f"{ns}/drivable/grid"))
-        broadcaster.sendTransform(tf_chain(low))
-        g_low = _grid_for(probe, ns, pub, info_pub, rgb, 2)
-        np.testing.assert_array_equal(g_low == -1, render_scene(SceneSpec(), CAM, low,
-                                                                SPEC).grid == -1)
-        node.wait_for_log("camera pose from tf (base_footprint <- cam_optical)")
+        with probe.static_tf(tf_chain(low)):
+            g_low = _grid_for(probe, ns, pub, info_pub, rgb, 2)
+            np.testing.assert_array_equal(g_low == -1, render_scene(SceneSpec(), CAM, low,
+                                                                    SPEC).grid == -1)
+            node.wait_for_log("camera pose from tf (base_footprint <- cam_optical)")
         # the transform changes, so does the grid (tf2_ros' Python StaticTransformBroadcaster
         # keeps the first transform of a child frame: a new one announces the change)
-        probe.node.destroy_publisher(broadcaster.pub_tf)
-        broadcaster = tf2_ros.StaticTransformBroadcaster(probe.node)
-        broadcaster.sendTransform(tf_chain(high))
+        with probe.static_tf(tf_chain(high)):
 
-        def moved() -> bool:
-            i = 3 + len(probe.messages(f"{ns}/drivable/grid"))
-            g = _grid_for(probe, ns, pub, info_pub, rgb, i)
-            return bool(((g == -1) != (g_low == -1)).any())
+            def moved() -> bool:
+                i = 3 + len(probe.messages(f"{ns}/drivable/grid"))
+                g = _grid_for(probe, ns, pub, info_pub, rgb, i)
+                return bool(((g == -1) != (g_low == -1)).any())
 
-        probe.wait_until(moved, timeout=60, what="grid after the transform changed")
-        g_high = _grid_for(probe, ns, pub, info_pub, rgb, 200)
-        truth = render_scene(SceneSpec(), CAM, high, SPEC).grid
-        np.testing.assert_array_equal(g_high == -1, truth == -1)
-        # an image from a frame tf does not know: a warning naming both frames
-        hdr = header(300, "other_optical")
-        pub.publish(image(rgb, hdr))
-        node.wait_for_log("no transform from other_optical to base_footprint", timeout=30)
-        assert node.alive()
+            probe.wait_until(moved, timeout=60, what="grid after the transform changed")
+            g_high = _grid_for(probe, ns, pub, info_pub, rgb, 200)
+            truth = render_scene(SceneSpec(), CAM, high, SPEC).grid
+            np.testing.assert_array_equal(g_high == -1, truth == -1)
+            # an image from a frame tf does not know: a warning naming both frames
+            hdr = header(300, "other_optical")
+            pub.publish(image(rgb, hdr))
+            node.wait_for_log("no transform from other_optical to base_footprint", timeout=30)
+            assert node.alive()
     finally:
         assert node.stop() == 0, node.log()
 
@@ -317,10 +315,10 @@ def test_node_and_process_give_identical_labels_grid_and_polygon(tmp_path: Path,
     bag = tmp_path / "in"
     optical = Transform.from_matrix(mount.rotation, mount.position)  # a single static edge
     with bagio.BagWriter(bag) as writer:
-        writer.write("/tf_static", bagio.tf_msg([("base_footprint", "cam_optical", optical)]),
+        writer.write("/tf_static", bagio.tf_msg([("base_footprint", OPTICAL, optical)]),
                      10, qos=bagio.tf_static_qos())
         for i, rgb in enumerate(frames):
-            hdr = bagio.make_header(T0 + i, 500 + i, "cam_optical")
+            hdr = bagio.make_header(T0 + i, 500 + i, OPTICAL)
             writer.write("/cam/image_raw", bagio.image_msg(rgb, "rgb8", hdr), 100 + i)
             writer.write("/cam/camera_info", bagio.camera_info_msg(model, hdr), 100 + i)
     params = tmp_path / "params.yaml"
@@ -342,41 +340,40 @@ def test_node_and_process_give_identical_labels_grid_and_polygon(tmp_path: Path,
     for t, typ in (("labels", Image), ("drivable/grid", OccupancyGrid),
                    ("drivable/boundary", PolygonStamped)):
         probe.subscribe(typ, f"{ns}/{t}")
-    broadcaster = tf2_ros.StaticTransformBroadcaster(probe.node)
     ts = TransformStamped()
-    ts.header.frame_id, ts.child_frame_id = "base_footprint", "cam_optical"
+    ts.header.frame_id, ts.child_frame_id = "base_footprint", OPTICAL
     (ts.transform.translation.x, ts.transform.translation.y,
      ts.transform.translation.z) = optical.translation
     (ts.transform.rotation.x, ts.transform.rotation.y, ts.transform.rotation.z,
      ts.transform.rotation.w) = optical.quaternion
-    broadcaster.sendTransform(ts)
     try:
-        pub = probe.publisher(Image, f"{ns}/image_raw")
-        info_pub = probe.publisher(CameraInfo, f"{ns}/camera_info")
-        for i, rgb in enumerate(frames):
-            hdr = Header(stamp=Time(sec=T0 + i, nanosec=500 + i), frame_id="cam_optical")
-            k = (T0 + i, 500 + i)
+        with probe.static_tf(ts):
+            pub = probe.publisher(Image, f"{ns}/image_raw")
+            info_pub = probe.publisher(CameraInfo, f"{ns}/camera_info")
+            for i, rgb in enumerate(frames):
+                hdr = Header(stamp=Time(sec=T0 + i, nanosec=500 + i), frame_id=OPTICAL)
+                k = (T0 + i, 500 + i)
 
-            def tick(hdr: Header = hdr, rgb: np.ndarray = rgb) -> None:
-                info_pub.publish(info(hdr, model))
-                pub.publish(image(rgb, hdr))
+                def tick(hdr: Header = hdr, rgb: np.ndarray = rgb) -> None:
+                    info_pub.publish(info(hdr, model))
+                    pub.publish(image(rgb, hdr))
 
-            probe.wait_until(lambda k=k: all(
-                any(key(m) == k for m in probe.messages(f"{ns}/{t}"))
-                for t in ("labels", "drivable/grid", "drivable/boundary")),
-                timeout=90, what=f"frame {i}", tick=tick, period=1.0)
-            live = {t: next(m for m in probe.messages(f"{ns}/{t}") if key(m) == k)
-                    for t in ("labels", "drivable/grid", "drivable/boundary")}
-            assert bytes(live["labels"].data) == bytes(offline["labels"][k].data.tobytes())
-            g_live, spec_live = grid_from_message(live["drivable/grid"])
-            g_off, spec_off = grid_from_message(offline["drivable/grid"][k])
-            assert spec_live == spec_off
-            np.testing.assert_array_equal(g_live, g_off)
-            assert (g_live == 0).any()
-            p_live = polygon_from_message(live["drivable/boundary"]).astype(np.float32)
-            p_off = polygon_from_message(offline["drivable/boundary"][k]).astype(np.float32)
-            np.testing.assert_array_equal(p_live, p_off)
-            assert len(p_live) >= 3
-        assert "camera pose from tf (base_footprint <- cam_optical)" in node.log()
+                probe.wait_until(lambda k=k: all(
+                    any(key(m) == k for m in probe.messages(f"{ns}/{t}"))
+                    for t in ("labels", "drivable/grid", "drivable/boundary")),
+                    timeout=90, what=f"frame {i}", tick=tick, period=1.0)
+                live = {t: next(m for m in probe.messages(f"{ns}/{t}") if key(m) == k)
+                        for t in ("labels", "drivable/grid", "drivable/boundary")}
+                assert bytes(live["labels"].data) == bytes(offline["labels"][k].data.tobytes())
+                g_live, spec_live = grid_from_message(live["drivable/grid"])
+                g_off, spec_off = grid_from_message(offline["drivable/grid"][k])
+                assert spec_live == spec_off
+                np.testing.assert_array_equal(g_live, g_off)
+                assert (g_live == 0).any()
+                p_live = polygon_from_message(live["drivable/boundary"]).astype(np.float32)
+                p_off = polygon_from_message(offline["drivable/boundary"][k]).astype(np.float32)
+                np.testing.assert_array_equal(p_live, p_off)
+                assert len(p_live) >= 3
+            assert f"camera pose from tf (base_footprint <- {OPTICAL})" in node.log()
     finally:
         assert node.stop() == 0, node.log()

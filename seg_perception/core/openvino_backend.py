@@ -108,7 +108,7 @@ class OpenVinoBackend:
         #: over the scores after it (0.2-0.4 ms per 480x360 frame here).
         self.planes = bool(planes)
         if self.planes:
-            ov_model = _with_planes(ov, ov_model)
+            ov_model = _with_planes(ov_model)
         self._ov_model = ov_model
         self.precision = precision
         self.meta = meta.replace(input_size=(w, h))
@@ -272,7 +272,7 @@ def _with_uint8_input(ov: Any, ov_model: Any, meta: ModelMeta) -> Any:
     return ppp.build()
 
 
-def _with_planes(ov: Any, ov_model: Any) -> Any:
+def _with_planes(ov_model: Any) -> Any:
     """``ov_model`` with two more outputs computed from its class scores (the first output,
     (N, C, h, w)): the argmax labels and the confidence round(255 / sum(exp(s - max))), both
     uint8 (N, h, w), as the engine's torch postprocessing computes them (argmax ties to the
