@@ -134,13 +134,13 @@ def test_states_hold_what_they_should(make_node: Callable[..., SegLifecycleNode]
     assert {"/lc_unit/image", "/lc_unit/camera_info"} <= sub_topics(node)
     assert {"/lc_unit/labels", "/lc_unit/drivable/grid"} <= pub_topics(node)
     assert node.diag_pub.is_activated and node.image_topic == "/lc_unit/image"
-    assert node.worker._thread.is_alive()
+    assert node.worker.alive()
 
     assert node.trigger_deactivate() == SUCCESS
     assert state(node) == "inactive"
     assert "/lc_unit/image" not in sub_topics(node)
     assert "/lc_unit/labels" not in pub_topics(node)
-    assert not node.worker._thread.is_alive() and not node.diag_pub.is_activated
+    assert not node.worker.alive() and not node.diag_pub.is_activated
     assert node.engine is engine and node.model_loads == 1  # kept
 
     assert node.trigger_activate() == SUCCESS  # no reload
@@ -173,7 +173,7 @@ def test_shutdown_from_active_releases_everything(
     engine_ref = weakref.ref(node.engine)
     assert node.trigger_shutdown() == SUCCESS
     assert state(node) == "finalized"
-    assert not worker._thread.is_alive()
+    assert not worker.alive()
     del worker
     gc.collect()
     assert engine_ref() is None

@@ -75,6 +75,8 @@ def test_short_soak_against_a_node(tmp_path: Path) -> None:
         assert w["latency_ms"]["n"] > 0 and 0 < w["latency_ms"]["p50"] < 10_000
         assert math.isfinite(w["rss_mb"]) and w["rss_mb"] > 50
         assert w["node"].get("frames_processed", 0) > 0
+        # every processed frame got its grid: camera_info of its stamp, pose from /tf_static
+        assert w["node"].get("frames_without_grid") == 0, w["node"]
     s = report["summary"]
     assert 100 <= s["published"] <= 125  # 20 Hz for 6 s
     assert s["outputs_received"] > 0 and s["node"]["frames_received"] > 0

@@ -44,12 +44,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "soak",
         help="flood a seg_node with frames for minutes: latency, memory, drops per window",
         description="Start seg_node (or attach to a running one with --attach), publish "
-        "frames of WIDTHxHEIGHT at RATE Hz on <namespace>/image (camera_info once a second) "
-        "for DURATION, subscribe to its outputs, and report per window: end-to-end latency "
-        "(image stamp -> labels received: p50, p95, max), the node's RSS, frames published, "
-        "processed, dropped (replaced in its latest-frame slot), lost in transport and bad, "
-        "and the load average. Writes OUT/soak.json and OUT/soak.png (and OUT/node.log). "
-        "Loopback only (an isolated ROS_DOMAIN_ID is wise on a shared machine).",
+        "frames of WIDTHxHEIGHT at RATE Hz on <namespace>/image (each with a camera_info of "
+        "its stamp; the camera's pose on /tf_static) for DURATION, subscribe to its outputs, "
+        "and report per window: end-to-end latency (image stamp -> labels received: p50, "
+        "p95, max), the node's RSS, frames published, processed, dropped (replaced in its "
+        "latest-frame slot), lost in transport, bad and without a grid, and the load average. "
+        "Writes OUT/soak.json and OUT/soak.png (and OUT/node.log). Loopback only (an "
+        "isolated ROS_DOMAIN_ID is wise on a shared machine).",
     )
     p.add_argument("--rate", type=_positive(float, 10_000), default=100.0,
                    help="frames per second published (default: %(default)s)")

@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -302,10 +301,9 @@ class SegLifecycleNode(LifecycleNode):
             worker.stop()
             # A slow frame may outlast stop()'s wait; the channel's publishers must outlive
             # it and a later start() must not run beside it.
-            thread: threading.Thread | None = getattr(worker, "_thread", None)
-            while thread is not None and thread.is_alive():
+            while not worker.join(timeout=0.0):
                 self.get_logger().info("waiting for the frame in progress to finish")
-                thread.join(timeout=5.0)
+                worker.join(timeout=5.0)
         if self.cameras:
             if worker is not None:
                 close_cameras(self, worker, self.cameras)

@@ -4,7 +4,10 @@ The node is an adapter: it converts messages to and from the ROS-free frame pipe
 (:mod:`seg_perception.core.pipeline`), which ``seg-perception process`` runs on bags too.
 Inference runs on a worker thread fed by a latest-frame slot per camera, so the executor
 stays free to take new frames and a slow model drops stale frames (counted) instead of
-queueing latency.
+queueing latency. A second thread does everything after the network's forward pass
+(labels and confidence, images, grid, boundary, publishing) while the first runs the next
+frame's network; the first takes a new frame only once the second has taken the previous
+one, so at most one finished forward pass waits and latency does not grow.
 
 Per frame the worker reads one immutable parameter snapshot, publishes the image outputs,
 then pairs the frame with its camera_info (same stamp, or nearest within
@@ -53,6 +56,7 @@ from ..core.pipeline import (
     FramePipeline,
     FrameResult,
     GridFusion,
+    PendingInference,
     resolve_pose,
 )
 from ..core.stats import Percentiles, RateMeter, WarningLimiter, problem_kind
@@ -114,10 +118,23 @@ class _Item:
     stamp_ns: int = 0
 
 
+@dataclass
+class _Cycle:
+    """A cycle between the worker's two threads: its frames, the global snapshot and fused
+    outputs wanted when it was taken, the forward pass in flight and when it began."""
+
+    items: list[_Item]
+    gconfig: PipelineConfig
+    fused_want: set[str]
+    pending: PendingInference
+    t_start: float
+
+
 class FrameWorker:
-    """The worker thread of a node: takes the frames of its cameras' slots, one cycle at a
-    time, runs the pipeline on them (one batched forward pass per cycle), publishes, and
-    keeps the statistics /diagnostics reports.
+    """The worker threads of a node: ``seg_worker`` takes the frames of its cameras' slots,
+    one cycle at a time, decodes them and runs one batched forward pass per cycle;
+    ``seg_outputs`` turns the scores into outputs and publishes them, meanwhile. Keeps the
+    statistics /diagnostics reports.
 
     With ``fused`` (a node of several named cameras) each cycle also publishes the surround
     grid and boundary fused from all cameras (:class:`~seg_perception.core.pipeline.
@@ -150,20 +167,36 @@ class FrameWorker:
         self.last_batch = 0
         self.fused_published = 0
         self._running = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._handoff: _Cycle | None = None  # a forward pass done, its outputs not started
         self._lookup_builds = 0
 
     def start(self) -> None:
         self._running = True
-        self._thread = threading.Thread(target=self._loop, name="seg_worker", daemon=True)
-        self._thread.start()
+        self._handoff = None
+        self._threads = [threading.Thread(target=target, name=name, daemon=True)
+                         for target, name in ((self._loop, "seg_worker"),
+                                              (self._outputs_loop, "seg_outputs"))]
+        for thread in self._threads:
+            thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop both threads (a cycle between them is dropped); waits up to ``timeout``."""
         with self.ready:
             self._running = False
             self.ready.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
+        self.join(timeout)
+
+    def alive(self) -> bool:
+        """Both threads run (between :meth:`start` and :meth:`stop`)."""
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the threads to end; True when none runs."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
 
     def _gather(self) -> list[tuple[CameraChannel, Frame]]:
         """The frames of one cycle (call with ``ready`` held, a frame waiting): with several
@@ -185,9 +218,11 @@ class FrameWorker:
         return todo
 
     def _loop(self) -> None:
+        """``seg_worker``: cycles up to their forward pass, handed to ``seg_outputs``."""
         while True:
             with self.ready:
-                while self._running and not any(c.has_frame() for c in self.channels):
+                while self._running and (self._handoff is not None
+                                         or not any(c.has_frame() for c in self.channels)):
                     self.ready.wait(timeout=0.5)
                 if not self._running:
                     return
@@ -195,15 +230,43 @@ class FrameWorker:
             if not todo:
                 continue
             try:
-                self.process_cycle(todo)
+                cycle = self.start_cycle(todo)
             except Exception as exc:  # the node must outlive any single bad cycle
-                if not rclpy.ok():
-                    return  # shutting down: publishers are gone, nothing to report
-                for channel, _ in todo:
-                    channel.bad += 1
-                topics = ", ".join(c.image_topic for c, _ in todo)
-                self.warn(f"process.{problem_kind(exc)}",
-                          f"{topics}: frame skipped, {type(exc).__name__}: {exc}")
+                if not self._failed([c for c, _ in todo], exc):
+                    return
+                continue
+            if cycle is None:
+                continue
+            with self.ready:
+                self._handoff = cycle
+                self.ready.notify_all()
+
+    def _outputs_loop(self) -> None:
+        """``seg_outputs``: each handed cycle's outputs, while the next forward pass runs."""
+        while True:
+            with self.ready:
+                while self._running and self._handoff is None:
+                    self.ready.wait(timeout=0.5)
+                if not self._running:
+                    return
+                cycle, self._handoff = self._handoff, None
+                self.ready.notify_all()  # seg_worker may take the next frames
+            try:
+                self.finish_cycle(cycle)
+            except Exception as exc:  # the node must outlive any single bad cycle
+                if not self._failed([it.channel for it in cycle.items], exc):
+                    return
+
+    def _failed(self, channels: list[CameraChannel], exc: Exception) -> bool:
+        """Count and report a cycle that failed; False when shutting down (stop quietly)."""
+        if not rclpy.ok():
+            return False  # shutting down: publishers are gone, nothing to report
+        for channel in channels:
+            channel.bad += 1
+        topics = ", ".join(c.image_topic for c in channels)
+        self.warn(f"process.{problem_kind(exc)}",
+                  f"{topics}: frame skipped, {type(exc).__name__}: {exc}")
+        return True
 
     # -- one frame, one cycle -------------------------------------------------------------
     def process(self, channel: CameraChannel, frame: Frame) -> None:
@@ -211,8 +274,16 @@ class FrameWorker:
         self.process_cycle([(channel, frame)])
 
     def process_cycle(self, todo: list[tuple[CameraChannel, Frame]]) -> None:
-        """The frames of one cycle (one per camera): decode, one batched forward pass,
-        image outputs, each camera's grid, and the fused grid."""
+        """The frames of one cycle (one per camera), start to end in the calling thread:
+        decode, one batched forward pass, image outputs, each camera's grid, the fused grid.
+        """
+        cycle = self.start_cycle(todo)
+        if cycle is not None:
+            self.finish_cycle(cycle)
+
+    def start_cycle(self, todo: list[tuple[CameraChannel, Frame]]) -> _Cycle | None:
+        """A cycle up to the end of its forward pass: one parameter snapshot, the frames
+        decoded (bad ones reported and left out); None when no frame is wanted."""
         t_start = time.perf_counter()
         configs = self.params.configs  # one snapshot for the whole cycle
         gconfig = self.params.config
@@ -243,16 +314,23 @@ class FrameWorker:
                                            rectified=config.rectified(channel.image_topic)),
                                stamp_ns=int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)))
         if not items:
-            return
+            return None
+        pending = self.pipeline.infer_start([it.image for it in items],
+                                            [it.want for it in items])
+        return _Cycle(items, gconfig, fused_want, pending, t_start)
+
+    def finish_cycle(self, cycle: _Cycle) -> None:
+        """The rest of a cycle: labels and confidence from the scores, image outputs, each
+        camera's grid and the fused grid, published; the cycle's statistics."""
+        items, gconfig, fused_want = cycle.items, cycle.gconfig, cycle.fused_want
         t1 = time.perf_counter()
-        segs = self.pipeline.segment_batch([it.image for it in items],
-                                           [it.config for it in items],
-                                           [it.want for it in items])
+        segs = self.pipeline.infer_finish(cycle.pending)
+        for it, seg in zip(items, segs, strict=True):
+            it.result, it.drivable = self.pipeline.render(it.image, seg, it.config, it.want)
         t2 = time.perf_counter()
-        self.stage_ms["inference"].add((t2 - t1) * 1e3)
-        for it, (result, drivable) in zip(items, segs, strict=True):
-            it.result, it.drivable = result, drivable
-            self._publish_images(it.channel, it.frame.msg.header, result)
+        self.stage_ms["inference"].add(cycle.pending.ms + (t2 - t1) * 1e3)
+        for it in items:
+            self._publish_images(it.channel, it.frame.msg.header, it.result)
         t3 = time.perf_counter()
         self.stage_ms["publish"].add((t3 - t2) * 1e3)
         for it in items:
@@ -276,7 +354,7 @@ class FrameWorker:
                 if c.name == cam:
                     c.left_out = count
         self.cycles.tick()
-        self.cycle_ms.add((time.perf_counter() - t_start) * 1e3)
+        self.cycle_ms.add((time.perf_counter() - cycle.t_start) * 1e3)
         self.batch.add(len(items))
         self.last_batch = len(items)
 

@@ -1,8 +1,10 @@
 """Soak benchmark: flood a running ``seg_node`` with camera frames for minutes and watch it.
 
 Starts ``seg_node`` as its own process (or attaches to one already running), publishes
-frames of a given size at a fixed rate on ``<namespace>/image`` (camera_info once a second,
-so the grid is computed too), subscribes to the node's outputs like a planner would and, per
+frames of a given size at a fixed rate on ``<namespace>/image`` with a camera_info of the
+same stamp each (as camera drivers send them) and the camera's pose on /tf_static (frame
+``soak_camera_optical``, 1.5 m up, pitched down 0.1 rad), so grid and boundary are computed
+as on a vehicle, subscribes to the node's outputs like a planner would and, per
 window of time, records the end-to-end latency (image header stamp -> labels received: p50,
 p95, max), the node's resident memory (from /proc), how many frames were published, reached
 the node, were processed, replaced in its latest-frame slot (dropped), lost in transport or
@@ -33,7 +35,11 @@ import numpy as np
 from ..core.procs import interrupt
 
 DIAG_KEYS = ("frames_received", "frames_processed", "frames_dropped",
-             "frames_lost_in_transport", "frames_bad", "frames_without_subscribers")
+             "frames_lost_in_transport", "frames_bad", "frames_without_subscribers",
+             "frames_without_grid")
+#: The soak camera's optical frame and its pose in the node's default grid_frame.
+SOAK_FRAME = "soak_camera_optical"
+SOAK_MOUNTING = (0.0, 0.0, 1.5, 0.0, 0.1, 0.0)  # x, y, z, roll, pitch, yaw
 
 
 @dataclass
@@ -263,12 +269,16 @@ class _Flood:
                 msg = Image(height=opts.height, width=opts.width, encoding=opts.encoding,
                             step=step)
                 msg.data = image_payload(np.frombuffer(data, np.uint8))
-            msg.header.frame_id = "soak_camera_optical"
+            msg.header.frame_id = SOAK_FRAME
             self.msgs.append(msg)
         cam = CameraModel.from_fov(opts.width, opts.height, 90.0)
-        self.info = CameraInfo(width=opts.width, height=opts.height, k=list(cam.K),
-                               d=[0.0] * 5, distortion_model="plumb_bob")
-        self.info.header.frame_id = "soak_camera_optical"
+        k = [float(v) for v in np.asarray(cam.K).ravel()]
+        self.info = CameraInfo(width=opts.width, height=opts.height, k=k, d=[0.0] * 5,
+                               distortion_model="plumb_bob",
+                               r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                               p=[*k[:3], 0.0, *k[3:6], 0.0, *k[6:], 0.0])
+        self.info.header.frame_id = SOAK_FRAME
+        self.tf_pub = self._latch_camera_pose()
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self._stop = threading.Event()
@@ -277,6 +287,31 @@ class _Flood:
         self.published = 0
         self.late = 0
         self.publishing = threading.Event()
+
+    def _latch_camera_pose(self) -> Any:
+        """/tf_static ``base_footprint <- soak_camera_optical`` (reliable, transient local,
+        as tf2's static broadcaster); None without tf2_msgs (the node then has no tf2_ros
+        either and uses its camera.* parameters)."""
+        try:
+            from geometry_msgs.msg import TransformStamped
+            from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            return None
+        from ..core.geometry import CameraMounting, Transform
+
+        mount = CameraMounting(*SOAK_MOUNTING)
+        optical = Transform.from_matrix(mount.rotation, mount.position)
+        ts = TransformStamped()
+        ts.header.frame_id, ts.child_frame_id = "base_footprint", SOAK_FRAME
+        tr, q = ts.transform.translation, ts.transform.rotation
+        tr.x, tr.y, tr.z = (float(v) for v in optical.translation)
+        q.x, q.y, q.z, q.w = (float(v) for v in optical.quaternion)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        pub = self.node.create_publisher(TFMessage, "/tf_static", latched)
+        pub.publish(TFMessage(transforms=[ts]))
+        return pub
 
     def _spin_loop(self) -> None:
         while not self._stop.is_set():
@@ -313,10 +348,9 @@ class _Flood:
         msg = self.msgs[i % len(self.msgs)]
         now = self._now_ns()
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(now, 1_000_000_000)
+        self.info.header.stamp = msg.header.stamp
+        self.info_pub.publish(self.info)  # first: the node pairs the image with it
         self.image_pub.publish(msg)
-        if i % max(1, round(self.opts.rate_hz)) == 0:
-            self.info.header.stamp = msg.header.stamp
-            self.info_pub.publish(self.info)
 
     def flood(self, until: float) -> None:
         """Publish at ``rate_hz`` on an absolute schedule until monotonic time ``until``;
@@ -473,6 +507,8 @@ def run_soak(opts: SoakOptions, progress: Callable[[str], None] = print) -> dict
             "cpus": os.cpu_count(),
             "windows": [asdict(w) for w in windows],
             "summary": summarise(windows, all_lat),
+            # the node's last /diagnostics status: its stage timings, batch, cycle time
+            "node_diagnostics": diag,
         }
     finally:
         flood.close()

@@ -17,7 +17,7 @@ from .frames import (
     FrameResult,
 )
 from .fusion import CameraGrid, FusedGrid, GridFusion
-from .pipeline import FUSED, FramePipeline
+from .pipeline import FUSED, FramePipeline, PendingInference
 from .pose import PoseResult, TransformLookup, resolve_pose
 from .sync import CameraInfoBuffer
 
@@ -34,6 +34,7 @@ __all__ = [
     "FrameResult",
     "FusedGrid",
     "GridFusion",
+    "PendingInference",
     "PoseResult",
     "TransformLookup",
     "resolve_pose",
