@@ -218,6 +218,10 @@ def test_grid_is_consistent_while_parameters_change(tmp_path: Path, probe: Probe
         probe.wait_until(lambda: len(probe.messages(f"{ns}/drivable/grid")) >= 5, timeout=60,
                          what="grids")
         grids = probe.messages(f"{ns}/drivable/grid")
+        # each grid's boundary follows it on a topic of its own: wait for those of these grids
+        probe.wait_until(lambda: {key(g) for g in grids} <= {
+            key(p) for p in probe.messages(f"{ns}/drivable/boundary")}, timeout=30,
+            what="the boundaries of the grids received")
         for g in grids:
             res = round(g.info.resolution, 6)
             assert len(g.data) == g.info.width * g.info.height

@@ -29,6 +29,7 @@ Pieces a lifecycle node reuses: :class:`.params.ParameterBridge` (the parameters
 from __future__ import annotations
 
 import dataclasses
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -551,11 +552,33 @@ class SegNode(Node):
         self.diag_pub.publish(msg)
 
 
+#: Set by the SIGINT handler :func:`_note_sigint` installs: Ctrl-C reached this process.
+SIGINT_SEEN = threading.Event()
+
+
+def _note_sigint() -> None:
+    """Note Ctrl-C before it becomes KeyboardInterrupt (call before ``rclpy.init``, which
+    chains its own handler to this one). rclpy shuts its context down from a thread of its
+    own after the signal, so the KeyboardInterrupt, turned into a RuntimeError when it lands
+    inside a pybind11 call (``Unable to convert call argument``), can come while
+    ``rclpy.ok()`` is still True. A handler someone else installed is left alone."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        SIGINT_SEEN.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+
+
 def run_node(name: str, make: Callable[[], Any], spin: Callable[[Any], None],
              close: Callable[[Any], None], args: list[str] | None = None) -> int:
     """The executables' main (``seg_node``, ``seg_lifecycle_node``): a start-up error is one
     fatal line and exit 1, never a traceback; Ctrl-C and an external shutdown are a clean
     exit; ``close`` and ``destroy_node`` run whatever happened."""
+    _note_sigint()
     rclpy.init(args=args)
     node = None
     code = 0
@@ -568,10 +591,11 @@ def run_node(name: str, make: Callable[[], Any], spin: Callable[[Any], None],
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:
-        if rclpy.ok():
+        if rclpy.ok() and not SIGINT_SEEN.is_set():
             raise
         # Shutting down (SIGINT): rclpy can raise from a message take that races the
-        # context's shutdown under load; that is a clean exit, not an error.
+        # context's shutdown under load, or the KeyboardInterrupt itself can come out of a
+        # pybind11 call as a RuntimeError; that is a clean exit, not an error.
     finally:
         if node is not None:
             close(node)
