@@ -652,7 +652,9 @@ def test_launch_lifecycle_without_autostart_waits_for_a_manager(
     """autostart:=false: unconfigured until told; the bag player waits for activation."""
     from test_launch import make_bag
 
-    stamps = make_bag(tmp_path / "drive", n=20)
+    # 8 s of frames at 5 Hz: discovery of the node's new publishers and subscription after
+    # activate can take seconds on a loaded machine, and frames before it are not received
+    stamps = make_bag(tmp_path / "drive", n=40)
     probe.subscribe(Image, "/lcm/labels")
     launch = RosLaunch(install, ["seg_perception", "seg.launch.py", "lifecycle:=true",
                                  "autostart:=false", "namespace:=lcm", "device:=cpu",
