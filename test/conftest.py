@@ -24,7 +24,9 @@ from shared_data import (  # noqa: F401 - re-exported
 
 # Every node this run starts (in-process or as a subprocess) gets a DDS domain of its own and
 # discovery limited to this machine. Set before anything initialises rclpy.
-os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
+# SEG_TEST_ROS_DOMAIN_ID pins it (several test runs side by side on one machine).
+os.environ["ROS_DOMAIN_ID"] = os.environ.get("SEG_TEST_ROS_DOMAIN_ID") or str(
+    random.SystemRandom().randint(1, 100))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.pop("ROS_LOCALHOST_ONLY", None)
 # Large images over UDP lose fragments; the shipped profile uses shared memory (as launch does).
