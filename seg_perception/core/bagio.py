@@ -100,7 +100,7 @@ class BagWriteError(BagError):
 
 
 def _write_failure(exc: OSError, path: Path) -> str:
-    """``writing FILE failed: [Errno 28] No space left on device (ENOSPC)``."""
+    """``writing FILE failed: No space left on device (ENOSPC)``: what failed, where."""
     name = errno.errorcode.get(exc.errno or 0, "")
     return (f"writing {exc.filename or path} failed: {exc.strerror or exc}"
             + (f" ({name})" if name else ""))
@@ -694,8 +694,7 @@ class BagWriter:
                 self._writer.close()
             except OSError as exc:
                 self.write_error = self.write_error or exc
-                raise BagWriteError(_write_failure(exc, self.path) + "; the bag could not be "
-                                    "closed") from exc
+                raise BagWriteError(_write_failure(exc, self.path)) from exc
             finally:
                 abort = getattr(self._storage, "abort", None)
                 if self._writer.storage is not None and abort is not None:
