@@ -7,6 +7,11 @@ file write itself on a 2-core machine where ``process`` competes with the networ
 Here a chunk is a list of buffers: a message's record header is packed on its own and its
 data kept by reference until the chunk is written, with one ``write`` per buffer.
 
+A write error (disk full, EIO, EFBIG, EDQUOT) no longer leaves an .mcap without summary:
+the file is written unbuffered, so what a failed write leaves in it is known, and the bag
+is closed with the chunks written whole, cut back to the last frame boundary; a reserve
+file keeps room for the closing (:class:`LeanMcapWriter`).
+
 The file is byte for byte the one rosbags writes (tested); only uncompressed chunks take the
 lean path (the project never asks rosbags for chunk compression; a compressed writer falls
 back to rosbags' own code). A message's data must not change after ``write``: it is read
@@ -131,9 +136,10 @@ class _Reserve:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
             try:
-                os.posix_fallocate(fd, 0, size)
-            except OSError as exc:  # no fallocate (some filesystems): write zeros instead
-                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                os.posix_fallocate(fd, 0, size)  # AttributeError: not on this OS (macOS)
+            except (OSError, AttributeError) as exc:  # no fallocate: write zeros instead
+                if isinstance(exc, OSError) and exc.errno not in (
+                        errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                     raise
                 os.lseek(fd, self.size, os.SEEK_SET)
                 block = bytes(min(size, 2**16))
