@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1  # bad frames (without --skip-bad-frames) or an input unreadable part-way
 EXIT_USAGE = 2  # nothing processed: unreadable bag, no camera, output exists, bad options
+EXIT_WRITE_FAILED = 4  # writing the output failed part-way (disk full, I/O error, ...)
 EXIT_INTERRUPTED = 130
 
 
@@ -37,7 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "undecodable frames (unless --skip-bad-frames) or input truncated part-way (a cut-off "
         ".mcap is read up to the cut), 2 nothing processed (no output is left), 130 "
         "interrupted by Ctrl-C or SIGTERM (the output bag stays valid; a second signal does "
-        "not stop its finishing).",
+        "not stop its finishing), 4 writing the output failed part-way (disk full, I/O error, "
+        "...: one line says what; the output is a valid bag with the frames written before).",
     )
     p.add_argument("input", type=Path, metavar="INPUT",
                    help="bag directory (with metadata.yaml) or .mcap/.db3 file")
@@ -222,6 +224,9 @@ def _report(summary: Any, skip_bad: bool, stopped_by: str = "") -> int:
         print(f"{len(summary.bad)} bad frame(s), no output for them:")
         for bad in summary.bad:
             print(f"  {bad.describe()}")
+    if summary.write_error:
+        print(f"error: {summary.write_error}; {_kept(summary)}")
+        return EXIT_WRITE_FAILED
     if summary.interrupted:
         how = f" by {stopped_by}" if stopped_by else ""
         print(f"interrupted{how} after {summary.processed} frames; {summary.output} is a valid "
@@ -245,6 +250,20 @@ def _report(summary: Any, skip_bad: bool, stopped_by: str = "") -> int:
         print("exit status 1 because of the bad frames (--skip-bad-frames accepts them)")
         return EXIT_INCOMPLETE
     return EXIT_OK
+
+
+def _kept(summary: Any) -> str:
+    """What the output holds after a write error (the end of process's one error line)."""
+    if summary.unfinished:
+        return (f"{summary.output} could not be closed and is not a readable bag "
+                f"({summary.processed} frames processed)")
+    if summary.kept is None:
+        return (f"{summary.output} was closed with what reached it ({summary.processed} "
+                "frames processed)")
+    lost = summary.processed - summary.kept
+    return (f"{summary.output} is a valid bag with the first {summary.kept} of "
+            f"{summary.processed} frames processed"
+            + (f" ({lost} lost with the failed write)" if lost else ""))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ and ``/cam_front/image_raw/compressed`` both give ``/cam_front``, whose outputs 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -91,6 +92,18 @@ WRITE_VERSION = 8
 
 class BagError(RuntimeError):
     """A bag cannot be read or written; the message says which bag and why."""
+
+
+class BagWriteError(BagError):
+    """Writing the output bag failed part-way (disk full, I/O error, read-only, file too
+    large, quota): the writing ended, the bag was closed with what reached it whole."""
+
+
+def _write_failure(exc: OSError, path: Path) -> str:
+    """``writing FILE failed: No space left on device (ENOSPC)``: what failed, where."""
+    name = errno.errorcode.get(exc.errno or 0, "")
+    return (f"writing {exc.filename or path} failed: {exc.strerror or exc}"
+            + (f" ({name})" if name else ""))
 
 
 @functools.cache
@@ -600,11 +613,19 @@ class BagWriter:
         try:
             self._writer.open()
         except Exception as exc:
+            if self.path.is_dir():  # made by open(): remove what it left (an empty .mcap)
+                import shutil
+
+                shutil.rmtree(self.path, ignore_errors=True)
             raise BagError(f"cannot create output bag {self.path}: {exc}") from exc
+        self._storage = self._writer.storage
         self._conns: dict[tuple[str, str], Any] = {}
         self._qos = list(qos) if qos else None
         self.counts: Counter[str] = Counter()
         self.closed = False
+        #: the OSError that ended the writing (None: none); the bag is closed valid anyway
+        #: where ``frames_kept`` is not None (the lean MCAP writer, see mcap_writer.py)
+        self.write_error: OSError | None = None
 
     def connection(self, topic: str, msgtype: str, qos: Sequence[Any] | None = None,
                    msgdef: str | None = None, digest: str | None = None) -> Any:
@@ -629,7 +650,7 @@ class BagWriter:
         """Serialise a type-store message and write it at ``log_time`` (ns)."""
         msgtype = msg.__msgtype__
         conn = self.connection(topic, msgtype, qos)
-        self._writer.write(conn, int(log_time), typestore().serialize_cdr(msg, msgtype))
+        self._write(conn, int(log_time), typestore().serialize_cdr(msg, msgtype))
         self.counts[topic] += 1
 
     def write_raw(self, topic: str, msgtype: str, data: bytes | memoryview, log_time: int,
@@ -637,17 +658,54 @@ class BagWriter:
                   digest: str | None = None) -> None:
         """Write already serialised CDR bytes (copying a message from another bag)."""
         conn = self.connection(topic, msgtype, qos, msgdef, digest)
-        self._writer.write(conn, int(log_time), data)
+        self._write(conn, int(log_time), data)
         self.counts[topic] += 1
+
+    def _write(self, conn: Any, log_time: int, data: bytes | memoryview) -> None:
+        if self.write_error is not None:
+            raise BagWriteError(_write_failure(self.write_error, self.path))
+        try:
+            self._writer.write(conn, log_time, data)
+        except OSError as exc:
+            self.write_error = exc
+            raise BagWriteError(_write_failure(exc, self.path)) from exc
+
+    def mark(self, frames: int) -> None:
+        """A frame boundary: every message of the first ``frames`` frames has been written.
+        After a write error the bag is cut back to the last such boundary in the file."""
+        mark = getattr(self._storage, "mark", None)
+        if mark is not None:
+            mark(frames)
+
+    @property
+    def frames_kept(self) -> int | None:
+        """After a write error: the frames (as counted by :meth:`mark`) in the closed bag;
+        None without an error, or where the storage cannot say (rosbags' own writer)."""
+        return getattr(self._storage, "frames_kept", None)
 
     def close(self) -> None:
         """Write the index and metadata.yaml; SIGINT is held off so a second Ctrl-C cannot
-        leave a bag without its summary."""
+        leave a bag without its summary. Raises :class:`BagWriteError` when that fails."""
         if self.closed:
             return
         self.closed = True
         with _sigint_deferred():
-            self._writer.close()
+            try:
+                self._writer.close()
+            except OSError as exc:
+                self.write_error = self.write_error or exc
+                raise BagWriteError(_write_failure(exc, self.path)) from exc
+            finally:
+                abort = getattr(self._storage, "abort", None)
+                if self._writer.storage is not None and abort is not None:
+                    with contextlib.suppress(OSError):  # a failed close: the reserve goes too
+                        abort()
+            failure = getattr(self._storage, "failure", None)
+            if failure is not None:
+                self.write_error = self.write_error or failure
+                by_id = {c.id: c.topic for c in self._conns.values()}
+                self.counts = Counter({by_id[cid]: n for cid, n in self._writer.counts.items()
+                                       if cid in by_id})
 
     def __enter__(self) -> BagWriter:
         return self
@@ -808,7 +866,8 @@ class ProcessOptions:
 @dataclass
 class ProcessSummary:
     """What ``process`` did. ``interrupted`` is True after Ctrl-C; ``error`` is set when the
-    input turned out to be unreadable part-way. The output bag is valid in both cases.
+    input turned out to be unreadable part-way, ``write_error`` when the output could not be
+    written (a full disk). The output bag is valid in all these cases.
     ``no_grid`` counts per image topic the frames that got image outputs but no grid (the
     reasons are in ``warnings``); ``poses`` says where each camera's pose came from."""
 
@@ -824,6 +883,11 @@ class ProcessSummary:
     copied: int = 0
     interrupted: bool = False
     error: str | None = None
+    #: writing the output failed (disk full, I/O error, ...): what failed; ``kept`` frames
+    #: (None: unknown) are in the bag, closed valid unless ``unfinished``
+    write_error: str | None = None
+    kept: int | None = None
+    unfinished: bool = False
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     #: named cameras: cycles run, fused grids written, and per camera the cycles whose
@@ -1323,12 +1387,21 @@ def process_bag(
                     _write_items(items, writer, summary, bar, on_frame)
         except KeyboardInterrupt:
             summary.interrupted = True
+        except BagWriteError as exc:
+            summary.write_error = str(exc)
         except BagError as exc:
             summary.error = str(exc)
         finally:
             summary.seconds = time.perf_counter() - t0
             bar.close()
-            writer.close()
+            try:
+                writer.close()
+            except BagWriteError as exc:  # not even the closing could be written
+                summary.write_error = str(exc)
+                summary.unfinished = True
+            if writer.write_error is not None and summary.write_error is None:
+                summary.write_error = _write_failure(writer.write_error, dst)
+            summary.kept = writer.frames_kept
             summary.written = Counter({t: n for t, n in writer.counts.items() if t in produced})
     return summary
 
@@ -1339,7 +1412,8 @@ def _write_items(items: Iterator[Any], writer: BagWriter, summary: ProcessSummar
 
     A frame's outputs (and, with keep_input, its input copy) are written under
     :func:`_sigint_held`, so Ctrl-C never leaves a frame with only some of its outputs; a
-    frame is counted in ``summary.frames`` when it is written or listed as bad.
+    frame is counted in ``summary.frames`` when it is written or listed as bad. Each item
+    ends with :meth:`BagWriter.mark`, the point a failed write cuts the bag back to.
     """
     for item in items:
         if isinstance(item, FrameOutput):
@@ -1374,6 +1448,7 @@ def _write_items(items: Iterator[Any], writer: BagWriter, summary: ProcessSummar
         else:
             raise TypeError(f"process: the middle stage yielded {type(item).__name__}, not a "
                             "FrameOutput, Undecodable or Passthrough")
+        writer.mark(summary.processed)
 
 
 def _copy(writer: BagWriter, conn: Any, raw: bytes, log_time: int,
@@ -1384,12 +1459,15 @@ def _copy(writer: BagWriter, conn: Any, raw: bytes, log_time: int,
                          qos=conn.ext.offered_qos_profiles or None, msgdef=msgdef,
                          digest=conn.digest or None)
         summary.copied += 1
+    except BagWriteError:
+        raise
     except BagError as exc:
         summary.warn(f"copy:{conn.topic}", f"{exc}; not copied")
 
 
 __all__ = [
     "BagError",
+    "BagWriteError",
     "BagWriter",
     "CameraStream",
     "CycleStage",

@@ -550,7 +550,10 @@ def run_task(bag: BagInput, spec: TaskSpec, engine: SegEngine,
     result.seconds = summary.seconds
     if on_progress is not None:
         on_progress(result.frames_read, result.frames_total)
-    if summary.interrupted:
+    if summary.write_error:  # a full disk, an I/O error: this bag fails, nothing is kept
+        result.error = f"{summary.write_error} (after {summary.processed} of " \
+                       f"{result.frames_total} frames processed; no output kept)"
+    elif summary.interrupted:
         result.status = PARTIAL
     elif summary.error:
         result.error = f"{summary.error} (after {result.frames_read} of {result.frames_total} " \
