@@ -365,8 +365,8 @@ def espnetv2_camvid_key_filter(state: dict[str, torch.Tensor]) -> dict[str, torc
 
 register_key_filter("espnetv2_camvid", espnetv2_camvid_key_filter)
 
-# 704x528: the zero-shot Cityscapes model scores 52.1 % on CamVid drive 0006R0 at this input,
-# 48.4 % at 480x352 (`seg-perception eval --split train:0006R0 --input-size ...`).
+# 704x528: the zero-shot Cityscapes model scores 52.0 % on CamVid drive 0006R0 at this input,
+# 47.6 % at 480x352 (`seg-perception eval --split train:0006R0 --input-size ...`).
 ESPNETV2_CAMVID_META = camvid_meta("espnetv2_camvid", (704, 528), output_stride=2).replace(
     extra={"source": "fine-tuned from " + ESPNETV2_SOURCE, "licence": "MIT",
            "input_divisor": 16})
