@@ -20,7 +20,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "goes through the engine the node runs (same resize, normalisation, backend, "
         "precision and postprocessing), so the mIoU is the deployed one. --path logits "
         "scores the bare network instead, as the trainer validates: frames resized with "
-        "OpenCV, logits upsampled bilinearly before the argmax.",
+        "OpenCV, logits upsampled bilinearly before the argmax. A model trained on other "
+        "classes is read through a class-mapping table where one exists (Cityscapes -> "
+        "CamVid: zero-shot evaluation, each CamVid class scored by the summed probability "
+        "of its Cityscapes classes).",
     )
     p.add_argument("--model", default="default",
                    help="registered model or an exported .onnx file (default: %(default)s)")
@@ -33,6 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "train:0006R0 (default: %(default)s)")
     p.add_argument("--ignore-index", type=int, default=None,
                    help="label id excluded from the metrics (default: the dataset's)")
+    p.add_argument("--input-size", type=_size, default=None, metavar="WxH",
+                   help="network input size (default: the model's own)")
     p.add_argument("--path", choices=("engine", "logits"), default="engine",
                    help="engine: the node's path (default); logits: the trainer's validation")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -51,6 +56,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _size(text: str) -> tuple[int, int]:
+    """``WxH``, both positive."""
+    w, _, h = text.lower().partition("x")
+    try:
+        size = int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH, got {text!r}") from None
+    if min(size) <= 0:
+        raise argparse.ArgumentTypeError(f"expected WxH > 0, got {text!r}")
+    return size
+
+
 def _evaluate(args: argparse.Namespace, data: Any) -> tuple[Any, dict[str, Any]]:
     """(EvalResult, description of what ran) for the chosen path."""
     from ..core.training.evaluate import evaluate, evaluate_engine
@@ -59,15 +76,16 @@ def _evaluate(args: argparse.Namespace, data: Any) -> tuple[Any, dict[str, Any]]
         from ..core.engine import build_engine
 
         engine, info = build_engine(args.model, args.checkpoint, args.device, args.precision,
-                                    threads=args.threads, backend=args.backend,
-                                    upsample=args.upsample)
+                                    input_size=args.input_size, threads=args.threads,
+                                    backend=args.backend, upsample=args.upsample,
+                                    map_to=data.info)
         if not info.trained:
             log.warning("model %s has no trained weights: the scores describe random weights",
                         info.model)
         result = evaluate_engine(engine, data, progress=True)
         ran = {"model": info.model, "weights": info.weights, "device": info.device,
                "precision": info.precision, "engine": engine.description}
-        return result, {**ran, "meta": engine.meta}
+        return result, {**ran, "meta": engine.meta.replace(input_size=tuple(engine.input_size))}
 
     import torch
 
@@ -76,16 +94,17 @@ def _evaluate(args: argparse.Namespace, data: Any) -> tuple[Any, dict[str, Any]]
     from ..core.training.trainer import resolve_device
 
     torch.set_num_threads(resolve_threads(args.threads))
-    loaded = load_model(args.model, args.checkpoint)
+    loaded = load_model(args.model, args.checkpoint, map_to=data.info)
+    meta = loaded.meta.replace(input_size=args.input_size or loaded.meta.input_size)
     if not loaded.trained:
         log.warning("model %s has no trained weights: the scores describe random weights",
                     loaded.name)
     device = resolve_device(args.device)
     model = loaded.model.to(device)
-    result = evaluate(model, loaded.meta, data, device, args.batch_size, progress=True)
+    result = evaluate(model, meta, data, device, args.batch_size, progress=True)
     ran = {"model": loaded.name, "weights": loaded.weights, "device": str(device),
            "precision": "fp32", "engine": "bare network, logits upsampled bilinearly"}
-    return result, {**ran, "meta": loaded.meta}
+    return result, {**ran, "meta": meta}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -663,13 +663,15 @@ def build_engine(
     *,
     backend: str = "auto",
     upsample: str = "auto",
+    map_to: Any = None,
 ) -> tuple[SegEngine, EngineInfo]:
     """Create the engine for a registered model (optionally with a checkpoint) or a .onnx file.
 
     ``threads`` sets the CPU threads of torch, OpenVINO and ONNX Runtime (see
     :func:`resolve_threads`); ``backend`` is one of :data:`BACKEND_CHOICES` (see
     :func:`resolve_backend`); ``upsample`` is the postprocessing mode (:data:`UPSAMPLE_CHOICES`,
-    see the module docstring).
+    see the module docstring). ``map_to`` (a dataset's class facts) reads the model's classes
+    as that dataset's (:func:`.models.checkpoint.load_model`).
     """
     n_threads = resolve_threads(threads)
     torch.set_num_threads(n_threads)
@@ -684,7 +686,7 @@ def build_engine(
         return _build_from_onnx(model, dev, precision, input_size, n_threads, chosen, upsample)
     from .models.checkpoint import load_model
 
-    loaded = load_model(model, checkpoint)
+    loaded = load_model(model, checkpoint, map_to=map_to)
     prec, why = _precision_for(precision, dev, chosen)
     size = tuple(input_size or loaded.meta.input_size)
     if chosen == "openvino":

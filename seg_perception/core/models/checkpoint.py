@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .class_map import ClassTarget, map_model
 from .meta import ModelMeta
 from .registry import create_model, get_entry, key_filter
 from .state import CheckpointError, strip_prefixes
@@ -150,12 +151,14 @@ class LoadedModel:
     trained: bool
 
 
-def load_model(name: str = "default", checkpoint: str | Path | None = None) -> LoadedModel:
+def load_model(name: str = "default", checkpoint: str | Path | None = None,
+               map_to: ClassTarget | None = None) -> LoadedModel:
     """Resolve ``name`` (or ``default``), build it and load weights.
 
     Weights come from ``checkpoint`` when given, else from weights shipped in the package for
     that model; with neither, the network keeps random weights and ``trained`` is False so
-    callers can warn loudly.
+    callers can warn loudly. ``map_to`` reads the model's classes as another dataset's
+    (e.g. a Cityscapes model scored on CamVid, :func:`.class_map.map_model`).
     """
     if name in ("", "default"):
         name = DEFAULT_MODEL
@@ -183,7 +186,13 @@ def load_model(name: str = "default", checkpoint: str | Path | None = None) -> L
             model = create_model(name)
             weights, trained = "random initialisation (no trained weights)", False
     model.eval()
-    return LoadedModel(model, model.meta, model.model_name, weights, trained)
+    meta = model.meta
+    if map_to is not None and tuple(meta.class_names) != tuple(map_to.class_names):
+        model, meta = map_model(model, meta, map_to)
+        log.info("%s: its %d %s classes read as %s's %d through the class-mapping table",
+                 model.model_name, model.net.meta.num_classes, model.net.meta.dataset,
+                 map_to.name, meta.num_classes)
+    return LoadedModel(model, meta, model.model_name, weights, trained)
 
 
 def checkpoint_summary(path: str | Path) -> str:

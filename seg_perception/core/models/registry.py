@@ -37,6 +37,10 @@ class ModelEntry:
     description: str
     checkpoint_format: str = "native"
     shipped_weights: str | None = None  # file name under seg_perception/weights/
+    # True: ``train --init-from`` must fill every tensor (after the layout's key filter),
+    # as for a re-headed model whose filter maps the classifier; False: tensors of another
+    # shape keep their random initialisation.
+    strict_init: bool = False
 
     def shipped_weights_path(self) -> Path | None:
         """Absolute path of the weights shipped in the package, or None if there are none."""
@@ -68,6 +72,7 @@ def register_model(
     checkpoint_format: str = "native",
     shipped_weights: str | None = None,
     aliases: tuple[str, ...] = (),
+    strict_init: bool = False,
 ) -> Callable[[Builder], Builder]:
     """Decorator registering ``builder`` under ``name`` (and ``aliases``)."""
 
@@ -75,7 +80,7 @@ def register_model(
         if name in _REGISTRY or name in _ALIASES:
             raise ValueError(f"model {name!r} registered twice")
         _REGISTRY[name] = ModelEntry(
-            name, builder, meta, description, checkpoint_format, shipped_weights
+            name, builder, meta, description, checkpoint_format, shipped_weights, strict_init
         )
         for alias in aliases:
             _ALIASES[alias] = name

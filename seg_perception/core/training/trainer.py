@@ -29,9 +29,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..hw import cpu_bf16_unit
-from ..models.checkpoint import read_checkpoint, save_checkpoint, strip_prefixes
+from ..models.checkpoint import (
+    load_state_into,
+    read_checkpoint,
+    save_checkpoint,
+    strip_prefixes,
+)
 from ..models.meta import ModelMeta
-from ..models.registry import create_model, get_entry
+from ..models.registry import create_model, get_entry, key_filter
 from .datasets import SegDataset, open_dataset
 from .evaluate import evaluate
 from .losses import build_loss
@@ -150,8 +155,23 @@ def _meta_for(model_name: str, data: SegDataset) -> ModelMeta:
 
 
 def init_from(model: nn.Module, path: str) -> None:
-    """Start from existing weights; tensors whose shape differs (a new classifier) are skipped."""
-    state = strip_prefixes(read_checkpoint(path).state)
+    """Start from existing weights.
+
+    Models registered with ``strict_init`` (e.g. ``espnetv2_camvid``) pass them through their
+    checkpoint layout's key filter (which maps a Cityscapes classifier onto CamVid's classes)
+    and load strictly; for the others, tensors whose shape differs (a new classifier) keep
+    their random initialisation.
+    """
+    entry = get_entry(getattr(model, "model_name", ""))
+    raw = read_checkpoint(path).state
+    if entry.strict_init:
+        fn = key_filter(entry.checkpoint_format)
+        state = fn(raw) if fn else strip_prefixes(raw)
+        load_state_into(model, state, str(path))
+        log.info("initialised all %d tensors from %s (%s layout)", len(state), path,
+                 entry.checkpoint_format)
+        return
+    state = strip_prefixes(raw)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(own) - set(usable))
