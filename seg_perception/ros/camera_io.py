@@ -39,6 +39,8 @@ INFO_HISTORY = 64
 #: /diagnostics, with the reason (long enough for a camera_info or /tf_static that comes a
 #: little after the first images; short enough to be seen at once).
 NO_GRID_WARN_S = 5.0
+#: A camera's grid counts as wanted while its frames tried to make one this recently (s).
+GRID_WANTED_S = 5.0
 
 
 def qos(reliability: str, depth: int) -> QoSProfile:
@@ -222,13 +224,15 @@ class CameraChannel:
             self.grid_failing_since = now
         self.no_grid_reason = reason
 
-    def grid_problem(self, now: float | None = None, after_s: float = NO_GRID_WARN_S
+    def grid_problem(self, now: float | None = None, after_s: float | None = None
                      ) -> str | None:
-        """Why this camera has made no grid for ``after_s`` seconds while it was wanted (its
-        frames kept trying), or None."""
+        """Why this camera has made no grid for ``after_s`` seconds (default
+        :data:`NO_GRID_WARN_S`) while it was wanted (its frames kept trying), or None."""
         now = time.monotonic() if now is None else now
+        after_s = NO_GRID_WARN_S if after_s is None else after_s
         since = self.grid_failing_since
-        if since is None or now - since < after_s or now - self.grid_last_try > after_s:
+        if since is None or now - since < after_s \
+                or now - self.grid_last_try > GRID_WANTED_S:
             return None
         return f"no drivable/grid for {now - since:.0f} s: {self.no_grid_reason or 'unknown'}"
 

@@ -471,8 +471,11 @@ class FrameWorker:
                 continue
             ch.newest_stamp_ns = stamp
             self.time_jumps += 1
-            ch.infos.forget_after(stamp + bound)
-            self.fusion.forget_after(stamp + bound)
+            # camera_infos run at most half the bound ahead of their image: the ones after
+            # that are from before the jump (the buffer clears itself when a camera_info
+            # shows the jump first)
+            ch.infos.forget_after(stamp + bound // 2)
+            self.fusion.forget_after(stamp + bound // 2)
             self.latency = Percentiles()
             for c in self.channels:
                 c.latency = Percentiles()
