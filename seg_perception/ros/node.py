@@ -405,8 +405,14 @@ class FrameWorker:
         return ch.infos.may_still_come(it.stamp_ns, it.config.camera_info_tolerance)
 
     def _waiting(self, cycle: _Cycle) -> bool:
-        return any(it.waits and it.channel.infos.may_still_come(
-            it.stamp_ns, it.config.camera_info_tolerance) for it in cycle.items)
+        """A frame of ``cycle`` still waits for its camera_info (none came that matches or
+        follows it, and its camera has not waited in vain since)."""
+        now = time.monotonic()
+        return any(it.waits and now >= it.channel.info_wait_until
+                   and it.channel.info_problem is None
+                   and it.channel.infos.may_still_come(it.stamp_ns,
+                                                       it.config.camera_info_tolerance)
+                   for it in cycle.items)
 
     def _deferred_due(self) -> bool:
         """The oldest deferred cycle's grid step can run (its camera_infos came, or its time
