@@ -514,9 +514,9 @@ class FrameWorker:
                 problems.append(f"{channel.info_topic}: camera_info unusable: "
                                 f"{channel.info_problem}")
             elif channel.infos.count == 0:
-                problems.append(f"no camera_info received on {channel.info_topic}: "
-                                "drivable/grid and drivable/boundary are published once it "
-                                "arrives")
+                problems.append(f"no valid camera_info on {channel.info_topic} yet (none "
+                                "received): drivable/grid and drivable/boundary are published "
+                                "once it arrives")
             else:
                 problems.append(f"{channel.info_topic}: " + channel.infos.describe_miss(
                     stamp_ns, config.camera_info_tolerance))
