@@ -234,6 +234,28 @@ def test_fusion_keeps_grids_of_one_geometry_and_a_cycle_without_grids_fuses_noth
     assert pipeline.fuse(fusion, results, [2 * 10**9], coarse, {"drivable/grid"}) is None
 
 
+def test_fusion_forgets_the_grids_from_before_time_went_back() -> None:
+    """After a jump back, the grids stamped after the new time are dropped (the node does it
+    when it sees the jump), so they are neither left out with a negative age nor used."""
+    from seg_perception.core.geometry import GridSpec
+    from seg_perception.core.pipeline import CameraGrid
+
+    spec = GridSpec(1.0, 0.0, 4.0, -2.0, 2.0)
+    free = np.zeros(spec.shape, np.int8)
+    fusion = GridFusion()
+    t = 100 * 10**9
+    fusion.update([CameraGrid("front", t, free, spec), CameraGrid("rear", t, free, spec)],
+                  spec, 0.2, "base_footprint")
+    back = 10**9  # the bag starts again at 1 s
+    without = GridFusion()
+    without.latest = dict(fusion.latest)
+    stale = without.update([CameraGrid("front", back, free, spec)], spec, 0.2, "base_footprint")
+    assert stale.cameras == ("front",) and stale.left_out["rear"] < 0  # "older" by -99 s
+    assert sorted(fusion.forget_after(back + 10**9)) == ["front", "rear"]
+    fused = fusion.update([CameraGrid("front", back, free, spec)], spec, 0.2, "base_footprint")
+    assert fused.cameras == ("front",) and fused.left_out == {} and fusion.left_out == {}
+
+
 def test_fused_boundary_outlines_the_largest_free_region_at_the_vehicles_blind_spot() -> None:
     """Around a surround rig the car stands in a blind spot; a sliver seen beside the
     mirror is nearer than the road ahead, but the road ahead is what borders the blind spot

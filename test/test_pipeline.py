@@ -25,6 +25,7 @@ from seg_perception.core.geometry.mapper import LOOKUPS_PER_MAPPER
 from seg_perception.core.pipeline import (
     GRID_OUTPUTS,
     IMAGE_OUTPUTS,
+    JUMP_BACK_S,
     CameraFrame,
     CameraInfoBuffer,
     FramePipeline,
@@ -143,6 +144,63 @@ def test_camera_info_pairing_by_stamp() -> None:
     assert "nearest is 0.000 s away" in buf.describe_miss(1_250, 0.0)
     assert buf.wait_match(1_500, 0.0, timeout_s=0.05) is None  # nothing came
     assert buf.wait_match(1_250, 0.0, timeout_s=5.0) is None  # 1_300 arrived: no wait
+
+
+def test_camera_info_history_starts_afresh_when_time_goes_back() -> None:
+    """A looped bag: the second pass's camera_infos are all older than the 64 of the first
+    pass the buffer holds. They must be kept (and pair with their frames), not be thrown
+    away on arrival as the oldest; a small reordering is not a jump; ``process``'s
+    whole-recording buffer keeps every stamp."""
+    a = CameraCalibration.from_model(CAM)
+    period, t0, n = 33_333_333, 1_700_000_000 * 10**9, 101
+    buf = CameraInfoBuffer(size=64, jump_back_s=JUMP_BACK_S)
+    for i in range(n):
+        assert buf.add(t0 + i * period, a) is None
+    paired, jumps = 0, []
+    for i in range(n):  # the loop starts again at the first stamp
+        jumps.append(buf.add(t0 + i * period, a))
+        paired += buf.match(t0 + i * period) is not None
+    assert paired == n and buf.jumps == 1
+    assert jumps[0] == pytest.approx((n - 1) * period * 1e-9) and not any(jumps[1:])
+    # a camera_info 50 ms late (out of order) is kept beside the others
+    assert buf.add(t0 + (n - 3) * period - 50_000_000, a) is None and buf.jumps == 1
+    # the worker saw the jump on an image first: the infos from before it go
+    late = CameraInfoBuffer(size=64, jump_back_s=JUMP_BACK_S)
+    for i in range(10):
+        late.add(t0 + i * period, a)
+    assert late.forget_after(t0 + 4 * period) == 5 and late.latest_stamp == t0 + 4 * period
+    assert late.may_still_come(t0 + 5 * period, 0.0)
+    assert not late.may_still_come(t0 + 4 * period, 0.0)  # there already
+    assert not late.may_still_come(t0 + 3 * period + 1, 0.0)  # a later one came: none will
+    # without the bound (the old buffer): the second pass is thrown away on arrival
+    old = CameraInfoBuffer(size=64)
+    for i in range(n):
+        old.add(t0 + i * period, a)
+    assert sum(old.add(t0 + i * period, a) is None and old.match(t0 + i * period) is not None
+               for i in range(n)) == 64
+    # process: the whole recording, stamps back and forth, all kept
+    offline = CameraInfoBuffer(size=None)
+    for i in [*range(n), *range(n)]:
+        assert offline.add(t0 + i * period, a) is None
+    assert all(offline.match(t0 + i * period) is not None for i in range(n))
+
+
+def test_a_missing_calibration_is_explained_by_its_real_cause() -> None:
+    a = CameraCalibration.from_model(CAM)
+    buf = CameraInfoBuffer(size=4, jump_back_s=JUMP_BACK_S)
+    assert buf.describe_miss(5, 0.0) == "no camera_info received yet"
+    for i in range(4):
+        buf.add(10 * 10**9 + i * 10**8, a)
+    # near: the tolerance is the cure
+    assert "raise camera_info_tolerance" in buf.describe_miss(10 * 10**9 + 5 * 10**7, 0.0)
+    # an image older than every camera_info kept: raising the tolerance would not help
+    why = buf.describe_miss(9 * 10**9 + 9 * 10**8, 0.0)
+    assert "older than the 4 camera_infos kept" in why and "tolerance" not in why
+    # seconds away (not older than all: the buffer is not full): different clocks
+    two = CameraInfoBuffer(size=64, jump_back_s=JUMP_BACK_S)
+    two.add(10 * 10**9, a)
+    why = two.describe_miss(20 * 10**9, 0.05)
+    assert "different clocks" in why and "tolerance" not in why
 
 
 def test_colorize_table_lookup_equals_the_gather() -> None:

@@ -30,11 +30,17 @@ from ..core.image_codec import (
     compressed_header,
     validate_raw,
 )
-from ..core.pipeline import IMAGE_OUTPUTS, CameraInfoBuffer
+from ..core.pipeline import IMAGE_OUTPUTS, JUMP_BACK_S, CameraInfoBuffer
 from ..core.stats import ChangeMonitor, Percentiles, RateMeter, problem_kind
 
 #: camera_info messages kept for pairing by stamp (a few seconds at camera rates).
 INFO_HISTORY = 64
+#: A camera whose grid is wanted but that has made none for this long (s) is WARN on
+#: /diagnostics, with the reason (long enough for a camera_info or /tf_static that comes a
+#: little after the first images; short enough to be seen at once).
+NO_GRID_WARN_S = 5.0
+#: A camera's grid counts as wanted while its frames tried to make one this recently (s).
+GRID_WANTED_S = 5.0
 
 
 def qos(reliability: str, depth: int) -> QoSProfile:
@@ -73,6 +79,13 @@ class CameraChannel:
     (cycles whose fused grid this camera's latest grid was too old for). ``expected`` says
     whether a multi-camera cycle waits for this camera (it was on time last cycle, or has
     sent a frame since).
+
+    Calibration: ``infos`` (the camera_infos by stamp; time going back clears them, see
+    :class:`~seg_perception.core.pipeline.CameraInfoBuffer`), ``info_problem`` (why the
+    latest camera_info was unusable, e.g. an all-zero K; None when it was fine) and
+    ``info_wait_until`` (monotonic time before which a frame's grid does not wait for its
+    camera_info: one waited in vain). :meth:`grid_problem` says why the camera has made no
+    grid for :data:`NO_GRID_WARN_S` while it was wanted.
     """
 
     def __init__(self, node: Node, name: str, transport: str, in_qos: QoSProfile,
@@ -106,7 +119,17 @@ class CameraChannel:
                                                  self._on_camera_info, info_qos)
         self.image_topic = self.image_sub.topic_name
         self.info_topic = self.info_sub.topic_name
-        self.infos = CameraInfoBuffer(INFO_HISTORY)
+        self.infos = CameraInfoBuffer(INFO_HISTORY, jump_back_s=JUMP_BACK_S)
+        self.info_problem: str | None = None
+        self.infos_rejected = 0
+        self.info_wait_until = 0.0
+        #: newest image stamp (ns) the worker has seen (time going back is detected on it)
+        self.newest_stamp_ns: int | None = None
+        # grid health: since when no grid was made (None: the last try made one), the last
+        # try, and why the last try made none
+        self.grid_failing_since: float | None = None
+        self.grid_last_try = 0.0
+        self.no_grid_reason: str | None = None
         self._slot: Frame | None = None
         self.rx = RateMeter()
         self.done = RateMeter()
@@ -119,7 +142,6 @@ class CameraChannel:
         self.bad = 0
         self.no_grid = 0
         self.pose_source = ""
-        self.info_wait_timed_out = False
         # Two cameras publishing on one camera_info topic make every frame rebuild the
         # ground lookup: say so once instead of logging each rebuild.
         self.model_changes = ChangeMonitor(max_changes=4, window_s=10.0)
@@ -166,9 +188,12 @@ class CameraChannel:
         try:
             calibration = CameraCalibration.from_msg(msg)
         except ValueError as exc:
+            self.infos_rejected += 1
+            self.info_problem = str(exc)
             self._warn(f"camera_info.{self.name}.{problem_kind(exc)}",
                        f"{self.info_topic}: camera_info ignored: {exc}")
             return
+        self.info_problem = None
         if self.model_changes.update(calibration) and self.model_changes.take_warning():
             self._warn(f"camera_info.changing.{self.name}",
                        f"{self.info_topic}: the camera model keeps changing "
@@ -177,6 +202,8 @@ class CameraChannel:
                        "on this topic?")
         stamp = msg.header.stamp
         self.infos.add(int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec), calibration)
+        with self._ready:  # a frame's grid may be waiting for this camera_info
+            self._ready.notify_all()
 
     # -- worker side ----------------------------------------------------------------------
     def has_frame(self) -> bool:
@@ -186,6 +213,28 @@ class CameraChannel:
         """The waiting frame, if any (call with ``ready`` held)."""
         frame, self._slot = self._slot, None
         return frame
+
+    def note_grid(self, made: bool, reason: str | None, now: float) -> None:
+        """Record a grid try (the worker): made, or not and why (for :meth:`grid_problem`)."""
+        self.grid_last_try = now
+        if made:
+            self.grid_failing_since, self.no_grid_reason = None, None
+            return
+        if self.grid_failing_since is None:
+            self.grid_failing_since = now
+        self.no_grid_reason = reason
+
+    def grid_problem(self, now: float | None = None, after_s: float | None = None
+                     ) -> str | None:
+        """Why this camera has made no grid for ``after_s`` seconds (default
+        :data:`NO_GRID_WARN_S`) while it was wanted (its frames kept trying), or None."""
+        now = time.monotonic() if now is None else now
+        after_s = NO_GRID_WARN_S if after_s is None else after_s
+        since = self.grid_failing_since
+        if since is None or now - since < after_s \
+                or now - self.grid_last_try > GRID_WANTED_S:
+            return None
+        return f"no drivable/grid for {now - since:.0f} s: {self.no_grid_reason or 'unknown'}"
 
     def wanted(self) -> set[str]:
         """Outputs somebody subscribes to (only those are computed)."""

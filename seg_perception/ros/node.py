@@ -13,7 +13,16 @@ Per frame the worker reads one immutable parameter snapshot, publishes the image
 then pairs the frame with its camera_info (same stamp, or nearest within
 ``camera_info_tolerance``) and its camera pose (tf2: the image's ``frame_id`` in
 ``grid_frame`` at the image stamp; else the ``camera.*`` parameters) and publishes the grid
-and boundary, or says why not.
+and boundary, or says why not. Neither thread ever waits for a camera_info: a frame whose
+camera_info may still come keeps its drivable mask and its cycle's grid step (and fused
+grid) is deferred until it comes, at most :data:`INFO_WAIT` s, while later frames go on;
+a camera whose camera_info did not come in time, or is unusable (an all-zero K), has its
+frames' grids made at once or not at all.
+
+Time going back (a looped or restarted bag, a reset simulation) is seen on the image and
+camera_info stamps (more than :data:`~seg_perception.core.pipeline.JUMP_BACK_S` before the
+newest): the camera's calibration history, the fused grid's camera ages and the latency
+statistics start afresh, with one info line.
 
 Several cameras (parameter ``cameras``): one :class:`.camera_io.CameraChannel` per camera
 (``X/image`` ... ``X/drivable/mask``), one model; each cycle the worker takes the latest
@@ -32,6 +41,7 @@ import dataclasses
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +63,7 @@ from ..core.image_codec import ImageDecodeError
 from ..core.pipeline import (
     GRID_OUTPUTS,
     IMAGE_ENCODINGS,
+    JUMP_BACK_S,
     CameraFrame,
     FramePipeline,
     FrameResult,
@@ -67,9 +78,15 @@ from .conversions import KIT, compressed_to_rgb, imgmsg_to_rgb, numpy_to_imgmsg
 from .label_info import publish_label_info
 from .params import ParameterBridge, StartupError
 
-#: Longest wait (s) of the worker for a frame's camera_info after the image outputs went out
-#: (only while none stamped at or after the frame has arrived, and not after a timeout).
-INFO_WAIT = 0.1
+#: Longest time (s) a frame's grid step is deferred for its camera_info after its image
+#: outputs went out (only while none stamped at or after the frame has arrived); no thread
+#: waits meanwhile.
+INFO_WAIT = 0.25
+#: After a camera's grid waited in vain, its frames' grids do not wait for this long (s): a
+#: camera whose camera_info stopped costs the fused grid one deferral this often, no more.
+INFO_WAIT_RETRY = 2.0
+#: Cycles whose grid step waits at most; beyond, the oldest is finished without waiting more.
+DEFERRED_MAX = 32
 
 OUTPUT_TOPICS = tuple(IMAGE_ENCODINGS)
 
@@ -117,6 +134,8 @@ class _Item:
     result: FrameResult | None = None
     drivable: np.ndarray | None = None
     stamp_ns: int = 0
+    grid: bool = False  # its grid is to be made
+    waits: bool = False  # its grid step waits for its camera_info
 
 
 @dataclass
@@ -129,6 +148,7 @@ class _Cycle:
     fused_want: set[str]
     pending: PendingInference
     t_start: float
+    deadline: float = 0.0  # (monotonic) its grid step waits for camera_info until then
 
 
 class FrameWorker:
@@ -170,11 +190,16 @@ class FrameWorker:
         self._running = False
         self._threads: list[threading.Thread] = []
         self._handoff: _Cycle | None = None  # a forward pass done, its outputs not started
+        #: cycles (in order) whose image outputs are out and whose grid step waits for a
+        #: camera_info (or for an earlier cycle that does); seg_outputs' own
+        self._deferred: deque[_Cycle] = deque()
         self._lookup_builds = 0
+        self.time_jumps = 0
 
     def start(self) -> None:
         self._running = True
         self._handoff = None
+        self._deferred.clear()
         self._threads = [threading.Thread(target=target, name=name, daemon=True)
                          for target, name in ((self._loop, "seg_worker"),
                                               (self._outputs_loop, "seg_outputs"))]
@@ -243,19 +268,26 @@ class FrameWorker:
                 self.ready.notify_all()
 
     def _outputs_loop(self) -> None:
-        """``seg_outputs``: each handed cycle's outputs, while the next forward pass runs."""
+        """``seg_outputs``: each handed cycle's outputs, while the next forward pass runs;
+        and the deferred grid steps, as their camera_infos come (a camera_info's arrival
+        notifies ``ready``) or their time is up."""
         while True:
             with self.ready:
-                while self._running and self._handoff is None:
-                    self.ready.wait(timeout=0.5)
+                while self._running and self._handoff is None and not self._deferred_due():
+                    self.ready.wait(timeout=self._deferred_wait())
                 if not self._running:
                     return
                 cycle, self._handoff = self._handoff, None
-                self.ready.notify_all()  # seg_worker may take the next frames
+                if cycle is not None:
+                    self.ready.notify_all()  # seg_worker may take the next frames
             try:
-                self.finish_cycle(cycle)
+                if cycle is not None:
+                    self.finish_cycle(cycle)
+                else:
+                    self._drain()
             except Exception as exc:  # the node must outlive any single bad cycle
-                if not self._failed([it.channel for it in cycle.items], exc):
+                items = cycle.items if cycle is not None else []
+                if not self._failed([it.channel for it in items] or list(self.channels), exc):
                     return
 
     def _failed(self, channels: list[CameraChannel], exc: Exception) -> bool:
@@ -276,11 +308,12 @@ class FrameWorker:
 
     def process_cycle(self, todo: list[tuple[CameraChannel, Frame]]) -> None:
         """The frames of one cycle (one per camera), start to end in the calling thread:
-        decode, one batched forward pass, image outputs, each camera's grid, the fused grid.
+        decode, one batched forward pass, image outputs, each camera's grid, the fused grid
+        (with the camera_infos there are: nothing is deferred).
         """
         cycle = self.start_cycle(todo)
         if cycle is not None:
-            self.finish_cycle(cycle)
+            self.finish_cycle(cycle, defer=False)
 
     def start_cycle(self, todo: list[tuple[CameraChannel, Frame]]) -> _Cycle | None:
         """A cycle up to the end of its forward pass: one parameter snapshot, the frames
@@ -320,10 +353,12 @@ class FrameWorker:
                                             [it.want for it in items])
         return _Cycle(items, gconfig, fused_want, pending, t_start)
 
-    def finish_cycle(self, cycle: _Cycle) -> None:
-        """The rest of a cycle: labels and confidence from the scores, image outputs, each
-        camera's grid and the fused grid, published; the cycle's statistics."""
-        items, gconfig, fused_want = cycle.items, cycle.gconfig, cycle.fused_want
+    def finish_cycle(self, cycle: _Cycle, defer: bool = True) -> None:
+        """The rest of a cycle: labels and confidence from the scores, image outputs
+        published, then each camera's grid and the fused grid, at once or, where a frame's
+        camera_info may still come (and ``defer``), once it has come or
+        :data:`INFO_WAIT` is up (:meth:`_drain`); the cycle's statistics."""
+        items = cycle.items
         t1 = time.perf_counter()
         segs = self.pipeline.infer_finish(cycle.pending)
         for it, seg in zip(items, segs, strict=True):
@@ -334,30 +369,126 @@ class FrameWorker:
             self._publish_images(it.channel, it.frame.msg.header, it.result)
         t3 = time.perf_counter()
         self.stage_ms["publish"].add((t3 - t2) * 1e3)
+        self._check_time_jumps(items)
+        now = time.monotonic()
         for it in items:
-            if it.drivable is not None and it.want & set(GRID_OUTPUTS):
-                self._grid(it.channel, it.frame.msg.header, it.image, it.drivable, it.config,
-                           it.want, it.result)
-        if self.fused is not None and fused_want:
-            self._fuse([it.result for it in items], [it.stamp_ns for it in items], gconfig,
-                       fused_want)
-        now = self.node.get_clock().now().nanoseconds * 1e-9
+            it.grid = it.drivable is not None and bool(it.want & set(GRID_OUTPUTS))
+            it.waits = defer and it.grid and self._may_wait(it, now)
+        if any(it.waits for it in items):
+            cycle.deadline = now + INFO_WAIT
+        if cycle.deadline or self._deferred:
+            self._deferred.append(cycle)  # after the cycles before it, in order
+            self._drain()
+        else:
+            self._finish_grids(cycle)
+        now_s = self.node.get_clock().now().nanoseconds * 1e-9
         for it in items:
             it.channel.done.tick()
             self.done.tick()
             stamp = it.stamp_ns * 1e-9
             if stamp > 0:
-                lat = (now - stamp) * 1e3
+                lat = (now_s - stamp) * 1e3
                 self.latency.add(lat)
                 it.channel.latency.add(lat)
-        for cam, count in self.fusion.left_out.items():
-            for c in self.channels:
-                if c.name == cam:
-                    c.left_out = count
         self.cycles.tick()
         self.cycle_ms.add((time.perf_counter() - cycle.t_start) * 1e3)
         self.batch.add(len(items))
         self.last_batch = len(items)
+
+    # -- calibration: never waited for ----------------------------------------------------
+    def _may_wait(self, it: _Item, now: float) -> bool:
+        """Whether ``it``'s grid step is to wait for its camera_info: one may still come, the
+        camera's camera_infos are usable and the last wait was not in vain (lately)."""
+        ch = it.channel
+        if ch.info_problem is not None or now < ch.info_wait_until:
+            return False
+        return ch.infos.may_still_come(it.stamp_ns, it.config.camera_info_tolerance)
+
+    def _waiting(self, cycle: _Cycle) -> bool:
+        """A frame of ``cycle`` still waits for its camera_info (none came that matches or
+        follows it, and its camera has not waited in vain since)."""
+        now = time.monotonic()
+        return any(it.waits and now >= it.channel.info_wait_until
+                   and it.channel.info_problem is None
+                   and it.channel.infos.may_still_come(it.stamp_ns,
+                                                       it.config.camera_info_tolerance)
+                   for it in cycle.items)
+
+    def _deferred_due(self) -> bool:
+        """The oldest deferred cycle's grid step can run (its camera_infos came, or its time
+        is up)."""
+        if not self._deferred:
+            return False
+        head = self._deferred[0]
+        return time.monotonic() >= head.deadline or not self._waiting(head)
+
+    def _deferred_wait(self) -> float:
+        """How long ``seg_outputs`` may sleep: until the oldest deferred cycle's time is up."""
+        if not self._deferred:
+            return 0.5
+        return min(0.5, max(0.001, self._deferred[0].deadline - time.monotonic()))
+
+    def _drain(self) -> None:
+        """The grid steps of the deferred cycles that can run, oldest first (a cycle waits for
+        those before it, so grids and fused grids go out in order); beyond
+        :data:`DEFERRED_MAX` cycles the oldest runs without waiting more."""
+        while self._deferred:
+            head = self._deferred[0]
+            if len(self._deferred) <= DEFERRED_MAX and time.monotonic() < head.deadline \
+                    and self._waiting(head):
+                return
+            self._deferred.popleft()
+            self._finish_grids(head)
+
+    def _finish_grids(self, cycle: _Cycle) -> None:
+        """Each camera's grid of ``cycle`` with the camera_info there is now, and the fused
+        grid."""
+        now = time.monotonic()
+        for it in cycle.items:
+            if not it.grid:
+                continue
+            calibration = it.channel.infos.match(it.stamp_ns, it.config.camera_info_tolerance)
+            if calibration is not None:
+                it.channel.info_wait_until = 0.0
+            elif it.waits and now >= cycle.deadline:  # waited in vain: not again for a while
+                it.channel.info_wait_until = now + INFO_WAIT_RETRY
+            self._grid(it.channel, it.frame.msg.header, it.image, it.drivable, it.config,
+                       it.want, it.result, calibration)
+        if self.fused is not None and cycle.fused_want:
+            self._fuse([it.result for it in cycle.items], [it.stamp_ns for it in cycle.items],
+                       cycle.gconfig, cycle.fused_want)
+        for cam, count in self.fusion.left_out.items():
+            for c in self.channels:
+                if c.name == cam:
+                    c.left_out = count
+
+    def _check_time_jumps(self, items: list[_Item]) -> None:
+        """Time going back on a camera's images (more than JUMP_BACK_S before the newest):
+        its camera_infos from before the jump, the fused grid's grids from before it and the
+        latency statistics are dropped, with one info line."""
+        bound = round(JUMP_BACK_S * 1e9)
+        for it in items:
+            ch, stamp = it.channel, it.stamp_ns
+            newest = ch.newest_stamp_ns
+            if newest is None or stamp >= newest:
+                ch.newest_stamp_ns = stamp
+                continue
+            if newest - stamp <= bound:
+                continue
+            ch.newest_stamp_ns = stamp
+            self.time_jumps += 1
+            # camera_infos run at most half the bound ahead of their image: the ones after
+            # that are from before the jump (the buffer clears itself when a camera_info
+            # shows the jump first)
+            ch.infos.forget_after(stamp + bound // 2)
+            self.fusion.forget_after(stamp + bound // 2)
+            self.latency = Percentiles()
+            for c in self.channels:
+                c.latency = Percentiles()
+            self.warn("time_jump." + ch.name,
+                      f"time jumped back by {(newest - stamp) * 1e-9:.3f} s on "
+                      f"{ch.image_topic}: calibration history and fused-grid ages cleared",
+                      "info")
 
     def _publish_images(self, channel: CameraChannel, header: Any, result: FrameResult
                         ) -> None:
@@ -368,7 +499,7 @@ class FrameWorker:
 
     def _grid(self, channel: CameraChannel, header: Any, image: CameraFrame,
               drivable: np.ndarray, config: PipelineConfig, wanted: set[str],
-              result: FrameResult) -> None:
+              result: FrameResult, calibration: Any) -> None:
         stamp_ns = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
         pose = resolve_pose(config, header.frame_id, stamp_ns,
                             self.tf.lookup if self.tf is not None else None, self.tf_reason)
@@ -377,16 +508,18 @@ class FrameWorker:
             channel.pose_source = source
             self.node.get_logger().info(
                 f"{channel.image_topic}: camera pose from {source}")
-        wait = 0.0 if channel.info_wait_timed_out else INFO_WAIT
-        calibration = channel.infos.wait_match(stamp_ns, config.camera_info_tolerance, wait)
-        channel.info_wait_timed_out = calibration is None and channel.infos.count > 0
         problems = [pose.problem] if pose.problem else []
         if calibration is None:
-            problems.append(
-                f"no valid camera_info on {channel.info_topic} yet: drivable/grid and "
-                "drivable/boundary are published once it arrives" if channel.infos.count == 0
-                else f"{channel.info_topic}: "
-                + channel.infos.describe_miss(stamp_ns, config.camera_info_tolerance))
+            if channel.info_problem is not None:
+                problems.append(f"{channel.info_topic}: camera_info unusable: "
+                                f"{channel.info_problem}")
+            elif channel.infos.count == 0:
+                problems.append(f"no valid camera_info on {channel.info_topic} yet (none "
+                                "received): drivable/grid and drivable/boundary are published "
+                                "once it arrives")
+            else:
+                problems.append(f"{channel.info_topic}: " + channel.infos.describe_miss(
+                    stamp_ns, config.camera_info_tolerance))
         no_grid = "; ".join(problems) or None
         frame = dataclasses.replace(image, calibration=calibration, pose=pose.mounting,
                                     no_grid=no_grid)
@@ -394,7 +527,9 @@ class FrameWorker:
         own = wanted - ({"drivable/boundary"} if channel.boundary_pub is None
                         or channel.boundary_pub.get_subscription_count() == 0 else set())
         self.pipeline.map(frame, drivable, config, own, result)
-        if result.grid is None or result.grid_spec is None:
+        made = result.grid is not None and result.grid_spec is not None
+        channel.note_grid(made, result.no_grid, time.monotonic())
+        if not made:
             channel.no_grid += 1
             reason = result.no_grid or "unknown"
             key = "no_grid." + channel.name + "." + "".join(

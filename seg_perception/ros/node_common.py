@@ -117,7 +117,9 @@ def segmentation_status(name: str, worker: WorkerStats, cameras: Sequence[Camera
     """The node's status: rates, latency percentiles, drops (all ``cameras`` together),
     batch size and cycle time, and what runs where; ``extra`` values are appended (e.g. a
     lifecycle node's state). A multi-camera node (``worker.fused`` set) adds its fused
-    grids; a single camera its pose source."""
+    grids; a single camera its pose source. WARN, with the reason, for: random weights, no
+    images yet, a camera that has made no grid for a while although its grid is wanted
+    (:meth:`.camera_io.CameraChannel.grid_problem`)."""
     import torch
 
     w, cams = worker, cameras
@@ -159,15 +161,26 @@ def segmentation_status(name: str, worker: WorkerStats, cameras: Sequence[Camera
         values["fusion_left_out"] = str(sum(c.left_out for c in cams))
     for stage, pct in w.stage_ms.items():
         values[f"{stage}_p50_ms"] = f"{pct.percentile(50):.1f}"
+    now = time.monotonic()
+    grid_problems = [(c.name, p) for c in cams if (p := c.grid_problem(now)) is not None]
+    if grid_problems:
+        values["grid_problem"] = "; ".join(
+            f"{n}: {p}" if multi else p for n, p in grid_problems)
     values.update(extra or {})
-    level, message = DiagnosticStatus.OK, "ok"
+    problems = []
     silent = [c.name for c in cams if c.rx.total == 0]
     if not info.trained:
-        level, message = DiagnosticStatus.WARN, "model has random weights"
-    elif len(silent) == len(cams):
-        level, message = DiagnosticStatus.WARN, "no images received yet"
+        problems.append("model has random weights")
+    if len(silent) == len(cams):
+        problems.append("no images received yet")
     elif silent:
-        level, message = DiagnosticStatus.WARN, f"no images yet from {', '.join(silent)}"
+        problems.append(f"no images yet from {', '.join(silent)}")
+    if grid_problems:
+        problems.append(values["grid_problem"] if not multi else
+                        f"no drivable/grid lately from {', '.join(n for n, _ in grid_problems)}")
+    level, message = DiagnosticStatus.OK, "ok"
+    if problems:
+        level, message = DiagnosticStatus.WARN, "; ".join(problems)
     return DiagnosticStatus(
         level=level,
         name=f"{name}: segmentation",
@@ -195,6 +208,7 @@ def camera_values(cam: CameraChannel) -> dict[str, str]:
         "fusion_left_out": str(cam.left_out),
         "camera_infos_received": str(cam.infos.count),
         "camera_pose": cam.pose_source or "not yet known",
+        "camera_info_problem": cam.info_problem or "",
     }
 
 
@@ -207,10 +221,13 @@ def camera_statuses(name: str, worker: WorkerStats, cameras: Sequence[CameraChan
     out = []
     for cam in cameras:
         level, message = DiagnosticStatus.OK, "ok"
+        grid_problem = cam.grid_problem()
         if cam.rx.total == 0:
             level, message = DiagnosticStatus.WARN, "no images received yet"
         elif cam.rx.rate() == 0.0 and cam.done.rate() == 0.0:
             level, message = DiagnosticStatus.WARN, "silent: no images in the last seconds"
+        elif grid_problem is not None:
+            level, message = DiagnosticStatus.WARN, grid_problem
         out.append(DiagnosticStatus(
             level=level, name=f"{name}: camera {cam.name}", message=message,
             hardware_id=info.device,

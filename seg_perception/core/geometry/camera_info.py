@@ -131,6 +131,9 @@ class CameraCalibration:
             raise ValueError(
                 f"camera_info size {self.width}x{self.height} is empty (an all-zero CameraInfo "
                 "means the camera is not calibrated)")
+        if not any(self.K):
+            raise ValueError("camera_info K is all zero (the camera is not calibrated): no "
+                             "grid from it")
         if self.K[0] <= 0.0 or self.K[4] <= 0.0:
             raise ValueError(f"camera_info has a non-positive focal length (fx={self.K[0]}, "
                              f"fy={self.K[4]}); is K set?")

@@ -19,13 +19,14 @@ from .frames import (
 from .fusion import CameraGrid, FusedGrid, GridFusion
 from .pipeline import FUSED, FramePipeline, PendingInference
 from .pose import PoseResult, TransformLookup, resolve_pose
-from .sync import CameraInfoBuffer
+from .sync import JUMP_BACK_S, CameraInfoBuffer
 
 __all__ = [
     "FUSED",
     "GRID_OUTPUTS",
     "IMAGE_ENCODINGS",
     "IMAGE_OUTPUTS",
+    "JUMP_BACK_S",
     "OUTPUTS",
     "CameraFrame",
     "CameraGrid",

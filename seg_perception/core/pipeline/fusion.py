@@ -72,6 +72,15 @@ class GridFusion:
     def reset(self) -> None:
         self.latest.clear()
 
+    def forget_after(self, stamp_ns: int) -> list[str]:
+        """Drop the latest grids stamped after ``stamp_ns`` (time went back: they are from
+        before the jump, and would be left out of every cycle, with a negative age, until
+        their camera sends again); the cameras dropped."""
+        gone = [cam for cam, g in self.latest.items() if g.stamp_ns > stamp_ns]
+        for cam in gone:
+            del self.latest[cam]
+        return gone
+
     def update(self, fresh: Iterable[CameraGrid], spec: GridSpec, max_age_s: float,
                grid_frame: str) -> FusedGrid | None:
         """Take this cycle's ``fresh`` grids and fuse; None when there is none fresh (or none
