@@ -94,9 +94,11 @@ def log_pose_source(logger: Any, config: PipelineConfig, tf: tf_pose.Poses | Non
                     tf_reason: str) -> None:
     """Where the camera pose for the grid comes from: /tf (tf2_ros, or read directly without
     it) or the camera.* parameters; a warning when use_tf is on and /tf cannot be read."""
+    from .tf_pose import NoTfPoses
+
     if not config.use_tf:
         logger.info("camera pose from the camera.* parameters (use_tf is false)")
-    elif tf is None or isinstance(tf, tf_pose.NoTfPoses):
+    elif tf is None or isinstance(tf, NoTfPoses):
         logger.warning(f"{tf_reason or 'no tf'}: no drivable grid unless use_tf is set false "
                        "and the camera.* parameters give the pose")
     else:
