@@ -141,11 +141,15 @@ def test_a_four_camera_node_holds_one_model_and_names_every_camera(monkeypatch) 
 @pytest.mark.parametrize(("cameras", "expect"), [
     ("[front,front]", "front listed more than once"),
     ("[front,grid]", "'grid' is also the name of a parameter"),
+    # without tf, cameras at one camera.* pose would all see the same ground
+    ("[front,rear] use_tf", "front and rear have the same camera.* pose"),
 ])
 def test_bad_camera_lists_stop_the_node_with_one_line(tmp_path: Path, cameras: str,
                                                      expect: str) -> None:
+    extra = {"use_tf": False} if cameras.endswith(" use_tf") else {}
     node = NodeProcess(tmp_path / "bad.log", {"model": "tiny_seg", "device": "cpu",
-                                              "cameras": cameras}, namespace="/it_bad_cams")
+                                              "cameras": cameras.split()[0], **extra},
+                       namespace="/it_bad_cams")
     node.proc.wait(timeout=120)
     log = node.log()
     node.stop()
