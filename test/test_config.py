@@ -191,3 +191,24 @@ def test_generated_yaml_lists_cameras_and_fusion(tmp_path: Path) -> None:
     glob, _ = read_params_file(f)
     assert glob["cameras"] == [""]
     assert PipelineConfig.from_params(glob) == PipelineConfig.from_params()
+
+
+def test_several_cameras_without_tf_need_their_own_poses() -> None:
+    """use_tf false with several cameras: the camera.* pose per camera (X.camera.*), or a
+    one-line refusal naming two cameras that share one (the fused grid would be wrong)."""
+    from seg_perception.core.config import check_camera_poses
+
+    cams = ["front", "left", "rear"]
+
+    def configs(values: dict) -> dict:
+        values = {"cameras": cams, **values}
+        return {c: PipelineConfig.from_params(values, camera=c) for c in cams}
+
+    check_camera_poses(configs({}))  # use_tf true: poses from /tf
+    with pytest.raises(ConfigError, match=r"use_tf is false .* front and left have the same "
+                       r"camera\.\* pose.*left\.camera\.x"):
+        check_camera_poses(configs({"use_tf": False, "left.camera.z": 1.5}))
+    check_camera_poses(configs({"use_tf": False, "left.camera.yaw": 1.57,
+                                "rear.camera.yaw": 3.14}))
+    single = PipelineConfig.from_params({"use_tf": False})
+    check_camera_poses({"": single})

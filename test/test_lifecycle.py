@@ -266,6 +266,7 @@ def test_several_cameras_as_seg_node_does(make_node: Callable[..., SegLifecycleN
     deactivate removes them all; `cameras` and a camera's read-only entries stay fixed."""
     node = make_node("/lc_multi", cameras=["front", "rear"], use_tf=False,
                      **{"fusion.sync_window": 5.0, "rear.input_transport": "compressed",
+                        "rear.camera.yaw": 3.1416,  # use_tf false: each camera its own pose
                         **{f"grid.{k}": getattr(SURROUND_GRID, k) for k in (
                             "resolution", "x_min", "x_max", "y_min", "y_max")}})
     assert node.describe_parameter("cameras").read_only  # per-camera entries declared from it

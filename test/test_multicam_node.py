@@ -141,11 +141,15 @@ def test_a_four_camera_node_holds_one_model_and_names_every_camera(monkeypatch) 
 @pytest.mark.parametrize(("cameras", "expect"), [
     ("[front,front]", "front listed more than once"),
     ("[front,grid]", "'grid' is also the name of a parameter"),
+    # without tf, cameras at one camera.* pose would all see the same ground
+    ("[front,rear] use_tf", "front and rear have the same camera.* pose"),
 ])
 def test_bad_camera_lists_stop_the_node_with_one_line(tmp_path: Path, cameras: str,
                                                      expect: str) -> None:
+    extra = {"use_tf": False} if cameras.endswith(" use_tf") else {}
     node = NodeProcess(tmp_path / "bad.log", {"model": "tiny_seg", "device": "cpu",
-                                              "cameras": cameras}, namespace="/it_bad_cams")
+                                              "cameras": cameras.split()[0], **extra},
+                       namespace="/it_bad_cams")
     node.proc.wait(timeout=120)
     log = node.log()
     node.stop()
@@ -361,14 +365,21 @@ def test_per_camera_parameters_from_a_params_file_and_the_ros2_cli(tmp_path: Pat
         assert proc.wait(timeout=30) == 0, log_path.read_text()
 
 
-def test_node_and_process_give_the_same_fused_grids_for_the_same_bag(tmp_path: Path,
-                                                                     probe: Probe) -> None:
+@pytest.mark.parametrize("tf_source", ["tf2_ros", "topics"])
+def test_node_and_process_give_the_same_fused_grids_for_the_same_bag(
+        tmp_path: Path, probe: Probe, tf_source: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A generated 4-camera bag (the rear camera silent from its third frame on) through
     ``process_bag`` with ``cameras``, and its frames through seg_node over DDS one cycle at a
     time: the same fused grid and boundary, stamp by stamp, the rear camera taking part
-    while within fusion.max_age and left out after, in both."""
+    while within fusion.max_age and left out after, in both. ``topics``: the node as
+    without tf2_ros (a pip-only install), reading /tf_static itself: each camera its own
+    pose, the same grids."""
     pytest.importorskip("tf2_ros", reason="tf2_ros is not installed (the ROS 2 kit "
                         "of ../shared/ros2 or a full ROS 2 install provides it)")
+    if tf_source == "topics":
+        from seg_perception.ros import tf_pose
+
+        monkeypatch.setenv(tf_pose.WITHOUT_TF2_ROS_ENV, "1")  # inherited by the node
     from seg_perception.core import bagio
     from seg_perception.core.config import PipelineConfig
     from seg_perception.core.demo_report import write_surround_drive
@@ -413,6 +424,8 @@ def test_node_and_process_give_the_same_fused_grids_for_the_same_bag(tmp_path: P
         "cameras": "[front,left,right,rear]", "device": "cpu", "cpu_threads": 1, **fusion,
         **GRID}, namespace=ns)
     node.wait_for_log("ready: listening on", timeout=240)
+    if tf_source == "topics":
+        assert "reading /tf and /tf_static directly" in node.log()
     for topic, typ in ((f"{ns}/drivable/grid", OccupancyGrid),
                        (f"{ns}/drivable/boundary", PolygonStamped)):
         probe.subscribe(typ, topic)

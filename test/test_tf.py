@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -16,9 +18,12 @@ from seg_perception.core.geometry import (
 )
 from seg_perception.core.pipeline import TransformLookup, resolve_pose
 from seg_perception.core.tf import (
+    TF_WAIT_CAP,
     ExtrapolationError,
     FrameUnknownError,
+    TfWait,
     TransformBuffer,
+    waited_note,
 )
 
 S = 1_000_000_000
@@ -98,3 +103,110 @@ def test_pose_from_tf_parameters_or_none() -> None:
     below.set_transform("base_footprint", "cam_optical", optical_from_mounting(
         CameraMounting(0, 0, 1.0)).inverse(), None)
     assert "unusable" in resolve_pose(cfg, "cam_optical", 0, _lookup_from(below)).problem
+
+
+# --- the live buffer (the node without tf2_ros) --------------------------------------------
+
+def _live() -> TransformBuffer:
+    return TransformBuffer(max_history_s=10.0, jump_back_s=1.0, where="/tf")
+
+
+def test_wait_lookup_returns_once_the_transform_arrives() -> None:
+    """A lookup from the worker thread waits on the buffer's condition until the /tf
+    callback (another thread) inserts the sample it needs, then returns it."""
+    buf = _live()
+    buf.set_transform("odom", "base", _yaw(0.0, x=0.0), 10 * S)
+    got: dict[str, object] = {}
+    started = threading.Event()
+
+    def worker() -> None:
+        started.set()
+        try:
+            got["t"] = buf.wait_lookup("odom", "base", 11 * S, 60.0)
+        except Exception as exc:  # reported below
+            got["error"] = exc
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert started.wait(30)
+    assert "t" not in got  # 11 s is after the newest sample: nothing to return yet
+    buf.set_transform("odom", "base", _yaw(0.0, x=2.0), 12 * S)
+    thread.join(60)
+    assert not thread.is_alive() and "error" not in got, got
+    assert got["t"].translation[0] == pytest.approx(1.0)  # type: ignore[attr-defined]
+    # Waiting cannot bring older samples: into the past fails without waiting.
+    with pytest.raises(ExtrapolationError) as info:
+        buf.wait_lookup("odom", "base", 9 * S, 0.0)
+    assert not info.value.future
+    with pytest.raises(ExtrapolationError, match="/tf has it") as info:
+        buf.wait_lookup("odom", "base", 13 * S, 0.0)
+    assert info.value.future
+
+
+def test_live_history_is_bounded() -> None:
+    buf = _live()
+    for i in range(201):  # 20 s at 10 Hz
+        buf.set_transform("odom", "base", _yaw(0.0, x=i * 0.1), i * S // 10)
+    assert buf.lookup("odom", "base", 15 * S).translation[0] == pytest.approx(15.0)
+    with pytest.raises(ExtrapolationError, match=r"10\.000 \.\. 20\.000 s"):
+        buf.lookup("odom", "base", 5 * S)
+    newest, period = buf.chain_state("odom", "base")
+    assert newest == 20 * S and period == S // 10
+
+
+def test_jump_back_clears_moving_transforms_keeps_static(caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    buf = _live()
+    buf.set_transform("base", "cam", _yaw(0.1, x=1.0), None)
+    for i in range(50):
+        buf.set_transform("odom", "base", _yaw(0.0, x=float(i)), (100 + i) * S)
+    with caplog.at_level(logging.INFO, logger="seg_perception.core.tf"):
+        buf.set_transform("odom", "base", _yaw(0.0, x=-5.0), 3 * S)  # the bag restarted
+        buf.set_transform("odom", "base", _yaw(0.0, x=-4.0), 4 * S)
+    assert buf.jumps == 1
+    jumps = [r for r in caplog.records if "time jumped back" in r.getMessage()]
+    assert len(jumps) == 1 and "static ones kept" in jumps[0].getMessage()
+    with pytest.raises(ExtrapolationError):
+        buf.lookup("odom", "base", 120 * S)  # the old pass is gone
+    # the new pass (x -4.5 at 3.5 s) through the static camera mount (x + 1)
+    assert buf.lookup("odom", "cam", int(3.5 * S)).translation[0] == pytest.approx(-3.5)
+    assert buf.lookup("base", "cam", 0).translation[0] == pytest.approx(1.0)
+    # A small step back (within the bound) is an out-of-order sample, not a jump.
+    buf.set_transform("odom", "base", _yaw(0.0, x=-4.5), int(3.5 * S))
+    assert buf.jumps == 1
+
+
+def test_recording_buffer_keeps_everything_and_backward_stamps() -> None:
+    """``process``'s buffer (the defaults): no bound, no clearing on backward stamps."""
+    buf = TransformBuffer()
+    for t in (100, 3, 50, 1):
+        buf.set_transform("odom", "base", _yaw(0.0, x=float(t)), t * S)
+    assert buf.jumps == 0
+    assert buf.lookup("odom", "base", 2 * S).translation[0] == pytest.approx(2.0)
+    assert buf.lookup("odom", "base", 75 * S).translation[0] == pytest.approx(75.0)
+
+
+def test_tf_wait_sized_on_the_period_of_a_moving_transform() -> None:
+    """Past the newest sample of a 10 Hz transform the wait is 1.5 periods (the floor for
+    times already covered and static chains); after a long wait that timed out, only the
+    floor until a newer sample arrives."""
+    buf = _live()
+    buf.set_transform("base", "cam", _yaw(0.0), None)
+    for i in range(10):
+        buf.set_transform("odom", "base", _yaw(0.0), 10 * S + i * S // 10)
+    newest, period = buf.chain_state("odom", "cam")
+    assert newest == 10 * S + 9 * S // 10 and period == S // 10
+    assert buf.chain_state("base", "cam") == (None, None)
+    wait = TfWait()
+    key = ("odom", "cam")
+    future = newest + S // 30
+    assert wait.timeout(key, future, 0.05, newest, period) == (pytest.approx(0.15),
+                                                               pytest.approx(0.1))
+    assert wait.timeout(key, newest - 1, 0.05, newest, period) == (0.05, None)
+    assert wait.timeout(key, future, 0.5, newest, period)[0] == 0.5  # tf_timeout: the floor
+    assert wait.timeout(key, future, 0.05, newest, 10 * S)[0] == TF_WAIT_CAP
+    wait.done(key, True, newest)  # the 10 Hz transform stopped
+    assert wait.timeout(key, future, 0.05, newest, period) == (0.05, None)
+    assert wait.timeout(key, future + S, 0.05, newest + S // 10, period)[0] == \
+        pytest.approx(0.15)
+    assert "after waiting 0.150 s for the next /tf at ~10.0 Hz" in waited_note(0.15, 0.1)

@@ -148,8 +148,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "drivable/boundary are fused from all cameras, and all frames of a cycle go "
               "through the network as one batch. X.input_transport, X.image_type and "
               "X.camera.x/y/z/roll/pitch/yaw set one camera's own values (default: the global "
-              "ones at start-up). Default [\"\"]: one camera on the unprefixed names (image, "
-              "labels, drivable/grid, ...)."),
+              "ones at start-up; with use_tf false every camera needs a pose of its own). "
+              "Default [\"\"]: one camera on the unprefixed names (image, labels, "
+              "drivable/grid, ...)."),
     ParamSpec("input_transport", "raw",
               "'raw' subscribes to `image` (sensor_msgs/Image), 'compressed' to "
               "`image/compressed` (sensor_msgs/CompressedImage, JPEG or PNG).",
@@ -189,29 +190,36 @@ PARAMS: tuple[ParamSpec, ...] = (
               "Frame of the bird's-eye grid and boundary (REP 120's ground-level frame: x "
               "forward, y left, z up; the grid is its plane z = 0)."),
     ParamSpec("use_tf", True,
-              "Camera pose from tf2: the transform of the image's header.frame_id (its "
-              "optical frame, REP 103) in grid_frame at the image stamp. Without tf2_ros, or "
-              "false, the camera.* parameters give the pose. A missing transform: image "
-              "outputs still go out, the grid and boundary do not.", read_only=False),
+              "Camera pose from /tf and /tf_static: the transform of the image's "
+              "header.frame_id (its optical frame, REP 103) in grid_frame at the image stamp, "
+              "through tf2_ros, or without it read from the topics directly (needs tf2_msgs). "
+              "False: the camera.* parameters give the pose (with several cameras each "
+              "camera's own X.camera.*; cameras sharing one pose are refused). A missing "
+              "transform: image outputs still go out, the grid and boundary do not.",
+              read_only=False),
     ParamSpec("tf_timeout", 0.05,
-              "Seconds to wait for the camera's transform at the image stamp (static "
-              "transforms are there at once; moving ones may lag the image) (s).",
+              "Seconds to wait at least for the camera's transform at the image stamp (static "
+              "transforms are there at once). For a time after the newest sample of a moving "
+              "transform the wait is up to 1.5 of its measured periods (capped at 0.3 s), "
+              "as its next /tf message is due; this is the floor of that wait (s).",
               read_only=False, min=0.0, max=10.0),
     ParamSpec("camera.x", 0.0,
-              "Fallback pose (use_tf false or tf2_ros absent): camera body frame (x forward, "
-              "y left, z up) position x in grid_frame (m).",
+              "Pose with use_tf false (several cameras: X.camera.* per camera): camera body "
+              "frame (x forward, y left, z up) position x in grid_frame (m).",
               read_only=False, min=-_DISTANCE, max=_DISTANCE),
-    ParamSpec("camera.y", 0.0, "Fallback pose: camera body frame position y in grid_frame (m).",
+    ParamSpec("camera.y", 0.0,
+              "Pose with use_tf false: camera body frame position y in grid_frame (m).",
               read_only=False, min=-_DISTANCE, max=_DISTANCE),
-    ParamSpec("camera.z", 1.5, "Fallback pose: camera height above the ground plane (m, > 0).",
+    ParamSpec("camera.z", 1.5,
+              "Pose with use_tf false: camera height above the ground plane (m, > 0).",
               read_only=False, min=0.0, max=_DISTANCE),
     ParamSpec("camera.roll", 0.0,
-              "Fallback pose: camera roll about grid_frame x (rad, URDF fixed-axis rpy).",
+              "Pose with use_tf false: camera roll about grid_frame x (rad, URDF fixed-axis rpy).",
               read_only=False, min=-3.1416, max=3.1416),
     ParamSpec("camera.pitch", 0.0,
-              "Fallback pose: camera pitch (rad); positive looks down at the road.",
+              "Pose with use_tf false: camera pitch (rad); positive looks down at the road.",
               read_only=False, min=-1.5708, max=1.5708),
-    ParamSpec("camera.yaw", 0.0, "Fallback pose: camera yaw about grid_frame z (rad).",
+    ParamSpec("camera.yaw", 0.0, "Pose with use_tf false: camera yaw about grid_frame z (rad).",
               read_only=False, min=-3.1416, max=3.1416),
     ParamSpec("grid.resolution", 0.1, "Grid cell size (m).", read_only=False,
               min=0.001, max=100.0),
@@ -366,6 +374,24 @@ def camera_values(values: Mapping[str, Any], camera: str) -> dict[str, Any]:
         if own is not None:
             out[name] = own
     return out
+
+
+def check_camera_poses(configs: Mapping[str, PipelineConfig]) -> None:
+    """With several cameras and ``use_tf`` false each camera needs its own ``X.camera.*``
+    pose: two cameras at one pose would project both onto the same ground (the fused grid
+    wrong without an error). Raises :class:`ConfigError` (one line) naming them."""
+    if len(configs) < 2:
+        return
+    seen: dict[Any, str] = {}
+    for cam, cfg in configs.items():
+        if cfg.use_tf:
+            return
+        other = seen.setdefault(cfg.mounting, cam)
+        if other != cam:
+            raise ConfigError(
+                f"use_tf is false with cameras {', '.join(configs)}, but {other} and {cam} have "
+                f"the same camera.* pose; give each camera its own pose ({cam}.camera.x/y/z/"
+                "roll/pitch/yaw, ...), or set use_tf true (poses from /tf)")
 
 
 # --- the pipeline's snapshot ------------------------------------------------------------------
@@ -584,6 +610,7 @@ __all__ = [
     "camera_spec",
     "camera_specs",
     "camera_values",
+    "check_camera_poses",
     "describe",
     "is_ros_parameter",
     "params_yaml",

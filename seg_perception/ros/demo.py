@@ -54,6 +54,7 @@ from ..core.demo_report import (
 from ..core.geometry import GridSpec
 from ..core.procs import interrupt
 from .player import BagPlayer, PlayOptions, message_class
+from .tf_pose import tf_message_type
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,12 @@ def _image_topic(bag: Path, wanted: str | None) -> tuple[str, str]:
     if len(images) > 1:
         log.info("several image topics in %s; using %s (choose with --image-topic)", bag, first)
     return first, images[first]
+
+
+def _pose_params(m: Any, prefix: str = "") -> dict[str, float]:
+    """The ``camera.*`` parameters (``prefix``: ``X.`` for camera X) of a mounting."""
+    return {f"{prefix}camera.{k}": float(getattr(m, k))
+            for k in ("x", "y", "z", "roll", "pitch", "yaw")}
 
 
 def _tf_topics(bag: Path) -> list[str]:
@@ -289,9 +296,9 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
                                           progress=lambda _i: bar.update(1))
         image_topic, info_topic, msgtype = (drive.image_topic, drive.camera_info_topic,
                                             RAW_IMAGE)
-        m = drive.mounting
-        params.update({"camera.x": m.x, "camera.y": m.y, "camera.z": m.z,
-                       "camera.roll": m.roll, "camera.pitch": m.pitch, "camera.yaw": m.yaw})
+        params.update(_pose_params(drive.mounting))
+        if tf_message_type() is None:  # /tf_static cannot be played: the same pose by hand
+            params["use_tf"] = False
     else:
         input_bag = Path(opts.bag)
         image_topic, msgtype = _image_topic(input_bag, opts.image_topic)
@@ -512,6 +519,14 @@ def run_surround_demo(opts: DemoOptions) -> dict[str, Any]:
         "grid.x_max": grid.x_max, "grid.y_min": grid.y_min, "grid.y_max": grid.y_max}
     if opts.checkpoint:
         params["checkpoint"] = opts.checkpoint
+    if tf_message_type() is None:
+        # Without tf2_msgs the rig's /tf_static cannot be played: each camera's own pose by
+        # parameters instead (the same transforms), so the fused grid is the same.
+        log.info("tf2_msgs is not installed: the cameras' poses go to seg_node as "
+                 "X.camera.* parameters with use_tf false")
+        params["use_tf"] = False
+        for n in names:
+            params.update(_pose_params(rig.camera(n).mounting, f"{n}."))
     params.update(opts.node_params)
     remaps = {f"{n}/image": drive.image_topics[n] for n in names}
     remaps.update({f"{n}/camera_info": drive.info_topics[n] for n in names})

@@ -90,15 +90,22 @@ def log_engine(logger: Any, info: EngineInfo) -> None:
             "Pass `checkpoint` or use a model with shipped weights.")
 
 
-def log_pose_source(logger: Any, config: PipelineConfig, tf: tf_pose.TfPoses | None,
+def log_pose_source(logger: Any, config: PipelineConfig, tf: tf_pose.Poses | None,
                     tf_reason: str) -> None:
-    """Where the camera pose for the grid comes from: tf2 or the camera.* parameters."""
-    if config.use_tf and tf is not None:
-        logger.info(f"camera pose from tf2: the image's frame_id in {config.grid_frame} "
-                    "(use_tf)")
+    """Where the camera pose for the grid comes from: /tf (tf2_ros, or read directly without
+    it) or the camera.* parameters; a warning when use_tf is on and /tf cannot be read."""
+    from .tf_pose import NoTfPoses
+
+    if not config.use_tf:
+        logger.info("camera pose from the camera.* parameters (use_tf is false)")
+    elif tf is None or isinstance(tf, NoTfPoses):
+        logger.warning(f"{tf_reason or 'no tf'}: no drivable grid unless use_tf is set false "
+                       "and the camera.* parameters give the pose")
     else:
-        why = "use_tf is false" if not config.use_tf else tf_reason
-        logger.info(f"camera pose from the camera.* parameters ({why})")
+        if tf_reason:
+            logger.info(tf_reason)
+        logger.info(f"camera pose from tf: the image's frame_id in {config.grid_frame} "
+                    "(use_tf)")
 
 
 def log_ready(logger: Any, worker: WorkerStats, cameras: Sequence[CameraChannel]) -> None:

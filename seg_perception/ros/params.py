@@ -40,6 +40,7 @@ from ..core.config import (
     ParamSpec,
     PipelineConfig,
     camera_specs,
+    check_camera_poses,
     describe,
     is_ros_parameter,
     params_yaml,
@@ -155,8 +156,9 @@ class ParameterBridge:
         cameras = values["cameras"]
         if tuple(cameras) == SINGLE_CAMERA:
             return config, types.MappingProxyType({"": config})
-        return config, types.MappingProxyType(
-            {cam: PipelineConfig.from_params(values, camera=cam) for cam in cameras})
+        configs = {cam: PipelineConfig.from_params(values, camera=cam) for cam in cameras}
+        check_camera_poses(configs)
+        return config, types.MappingProxyType(configs)
 
     # -- the current state ----------------------------------------------------------------
     @property

@@ -196,7 +196,14 @@ def _fastdds_profile() -> None:
 
 def start_node(opts: SoakOptions, log_path: Path) -> subprocess.Popen:
     """``seg_node`` in its own process, logging to ``log_path``."""
-    params = {"model": opts.model, "device": opts.device, **opts.node_params}
+    params: dict[str, Any] = {"model": opts.model, "device": opts.device}
+    from .tf_pose import tf_message_type
+
+    if tf_message_type() is None:  # no /tf_static to publish: the pose by parameters
+        params.update({"use_tf": False, **dict(zip(
+            ("camera.x", "camera.y", "camera.z", "camera.roll", "camera.pitch", "camera.yaw"),
+            SOAK_MOUNTING, strict=True))})
+    params.update(opts.node_params)
     cmd = [sys.executable, "-m", "seg_perception.ros.node", "--ros-args",
            "-r", f"__ns:={opts.namespace}"]
     for name, value in params.items():
@@ -290,8 +297,8 @@ class _Flood:
 
     def _latch_camera_pose(self) -> Any:
         """/tf_static ``base_footprint <- soak_camera_optical`` (reliable, transient local,
-        as tf2's static broadcaster); None without tf2_msgs (the node then has no tf2_ros
-        either and uses its camera.* parameters)."""
+        as tf2's static broadcaster); None without tf2_msgs (the node is then started with
+        use_tf false and the same pose in its camera.* parameters)."""
         try:
             from geometry_msgs.msg import TransformStamped
             from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy

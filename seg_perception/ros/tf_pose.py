@@ -1,20 +1,40 @@
-"""Camera poses from tf2_ros for the node: a buffer, its listener, and lookups the core's
+"""Camera poses from /tf for the node: lookups the core's
 :func:`~seg_perception.core.pipeline.resolve_pose` can call.
 
-tf2_ros is optional: without it (a pip-only install without the ROS 2 kit) :func:`make`
-returns None and a reason, and the camera.* parameters give the pose.
+:class:`TfPoses` is tf2_ros's buffer and listener. Without tf2_ros (not on PyPI),
+:class:`TopicTfPoses` subscribes to ``/tf`` and ``/tf_static`` itself (tf2_ros's QoS) into
+the ROS-free :class:`~seg_perception.core.tf.TransformBuffer` that ``process`` uses, so both
+installs give the same poses; it needs tf2_msgs. Without either, :class:`NoTfPoses` fails
+every lookup with the reason: the ``camera.*`` parameters hold only with ``use_tf`` false.
+
+Both real sources wait longer for a moving transform (:class:`~seg_perception.core.tf.
+TfWait`): a lookup past its newest sample waits up to 1.5 of its measured periods for the
+next one (``tf_timeout`` is the floor), and the warning says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
+import time
+from typing import Any
 
 from rclpy.duration import Duration
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 
 from ..core.geometry import Transform
-from ..core.tf import ExtrapolationError, FrameUnknownError, TransformError
+from ..core.tf import (
+    ExtrapolationError,
+    FrameUnknownError,
+    TfWait,
+    TransformBuffer,
+    TransformError,
+    median_period_ns,
+    waited_note,
+)
 
 try:  # pragma: no branch - depends on the install
     import tf2_ros
@@ -23,6 +43,95 @@ try:  # pragma: no branch - depends on the install
 except ImportError:  # pip-only install without tf2_ros
     tf2_ros = None
     HAVE_TF2 = False
+
+#: For tests: ``1`` in the environment makes :func:`make` act as if tf2_ros were not
+#: installed (the pip-only path), on a machine that has it. Not for production use.
+WITHOUT_TF2_ROS_ENV = "SEG_PERCEPTION_WITHOUT_TF2_ROS"
+#: The live buffer's history per moving transform (tf2's default cache time).
+TF_HISTORY_S = 10.0
+#: A sample this much older than its transform's newest means time went back (a bag
+#: restarted): moving transforms are cleared. tf2_ros clears on a clock jump of 1 s back.
+TF_JUMP_BACK_S = 1.0
+
+
+def tf_qos() -> QoSProfile:
+    """/tf as tf2_ros's TransformListener subscribes to it: reliable, volatile, depth 100."""
+    return QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def tf_static_qos() -> QoSProfile:
+    """/tf_static as tf2_ros's listener: reliable, transient local (latched), depth 100."""
+    return QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def tf_message_type() -> type | None:
+    """tf2_msgs/TFMessage where its Python messages are installed (a ROS 2 install or the
+    kit: no wheel on PyPI), else None."""
+    try:
+        from tf2_msgs.msg import TFMessage
+    except ImportError:
+        return None
+    return TFMessage
+
+
+def _future_note(exc: Exception, waited_s: float, period_s: float | None) -> str:
+    return f"{str(exc).strip()} ({waited_note(waited_s, period_s)})"
+
+
+class _Rates:
+    """Stamps of the newest samples of each moving transform as tf2_ros's buffer receives
+    them (its Python API does not expose them), for :class:`TfWait`; child -> parent."""
+
+    def __init__(self) -> None:
+        self.parents: dict[str, str] = {}
+        self.times: dict[str, list[int]] = {}
+        self._lock = threading.Lock()
+
+    def note(self, ts: Any, static: bool) -> None:
+        with self._lock:
+            self._note(ts, static)
+
+    def _note(self, ts: Any, static: bool) -> None:
+        child, parent = ts.child_frame_id.lstrip("/"), ts.header.frame_id.lstrip("/")
+        self.parents[child] = parent
+        if static:
+            self.times.pop(child, None)
+            return
+        t = int(ts.header.stamp.sec) * 1_000_000_000 + int(ts.header.stamp.nanosec)
+        times = self.times.setdefault(child, [])
+        if times and t < times[-1] - int(TF_JUMP_BACK_S * 1e9):
+            times.clear()  # time went back: tf2_ros clears too
+        if not times or t > times[-1]:
+            times.append(t)
+            del times[:-10]
+
+    def chain_state(self, target: str, source: str) -> tuple[int | None, int | None]:
+        """As :meth:`TransformBuffer.chain_state`, from the noted stamps."""
+        with self._lock:
+            return self._chain_state(target, source)
+
+    def _chain_state(self, target: str, source: str) -> tuple[int | None, int | None]:
+        def up(frame: str) -> list[str]:
+            chain = [frame]
+            while chain[-1] in self.parents and len(chain) < 64:
+                chain.append(self.parents[chain[-1]])
+            return chain
+
+        up_s, up_t = up(source.lstrip("/")), up(target.lstrip("/"))
+        common = next((f for f in up_s if f in set(up_t)), None)
+        if common is None:
+            return None, None
+        children = up_s[:up_s.index(common)] + up_t[:up_t.index(common)]
+        moving = [list(self.times[c]) for c in children if self.times.get(c)]
+        if not moving:
+            return None, None
+        periods = [median_period_ns(t) for t in moving]
+        newest = min(t[-1] for t in moving)
+        return newest, (None if None in periods else max(p for p in periods if p))
 
 
 class TfPoses:
@@ -33,23 +142,38 @@ class TfPoses:
     def __init__(self, node: Node) -> None:
         assert tf2_ros is not None
         self.node = node
-        self.buffer = tf2_ros.Buffer(node=node)  # also serves `tf2_frames` on the node
+        self.rates = _Rates()
+        self.wait = TfWait()
+        self.buffer = _buffer_noting(self.rates)(node=node)  # also serves `tf2_frames`
         self.listener = tf2_ros.TransformListener(self.buffer, node, spin_thread=False)
 
     def lookup(self, target: str, source: str, stamp_ns: int, timeout_s: float) -> Transform:
         """Transform mapping ``source`` into ``target`` at ``stamp_ns``, waiting up to
-        ``timeout_s`` for it; raises the core's TransformError kinds."""
+        ``timeout_s`` for it, or longer for a moving transform's next sample (:class:`TfWait`);
+        raises the core's TransformError kinds."""
         sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
         when = Time(seconds=sec, nanoseconds=nsec)
+        key = (target, source)
+        wait_s, period_s = self.wait.timeout(key, stamp_ns, float(timeout_s),
+                                             *self.rates.chain_state(target, source))
+        t0 = time.monotonic()
         try:
             ts = self.buffer.lookup_transform(target, source, when,
-                                              timeout=Duration(seconds=float(timeout_s)))
+                                              timeout=Duration(seconds=wait_s))
         except tf2_ros.ExtrapolationException as exc:
+            future = "future" in str(exc)
+            if period_s is not None:
+                self.wait.done(key, True, self.rates.chain_state(target, source)[0])
+            if future:
+                raise ExtrapolationError(_future_note(exc, time.monotonic() - t0, period_s),
+                                         future=True) from None
             raise ExtrapolationError(str(exc).strip()) from None
         except (tf2_ros.LookupException, tf2_ros.ConnectivityException) as exc:
             raise FrameUnknownError(str(exc).strip()) from None
         except tf2_ros.TransformException as exc:
             raise TransformError(str(exc).strip()) from None
+        if period_s is not None:
+            self.wait.done(key, False, None)
         tr, rot = ts.transform.translation, ts.transform.rotation
         try:
             return Transform.from_quaternion((tr.x, tr.y, tr.z), (rot.x, rot.y, rot.z, rot.w))
@@ -67,11 +191,105 @@ class TfPoses:
                 self.node.destroy_service(srv)
 
 
-def make(node: Node) -> tuple[TfPoses | None, str]:
-    """A :class:`TfPoses` for ``node``, or None and why not (tf2_ros absent)."""
-    if not HAVE_TF2:
-        return None, "tf2_ros is not installed"
-    return TfPoses(node), ""
+def _buffer_noting(rates: _Rates) -> Any:
+    """tf2_ros.Buffer that also notes each sample's stamp in ``rates`` (the listener calls
+    ``set_transform`` per transform on the executor thread)."""
+    assert tf2_ros is not None
+
+    class _Buffer(tf2_ros.Buffer):  # type: ignore[misc, name-defined]
+        def set_transform(self, transform: Any, authority: str) -> None:
+            rates.note(transform, static=False)
+            super().set_transform(transform, authority)
+
+        def set_transform_static(self, transform: Any, authority: str) -> None:
+            rates.note(transform, static=True)
+            super().set_transform_static(transform, authority)
+
+    return _Buffer
 
 
-__all__ = ["HAVE_TF2", "TfPoses", "make"]
+class TopicTfPoses:
+    """Without tf2_ros: ``/tf`` and ``/tf_static`` subscribed on ``node`` (tf2_ros's QoS)
+    into a thread-safe :class:`~seg_perception.core.tf.TransformBuffer` (10 s of history,
+    cleared of moving transforms when time jumps back); :meth:`lookup` as :class:`TfPoses`.
+    """
+
+    def __init__(self, node: Node, msg_type: type) -> None:
+        self.node = node
+        self.buffer = TransformBuffer(max_history_s=TF_HISTORY_S, jump_back_s=TF_JUMP_BACK_S,
+                                      where="/tf")
+        self.wait = TfWait()
+        buf = self.buffer
+        self.subscriptions = [
+            node.create_subscription(msg_type, "/tf", lambda m: buf.add_message(m, False),
+                                     tf_qos()),
+            node.create_subscription(msg_type, "/tf_static", lambda m: buf.add_message(m, True),
+                                     tf_static_qos())]
+
+    def lookup(self, target: str, source: str, stamp_ns: int, timeout_s: float) -> Transform:
+        """Transform mapping ``source`` into ``target`` at ``stamp_ns``, waiting up to
+        ``timeout_s`` for it, or longer for a moving transform's next sample (:class:`TfWait`);
+        raises the core's TransformError kinds."""
+        key = (target, source)
+        wait_s, period_s = self.wait.timeout(key, stamp_ns, float(timeout_s),
+                                             *self.buffer.chain_state(target, source))
+        t0 = time.monotonic()
+        try:
+            transform = self.buffer.wait_lookup(target, source, stamp_ns, wait_s)
+        except ExtrapolationError as exc:
+            if period_s is not None:
+                self.wait.done(key, True, self.buffer.chain_state(target, source)[0])
+            if exc.future:
+                raise ExtrapolationError(_future_note(exc, time.monotonic() - t0, period_s),
+                                         future=True) from None
+            raise
+        if period_s is not None:
+            self.wait.done(key, False, None)
+        return transform
+
+    def close(self) -> None:
+        """Remove the subscriptions from the node (a lifecycle node makes a new one at each
+        configure)."""
+        for sub in self.subscriptions:
+            with contextlib.suppress(Exception):  # shutting down: may be gone already
+                self.node.destroy_subscription(sub)
+        self.subscriptions = []
+
+
+class NoTfPoses:
+    """Neither tf2_ros nor tf2_msgs: /tf cannot be read, so every lookup fails with
+    ``reason`` (the frame gets no grid and the warning says why)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def lookup(self, target: str, source: str, stamp_ns: int, timeout_s: float) -> Transform:
+        raise TransformError(f"{self.reason}; set use_tf false and give the pose with the "
+                             "camera.* parameters (X.camera.* per camera)")
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+Poses = TfPoses | TopicTfPoses | NoTfPoses
+
+
+def make(node: Node) -> tuple[Poses, str]:
+    """The pose source for ``node`` and a note on it ("" for tf2_ros): tf2_ros's where it
+    imports (and :data:`WITHOUT_TF2_ROS_ENV` is not set), else /tf read directly where
+    tf2_msgs imports, else none (every lookup fails with the reason)."""
+    forced = os.environ.get(WITHOUT_TF2_ROS_ENV, "") not in ("", "0")
+    if HAVE_TF2 and not forced:
+        return TfPoses(node), ""
+    why = (f"tf2_ros not used ({WITHOUT_TF2_ROS_ENV} is set, for tests)" if HAVE_TF2
+           else "tf2_ros not installed")
+    msg_type = tf_message_type()
+    if msg_type is None:
+        return NoTfPoses(f"{why}, nor tf2_msgs: /tf and /tf_static cannot be read"), \
+            f"{why}, nor tf2_msgs: /tf cannot be read, no camera pose with use_tf true"
+    return TopicTfPoses(node, msg_type), f"{why}: reading /tf and /tf_static directly"
+
+
+__all__ = ["HAVE_TF2", "TF_HISTORY_S", "TF_JUMP_BACK_S", "WITHOUT_TF2_ROS_ENV", "NoTfPoses",
+           "Poses", "TfPoses", "TopicTfPoses", "make", "tf_message_type", "tf_qos",
+           "tf_static_qos"]
