@@ -48,7 +48,7 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def wait_for_log(self, text: str, timeout: float = 90.0) -> None:
+    def wait_for_log(self, text: str, timeout: float = 300.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if text in self.log():
@@ -102,7 +102,7 @@ class Probe:
         with self._lock:
             return list(self.received[topic])
 
-    def wait_until(self, cond: Callable[[], bool], timeout: float = 60.0,
+    def wait_until(self, cond: Callable[[], bool], timeout: float = 180.0,
                    what: str = "condition", tick: Callable[[], None] | None = None,
                    period: float = 0.3) -> None:
         """Poll ``cond``; call ``tick`` (e.g. re-publish a frame) every ``period`` seconds."""

@@ -133,7 +133,7 @@ def test_raw_frames_and_malformed_input(tmp_path: Path, probe: Probe) -> None:
                                    (pub, short, "fewer than step*height"),
                                    (pub, empty, "zero size"),
                                    (info_pub, info, "focal length")):
-            probe.wait_until(lambda text=text: text in node.log(), timeout=30,
+            probe.wait_until(lambda text=text: text in node.log(), timeout=120,
                              what=f"warning {text!r}", tick=lambda p=bad_pub, m=bad: p.publish(m),
                              period=1.0)
         assert node.alive()
@@ -171,7 +171,7 @@ def test_compressed_frames(tmp_path: Path, probe: Probe) -> None:
         corrupt = CompressedImage(header=header(210), format=fmt_str,
                                   data=bytes(data[:20]) + b"\x00" * 200)
         text = "/it_compressed/image/compressed: frame skipped"
-        probe.wait_until(lambda: text in node.log(), timeout=30, what="corrupt JPEG warning",
+        probe.wait_until(lambda: text in node.log(), timeout=120, what="corrupt JPEG warning",
                          tick=lambda: pub.publish(corrupt), period=1.0)
         data, fmt_str = encode_compressed(frames[1], "jpeg")
         after = CompressedImage(header=header(211), format=fmt_str, data=bytes(data))
@@ -222,7 +222,7 @@ def test_grid_and_boundary_follow_parameters_and_camera_info(tmp_path: Path,
         # Before any camera_info: image outputs flow, the grid waits with a warning.
         first = raw_msg(scene.rgb, 300)
         send_until_processed(probe, ns, pub, first)
-        node.wait_for_log("no valid camera_info", timeout=30)
+        node.wait_for_log("no valid camera_info", timeout=120)
         msg = raw_msg(scene.rgb, 302)
         info = CameraInfo(header=msg.header, width=camera.width, height=camera.height,
                           distortion_model="plumb_bob", d=[0.0] * 5, k=list(camera.K))
@@ -260,7 +260,7 @@ def test_grid_and_boundary_follow_parameters_and_camera_info(tmp_path: Path,
 
         def set_param(name: str, value: float) -> object:
             future = client.set_parameters([Parameter(name, value=value)])
-            probe.wait_until(future.done, timeout=30, what=f"set {name}")
+            probe.wait_until(future.done, timeout=120, what=f"set {name}")
             return future.result().results[0]
 
         refused = set_param("camera.z", -1.0)

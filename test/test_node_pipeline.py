@@ -110,7 +110,7 @@ def client(probe: Probe, ns: str) -> AsyncParameterClient:
 
 
 def done(probe: Probe, future: Any) -> Any:
-    probe.wait_until(future.done, timeout=30, what="parameter service")
+    probe.wait_until(future.done, timeout=120, what="parameter service")
     return future.result()
 
 
@@ -220,7 +220,7 @@ def test_grid_is_consistent_while_parameters_change(tmp_path: Path, probe: Probe
         grids = probe.messages(f"{ns}/drivable/grid")
         # each grid's boundary follows it on a topic of its own: wait for those of these grids
         probe.wait_until(lambda: {key(g) for g in grids} <= {
-            key(p) for p in probe.messages(f"{ns}/drivable/boundary")}, timeout=30,
+            key(p) for p in probe.messages(f"{ns}/drivable/boundary")}, timeout=120,
             what="the boundaries of the grids received")
         for g in grids:
             res = round(g.info.resolution, 6)
@@ -272,7 +272,7 @@ def test_grid_follows_the_static_transform(tmp_path: Path, probe: Probe) -> None
                          timeout=60, what="labels without tf",
                          tick=lambda: (info_pub.publish(info(hdr)), pub.publish(image(rgb, hdr))),
                          period=1.0)
-        node.wait_for_log("no transform from cam_optical to base_footprint", timeout=30)
+        node.wait_for_log("no transform from cam_optical to base_footprint", timeout=120)
         assert not any(key(m) == k for m in probe.messages(f"{ns}/drivable/grid"))
         with probe.static_tf(tf_chain(low)):
             g_low = _grid_for(probe, ns, pub, info_pub, rgb, 2)
@@ -288,14 +288,14 @@ def test_grid_follows_the_static_transform(tmp_path: Path, probe: Probe) -> None
                 g = _grid_for(probe, ns, pub, info_pub, rgb, i)
                 return bool(((g == -1) != (g_low == -1)).any())
 
-            probe.wait_until(moved, timeout=60, what="grid after the transform changed")
+            probe.wait_until(moved, timeout=120, what="grid after the transform changed")
             g_high = _grid_for(probe, ns, pub, info_pub, rgb, 200)
             truth = render_scene(SceneSpec(), CAM, high, SPEC).grid
             np.testing.assert_array_equal(g_high == -1, truth == -1)
             # an image from a frame tf does not know: a warning naming both frames
             hdr = header(300, "other_optical")
             pub.publish(image(rgb, hdr))
-            node.wait_for_log("no transform from other_optical to base_footprint", timeout=30)
+            node.wait_for_log("no transform from other_optical to base_footprint", timeout=120)
             assert node.alive()
     finally:
         assert node.stop() == 0, node.log()
