@@ -19,18 +19,26 @@ authors' final ``interpolate(..., align_corners=True)`` to the input size is lef
 engine (which upsamples the stride-2 logits as it does every model's), and the decoder's x2
 upsampling targets the skip's size, which is the same thing for sides divisible by 16 (the
 official model needs those; ours also runs on other sizes).
+
+``espnetv2_camvid`` is the same network, 20-way classifier included, ending in a fixed
+grouping (:class:`.class_map.GroupLogSumExp`): each CamVid class's logit is the logsumexp of
+its Cityscapes classes' logits (:data:`.class_map.CITYSCAPES_TO_CAMVID`). Its state_dict is
+the official checkpoint's, key for key, so the authors' file loads into it strictly and the
+fresh model is exactly the mapped zero-shot model (52.0 % mIoU on CamVid drive 0006R0 at
+704x528), the score fine-tuning starts from.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..datasets_info import CAMVID_CLASSES, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from .class_map import CITYSCAPES_TO_CAMVID, remap_classifier
+from .class_map import CITYSCAPES_TO_CAMVID, GroupLogSumExp, class_sources
 from .meta import ModelMeta, camvid_meta
 from .registry import register_key_filter, register_model
 from .state import CheckpointError, strip_prefixes
@@ -264,9 +272,14 @@ class GatedProjection(nn.Module):
 
 
 class ESPNetv2Seg(nn.Module):
-    """ESPNetv2 s=2.0 segmenter; logits at 1/2 of the input (sides divisible by 16)."""
+    """ESPNetv2 s=2.0 segmenter; logits at 1/2 of the input (sides divisible by 16).
 
-    def __init__(self, num_classes: int = 20, pyramid_width: int = PYRAMID_WIDTH) -> None:
+    ``groups`` (optional) merges the ``num_classes`` classifier outputs into one logit per
+    group (logsumexp, :class:`.class_map.GroupLogSumExp`; buffers only, nothing saved).
+    """
+
+    def __init__(self, num_classes: int = 20, pyramid_width: int = PYRAMID_WIDTH,
+                 groups: Sequence[Sequence[int]] | None = None) -> None:
         super().__init__()
         w1, w2, w3, w4 = WIDTHS_S2
         d1, d2, d3 = DECODER_WIDTHS
@@ -282,6 +295,7 @@ class ESPNetv2Seg(nn.Module):
         self.bu_br_l2 = nn.Sequential(nn.BatchNorm2d(d1), nn.PReLU(d1))
         self.bu_br_l3 = nn.Sequential(nn.BatchNorm2d(d2), nn.PReLU(d2))
         self.bu_br_l4 = nn.Sequential(nn.BatchNorm2d(d3), nn.PReLU(d3))
+        self.merge = GroupLogSumExp(groups) if groups is not None else None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -297,7 +311,7 @@ class ESPNetv2Seg(nn.Module):
 
     @property
     def classifier(self) -> nn.Conv2d:
-        """The last 1x1 convolution (class scores), the layer a new class set replaces."""
+        """The last 1x1 convolution (class scores; before the grouping, if any)."""
         return self.bu_dec_l4.merge_layer[3]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -309,7 +323,7 @@ class ESPNetv2Seg(nn.Module):
             (l1, self.merge_enc_dec_l4, self.bu_br_l4, self.bu_dec_l4),
         ):
             y = dec(br(merge(skip) + _up(y, skip.shape[2:])))
-        return y
+        return y if self.merge is None else self.merge(y)
 
 
 ESPNETV2_SOURCE = ("github.com/sacmehta/EdgeNets (MIT), model/segmentation/model_zoo/espnetv2/"
@@ -342,24 +356,25 @@ def espnetv2_city(num_classes: int = 20) -> nn.Module:
 
 
 CLASSIFIER_KEYS = ("bu_dec_l4.merge_layer.3.weight", "bu_dec_l4.merge_layer.3.bias")
+#: For each CamVid class, the EdgeNets outputs whose logsumexp is its logit.
+CAMVID_GROUPS = class_sources(ESPNETV2_CITY_CLASSES, CAMVID_CLASSES, CITYSCAPES_TO_CAMVID)
 
 
 def espnetv2_camvid_key_filter(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """EdgeNets' Cityscapes weights -> an 11-class CamVid model; CamVid weights as they are.
+    """EdgeNets' Cityscapes weights (or a CamVid-trained ``espnetv2_camvid``) as they are.
 
-    Every tensor but the classifier loads as is; the classifier's rows are those of each
-    CamVid class's main Cityscapes class (:func:`.class_map.remap_classifier`), so the
-    re-headed model starts near the mapped zero-shot labels.
+    The model keeps the 20-way classifier, so only its size is checked: an 11-row file is
+    the earlier re-headed layout (one classifier row per CamVid class), which cannot be
+    read as a grouping of 20 outputs.
     """
     state = strip_prefixes(state)
     rows = state[CLASSIFIER_KEYS[0]].shape[0] if CLASSIFIER_KEYS[0] in state else None
-    if rows == len(ESPNETV2_CITY_CLASSES):
-        return remap_classifier(state, CLASSIFIER_KEYS, ESPNETV2_CITY_CLASSES, CAMVID_CLASSES,
-                                CITYSCAPES_TO_CAMVID)
-    if rows not in (None, len(CAMVID_CLASSES)):
-        raise CheckpointError(f"ESPNetv2 classifier with {rows} classes: expected "
-                              f"{len(ESPNETV2_CITY_CLASSES)} (Cityscapes) or "
-                              f"{len(CAMVID_CLASSES)} (CamVid)")
+    if rows not in (None, len(ESPNETV2_CITY_CLASSES)):
+        old = " (11 rows: the earlier re-headed layout)" if rows == len(CAMVID_CLASSES) else ""
+        raise CheckpointError(
+            f"ESPNetv2 classifier with {rows} classes{old}: espnetv2_camvid keeps the "
+            f"{len(ESPNETV2_CITY_CLASSES)}-class Cityscapes classifier (EdgeNets' file or a "
+            "checkpoint of this model)")
     return state
 
 
@@ -369,17 +384,20 @@ register_key_filter("espnetv2_camvid", espnetv2_camvid_key_filter)
 # 47.6 % at 480x352 (`seg-perception eval --split train:0006R0 --input-size ...`).
 ESPNETV2_CAMVID_META = camvid_meta("espnetv2_camvid", (704, 528), output_stride=2).replace(
     extra={"source": "fine-tuned from " + ESPNETV2_SOURCE, "licence": "MIT",
-           "input_divisor": 16})
+           "input_divisor": 16, "class_map": "cityscapes -> camvid (logsumexp groups)"})
 
 
 @register_model("espnetv2_camvid", ESPNETV2_CAMVID_META,
-                "ESPNetv2 s=2.0 with an 11-class CamVid head; --init-from the Cityscapes "
-                "weights maps their classifier through the Cityscapes->CamVid table",
+                "ESPNetv2 s=2.0, Cityscapes classifier grouped into CamVid's 11 classes "
+                "(logsumexp); --init-from the Cityscapes weights starts at the zero-shot score",
                 checkpoint_format="espnetv2_camvid", strict_init=True)
 def espnetv2_camvid(num_classes: int = 11) -> nn.Module:
-    return ESPNetv2Seg(num_classes)
+    if num_classes != len(CAMVID_CLASSES):
+        raise ValueError(f"espnetv2_camvid groups Cityscapes outputs into CamVid's "
+                         f"{len(CAMVID_CLASSES)} classes, not {num_classes}")
+    return ESPNetv2Seg(len(ESPNETV2_CITY_CLASSES), groups=CAMVID_GROUPS)
 
 
-__all__ = ["CLASSIFIER_KEYS", "ESPNETV2_CAMVID_META", "ESPNETV2_CITY_CLASSES",
+__all__ = ["CAMVID_GROUPS", "CLASSIFIER_KEYS", "ESPNETV2_CAMVID_META", "ESPNETV2_CITY_CLASSES",
            "ESPNETV2_CITY_META", "ESPNetv2Seg", "branch_dilations", "espnetv2_camvid",
            "espnetv2_camvid_key_filter", "espnetv2_city"]
