@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # The ROS 2 pieces no registry has (ros2 CLI, launch, launch_testing, tf2_ros, vision_msgs),
-# built into the venv by ../shared/ros2/install.sh where that exists (CI); see README.
+# built into the venv by ../shared/ros2/install.sh where that exists (CI); see docs/development.md.
 ROS2_KIT_SCRIPT := $(wildcard ../shared/ros2/install.sh)
 ROS2_KIT := $(if $(ROS2_KIT_SCRIPT),$(VENV)/.ros2_kit_installed)
 

@@ -391,7 +391,7 @@ def test_int8_of_the_default_model_on_camvid(tmp_path: Path) -> None:
     """Calibrated on CamVid train, the int8 default model agrees with fp32 on val frames.
 
     (The acceptance figure, val mIoU within 1 point of fp32, is measured over the whole split
-    by scripts/precision_report.py; see README.)
+    by scripts/precision_report.py; see docs/models.md.)
     """
     images, where = calibration_images(require(CAMVID), "camvid", "train", 16)
     assert "16 of 367 frames of camvid train" in where

@@ -229,7 +229,7 @@ class SegEngine:
             if self.dtype == torch.bfloat16 and self.device.type == "cpu":
                 # Autocast keeps the weights in fp32 and runs convolutions and matrix
                 # products in bf16: as fast as bf16 weights and closer to fp32 (measured on
-                # CamVid, see README); the input stays fp32.
+                # CamVid, see docs/models.md); the input stays fp32.
                 self._autocast = torch.bfloat16
                 model = model.eval().to(self.device, dtype=torch.float32)
                 self.dtype = torch.float32

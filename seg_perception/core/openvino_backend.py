@@ -4,7 +4,7 @@ uint8 frames in: conversion, normalisation and layout then run inside the compil
 0.6-1.3 ms less per 480x360 frame than torch's float passes, identical labels).
 
 Why: on CPUs with a bf16 matrix unit OpenVINO runs the networks of the zoo 1.6-2.5x faster
-than torch's bf16 autocast (measured on this project's Zen 5 machine, see README), and it
+than torch's bf16 autocast (measured on this project's Zen 5 machine, see docs/models.md), and it
 runs the int8 exports of ``seg-perception export --int8`` with int8 kernels (VNNI/AMX).
 
 Two sources: a torch module (converted in memory with ``openvino.convert_model`` at the
