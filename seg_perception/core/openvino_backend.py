@@ -7,8 +7,9 @@ Why: on CPUs with a bf16 matrix unit OpenVINO runs the networks of the zoo 1.6-2
 than torch's bf16 autocast (measured on this project's Zen 5 machine, see README), and it
 runs the int8 exports of ``seg-perception export --int8`` with int8 kernels (VNNI/AMX).
 
-Two sources: a torch module (converted in memory with ``openvino.convert_model`` at the
-engine's input size, so the model's metadata comes from its checkpoint as usual), or a
+Two sources: a torch module (exported to ONNX in memory and converted at the engine's input
+size, so the model's metadata comes from its checkpoint as usual; see :func:`_convert_module`
+for why not ``openvino.convert_model`` of the module), or a
 ``.onnx`` file written by :func:`seg_perception.core.export.export_onnx` (metadata read from
 the file). The network is compiled for a fixed input shape (static shapes are OpenVINO's
 fast path); precision is OpenVINO's ``INFERENCE_PRECISION_HINT`` (bf16 or f32); an int8 file
