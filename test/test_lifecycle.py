@@ -23,11 +23,13 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 import rclpy
+import rclpy.time
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import TransitionCallbackReturn
@@ -50,6 +52,7 @@ from seg_perception.core.geometry.scene import SceneSpec
 from seg_perception.core.image_codec import encode_raw
 from seg_perception.core.models import get_entry
 from seg_perception.core.models.zoo import DEFAULT_MODEL
+from seg_perception.ros import lifecycle as lifecycle_module
 from seg_perception.ros import node as node_module
 from seg_perception.ros import node_common, tf_pose
 from seg_perception.ros.label_info import label_info_qos
@@ -339,6 +342,75 @@ def test_several_cameras_as_seg_node_does(make_node: Callable[..., SegLifecycleN
     assert "/lc_multi/drivable/grid" in pub_topics(node) and node.model_loads == 1
 
 
+def stamped(buffer: object, stamp_s: int) -> bool:
+    """Put a transform a -> b at ``stamp_s`` into a tf2 buffer; whether it can be read back."""
+    from geometry_msgs.msg import TransformStamped
+    from rclpy.time import Time as RclTime
+
+    ts = TransformStamped()
+    ts.header.stamp.sec, ts.header.frame_id, ts.child_frame_id = stamp_s, "a", "b"
+    ts.transform.rotation.w = 1.0
+    buffer.set_transform(ts, "test")
+    return buffer.can_transform("a", "b", RclTime(seconds=stamp_s))
+
+
+def switch_clock(node: SegLifecycleNode) -> None:
+    """A time jump on the node's clock: use_sim_time switched on and off at run time (what
+    makes tf2 buffers still hooked to the clock clear themselves, or crash once freed)."""
+    for value in (True, False):
+        assert node.set_parameters([Parameter("use_sim_time", value=value)])[0].successful
+
+
+@pytest.mark.parametrize("exit_path", ["cleanup", "shutdown", "error", "configure error"])
+def test_every_exit_unhooks_the_tf_buffer_from_the_clock(
+        make_node: Callable[..., SegLifecycleNode], monkeypatch: pytest.MonkeyPatch,
+        exit_path: str) -> None:
+    """Issue 23 item 2: a configuration's tf2 buffer registers a jump callback on the node's
+    clock; every way out of the configuration unregisters it. One left behind is called at
+    the next clock jump: while Python holds the buffer it clears it (seen here, the buffer
+    is kept alive), once freed the process dies with SIGSEGV (the test over DDS below)."""
+    if not tf_pose.HAVE_TF2:
+        pytest.skip("tf2_ros is not installed: no tf2 buffer to hook to the clock")
+    made: list[tf_pose.TfPoses] = []
+    make_tf = tf_pose.make
+
+    def recording_make(node: SegLifecycleNode) -> tuple[tf_pose.TfPoses | None, str]:
+        tf, reason = make_tf(node)
+        assert tf is not None
+        made.append(tf)
+        return tf, reason
+
+    monkeypatch.setattr(tf_pose, "make", recording_make)
+    node = make_node()
+    if exit_path == "configure error":  # after the tf buffer exists: on_error releases it
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("worker exploded")
+
+        monkeypatch.setattr(lifecycle_module, "FrameWorker", broken)
+        assert node.trigger_configure() == ERROR
+    else:
+        assert node.trigger_configure() == SUCCESS
+        live = made[-1].buffer
+        assert stamped(live, 100)
+        switch_clock(node)  # the live buffer hears the jump: it is cleared
+        assert not live.can_transform("a", "b", rclpy.time.Time(seconds=100))
+        if exit_path == "cleanup":
+            assert node.trigger_cleanup() == SUCCESS
+        elif exit_path == "shutdown":
+            assert node.trigger_shutdown() == SUCCESS
+        else:
+            monkeypatch.setattr(node_module, "CameraChannel", lambda *a, **k: 1 / 0)
+            assert node.trigger_activate() == ERROR
+    assert state(node) == ("finalized" if exit_path == "shutdown" else "unconfigured")
+    assert node.tf is None and len(made) == 1
+    old = made[0].buffer  # kept alive by this test, so a stray callback clears, not crashes
+    assert stamped(old, 200)
+    switch_clock(node)
+    assert old.can_transform("a", "b", rclpy.time.Time(seconds=200)), \
+        f"the tf2 buffer is still hooked to the node's clock after {exit_path}"
+    made[0].close()  # idempotent
+
+
 def test_wrong_parameter_type_at_start_is_one_line(context: rclpy.Context) -> None:
     """As seg_node: a value of the wrong type cannot construct the node (main prints it)."""
     from seg_perception.ros.params import StartupError
@@ -570,6 +642,103 @@ def test_bad_model_fails_configure_over_dds_and_recovers(
     assert node.proc.wait(timeout=60) == 0, node.log()
     assert "Traceback" not in node.log()
     assert len(error_lines(node.log())) == 1
+
+
+def call_service(probe: Probe, node: NodeProcess, srv_type: Any, name: str, request: Any,
+                 timeout: float = 180.0) -> Any:
+    """Call a service of the node under test from the probe (rclpy client, no ros2 CLI);
+    fails at once if the node's process dies meanwhile."""
+    client = probe.node.create_client(srv_type, name)
+    try:
+        assert client.wait_for_service(timeout_sec=60.0), f"no service {name}"
+        future = client.call_async(request)
+        probe.wait_until(lambda: future.done() or not node.alive(), timeout=timeout,
+                         what=f"a response from {name}", period=0.1)
+        assert node.alive(), f"the node died ({node.proc.returncode}):\n{node.log()}"
+        return future.result()
+    finally:
+        probe.node.destroy_client(client)
+
+
+def transition(probe: Probe, node: NodeProcess, name: str, label: str) -> None:
+    """Drive the managed node ``name`` through ``label`` (configure, cleanup, ...)."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    ids = {"configure": Transition.TRANSITION_CONFIGURE,
+           "cleanup": Transition.TRANSITION_CLEANUP,
+           "activate": Transition.TRANSITION_ACTIVATE}
+    result = call_service(probe, node, ChangeState, f"{name}/change_state",
+                          ChangeState.Request(transition=Transition(id=ids[label])))
+    assert result.success, f"{label} failed:\n{node.log()}"
+
+
+def set_use_sim_time(probe: Probe, node: NodeProcess, name: str, value: bool) -> None:
+    from rcl_interfaces.srv import SetParameters
+
+    request = SetParameters.Request(
+        parameters=[Parameter("use_sim_time", value=value).to_parameter_msg()])
+    result = call_service(probe, node, SetParameters, f"{name}/set_parameters", request)
+    assert result.results[0].successful, result.results[0].reason
+
+
+JUMP_LOG = "Detected jump back in time"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jump", ["clock back", "use_sim_time at run time"])
+def test_clock_jump_after_configure_cleanup_cycles_keeps_the_node_alive(
+        tmp_path: Path, probe: Probe, processes: list[NodeProcess], jump: str) -> None:
+    """Issue 23 item 2: after 3 configure/cleanup cycles, a clock that jumps back (sim time,
+    /clock restarting as a looped bag does) or use_sim_time switched on at run time used to
+    call the freed tf2 buffers of the earlier configurations: SIGSEGV, nothing logged. The
+    node survives, and a new configure/activate publishes labels."""
+    from rosgraph_msgs.msg import Clock
+
+    sim = jump == "clock back"
+    ns = "/lcjump" + ("b" if sim else "s")
+    name = f"{ns}/seg_node"
+    node = start_lifecycle_node(tmp_path, processes, ns, model="tiny_seg", warmup=False,
+                                use_sim_time=sim)
+    for _ in range(3):
+        transition(probe, node, name, "configure")
+        transition(probe, node, name, "cleanup")
+    assert node.log().count(LOADED) == 3
+
+    clock = probe.publisher(Clock, "/clock", reliable=False)
+    ticks: list[int] = []
+
+    def tick_clock() -> None:  # 1000 s, 10 s, 1000 s, ...: a jump back every other tick
+        ticks.append(len(ticks))
+        clock.publish(Clock(clock=Time(sec=10 if len(ticks) % 2 == 0 else 1000,
+                                       nanosec=len(ticks))))
+
+    if sim:
+        probe.wait_until(lambda: probe.node.count_subscribers("/clock") >= 1, timeout=60,
+                         what="the node's /clock subscription")
+        # Unconfigured: no tf2 buffer may hear these (20 jumps back).
+        probe.wait_until(lambda: len(ticks) >= 40 or not node.alive(), timeout=60,
+                         what="40 /clock messages", tick=tick_clock, period=0.05)
+    else:
+        set_use_sim_time(probe, node, name, True)
+    assert node.alive(), f"the node died ({node.proc.returncode}):\n{node.log()}"
+
+    transition(probe, node, name, "configure")
+    transition(probe, node, name, "activate")
+    node.wait_for_log(f"{READY} {ns}/image")
+    frames = Frames(probe, ns)
+    frames.wait_for_labels(3)
+    # The live configuration's buffer does hear a jump (and is cleared), without a crash.
+    if sim:
+        probe.wait_until(lambda: JUMP_LOG in node.log() or not node.alive(), timeout=60,
+                         what=JUMP_LOG, tick=tick_clock, period=0.05)
+    else:
+        set_use_sim_time(probe, node, name, False)
+        node.wait_for_log(JUMP_LOG)
+    frames.wait_for_labels(3)
+    assert node.alive(), f"the node died ({node.proc.returncode}):\n{node.log()}"
+    assert node.stop() == 0, node.log()
+    assert "Traceback" not in node.log(), node.log()
 
 
 # -- ros2 launch seg.launch.py lifecycle:=true (colcon build) -------------------------------

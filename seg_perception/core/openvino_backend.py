@@ -7,8 +7,9 @@ Why: on CPUs with a bf16 matrix unit OpenVINO runs the networks of the zoo 1.6-2
 than torch's bf16 autocast (measured on this project's Zen 5 machine, see docs/models.md), and it
 runs the int8 exports of ``seg-perception export --int8`` with int8 kernels (VNNI/AMX).
 
-Two sources: a torch module (converted in memory with ``openvino.convert_model`` at the
-engine's input size, so the model's metadata comes from its checkpoint as usual), or a
+Two sources: a torch module (exported to ONNX in memory and converted at the engine's input
+size, so the model's metadata comes from its checkpoint as usual; see :func:`_convert_module`
+for why not ``openvino.convert_model`` of the module), or a
 ``.onnx`` file written by :func:`seg_perception.core.export.export_onnx` (metadata read from
 the file). The network is compiled for a fixed input shape (static shapes are OpenVINO's
 fast path); precision is OpenVINO's ``INFERENCE_PRECISION_HINT`` (bf16 or f32); an int8 file
@@ -24,6 +25,7 @@ whose batch axis is fixed at 1 runs batches one frame at a time.
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -35,7 +37,7 @@ from torch import nn
 
 from . import hw
 from .engine_options import EngineConfigError
-from .export import ExportError, read_onnx_info
+from .export import ExportError, model_outputs, read_onnx_info
 from .models.meta import ModelMeta
 from .net_output import NetOutput
 
@@ -196,7 +198,7 @@ class OpenVinoBackend:
                                         category=DeprecationWarning)
                 # A free batch axis: one conversion serves every batch size (each compiled
                 # static, see _compile); at batch 1 the same network as a batch-1 conversion.
-                ov_model = ov.convert_model(net, example_input=example, input=[-1, 3, h, w])
+                ov_model = _convert_module(ov, net, example, [-1, 3, h, w])
         except Exception as exc:  # the converter raises its own error types
             raise EngineConfigError(f"OpenVINO cannot convert {model_name}: {exc}") from exc
         return cls(ov_model, meta, (w, h), precision, threads, model_name=model_name,
@@ -256,6 +258,40 @@ class OpenVinoBackend:
             *heads, labels, conf = outs
             return NetOutput(heads[0], heads[1] if len(heads) > 1 else None, labels, conf)
         return outs[0] if len(outs) == 1 else (outs[0], outs[1])
+
+
+def _convert_module(ov: Any, net: nn.Module, example: torch.Tensor, shape: list[int]) -> Any:
+    """The OpenVINO model of a torch module with a free batch axis: exported to ONNX in memory
+    (torch's TorchScript exporter) and read by OpenVINO's ONNX frontend; a network that does
+    not export goes through ``ov.convert_model`` of the module itself.
+
+    Why not ``ov.convert_model(module)`` always: it traces the module with
+    ``torch.jit.trace``, which registers fresh TorchScript types for every submodule in
+    torch's global compilation unit, and nothing ever removes them: each conversion of the
+    default model kept ~14 MB for the life of the process, so a lifecycle node grew by that
+    at every configure/cleanup (issue 23). The exporter's tracing registers nothing (flat
+    over repeated conversions), and the compiled network is the same (identical scores for
+    the default model).
+    """
+    buf = io.BytesIO()
+    try:
+        with torch.inference_mode():
+            names = [f"output{i}" for i in range(len(model_outputs(net(example))))]
+        with warnings.catch_warnings():
+            # Tracer warnings describe the trace at this fixed size; the exporter's own
+            # deprecation notice is not the user's concern.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (example,), buf, dynamo=False, input_names=["input"],
+                              output_names=names, opset_version=17,
+                              dynamic_axes={"input": {0: "batch"},
+                                            **{n: {0: "batch"} for n in names}},
+                              do_constant_folding=True)
+        buf.seek(0)
+        return ov.convert_model(buf)
+    except Exception as exc:  # the exporter raises its own error types
+        log.debug("ONNX export for OpenVINO failed (%s: %s): converting the module directly",
+                  type(exc).__name__, exc)
+    return ov.convert_model(net, example_input=example, input=shape)
 
 
 def _with_uint8_input(ov: Any, ov_model: Any, meta: ModelMeta) -> Any:

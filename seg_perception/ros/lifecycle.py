@@ -22,7 +22,10 @@ For systems brought up by a lifecycle manager (Nav2's ``lifecycle_manager``, yol
 - *deactivate*: stops the worker and removes the subscriptions and output publishers, so
   frames sent while inactive are not even received; the model stays loaded and the next
   activate is immediate.
-- *cleanup*: frees the model (and the CUDA cache), the tf2 listener and the publishers.
+- *cleanup*: frees the model (and the CUDA cache), the tf2 listener and buffer (with the
+  buffer's clock-jump callback: one left on the node's clock is called after the buffer is
+  freed, a SIGSEGV at the next time jump) and the publishers. Every way out of a
+  configuration (cleanup, shutdown, an error) releases the same.
 - *shutdown* (from any state): releases whatever exists; *finalized* is terminal, so the
   process then exits (status 0).
 - An exception in a transition is logged with its traceback and returns ERROR; ``on_error``

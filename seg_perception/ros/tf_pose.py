@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from rclpy.duration import Duration
+from rclpy.exceptions import InvalidHandle
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
@@ -145,7 +146,12 @@ class TfPoses:
         self.rates = _Rates()
         self.wait = TfWait()
         self.buffer = _buffer_noting(self.rates)(node=node)  # also serves `tf2_frames`
-        self.listener = tf2_ros.TransformListener(self.buffer, node, spin_thread=False)
+        self.listener: Any = None
+        try:
+            self.listener = tf2_ros.TransformListener(self.buffer, node, spin_thread=False)
+        except BaseException:
+            self.close()  # the buffer is already hooked to the node's clock
+            raise
 
     def lookup(self, target: str, source: str, stamp_ns: int, timeout_s: float) -> Transform:
         """Transform mapping ``source`` into ``target`` at ``stamp_ns``, waiting up to
@@ -181,10 +187,21 @@ class TfPoses:
             raise TransformError(f"unusable transform {target} <- {source}: {exc}") from None
 
     def close(self) -> None:
-        """Remove the listener's subscriptions and the buffer's service from the node (a
-        lifecycle node makes a new TfPoses at each configure)."""
-        with contextlib.suppress(Exception):  # shutting down: subscriptions may be gone
-            self.listener.unregister()
+        """Detach everything the buffer and listener hooked onto the node (a lifecycle node
+        makes a new TfPoses at each configure): the buffer's clock-jump callback, the
+        listener's subscriptions, the buffer's service. Idempotent.
+
+        The jump callback matters most: the node's clock keeps only a raw pointer to it, so
+        once Python frees a buffer left registered, the next time jump (a clock going back,
+        ``use_sim_time`` switched) calls freed memory and the process dies with SIGSEGV.
+        """
+        handle = getattr(self.buffer, "jump_handle", None)
+        if handle is not None:
+            with contextlib.suppress(InvalidHandle):  # a destroyed clock calls nothing
+                handle.unregister()  # idempotent: it forgets its clock
+        if self.listener is not None:
+            with contextlib.suppress(Exception):  # shutting down: subscriptions may be gone
+                self.listener.unregister()
         srv = getattr(self.buffer, "srv", None)
         if srv is not None:
             with contextlib.suppress(Exception):
