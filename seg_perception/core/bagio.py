@@ -60,6 +60,7 @@ from .pipeline import (
     GridFusion,
     resolve_pose,
 )
+from .signal_stack import ensure_signal_stack
 from .tf import TransformBuffer, TransformError
 
 if TYPE_CHECKING:
@@ -796,6 +797,7 @@ def stop_signals(finishing: str = "finishing the output") -> Iterator[StopState]
     if threading.current_thread() is not threading.main_thread():
         yield state
         return
+    ensure_signal_stack()  # after the engine's build: OpenVINO's is too small (signal_stack)
 
     def handler(signum: int, _frame: Any) -> None:
         state.count += 1

@@ -71,6 +71,7 @@ from ..core.pipeline import (
     PendingInference,
     resolve_pose,
 )
+from ..core.signal_stack import ensure_signal_stack
 from ..core.stats import Percentiles, RateMeter, WarningLimiter, problem_kind
 from . import log_bridge, node_common, tf_pose
 from .camera_io import CameraChannel, Frame, qos
@@ -94,12 +95,14 @@ OUTPUT_TOPICS = tuple(IMAGE_ENCODINGS)
 def load_engine(params: ParameterBridge) -> tuple[Any, EngineInfo]:
     """The engine the parameters ask for; StartupError (one line) when it cannot be built."""
     try:
-        return build_engine(params["model"], params["checkpoint"] or None, params["device"],
-                            params["precision"], threads=params["cpu_threads"])
+        built = build_engine(params["model"], params["checkpoint"] or None, params["device"],
+                             params["precision"], threads=params["cpu_threads"])
     except KeyError as exc:  # unknown model: the message lists the registered ones
         raise StartupError(exc.args[0] if exc.args else str(exc)) from None
     except (EngineConfigError, ValueError, FileNotFoundError, OSError) as exc:
         raise StartupError(str(exc)) from None
+    ensure_signal_stack()  # OpenVINO's is too small for Ctrl-C twice on AMX: see signal_stack
+    return built
 
 
 @dataclass
