@@ -75,8 +75,8 @@ def test_a_four_camera_node_holds_one_model_and_names_every_camera(monkeypatch) 
     loads: list[int] = []
     real = checkpoint.load_model
 
-    def counting(name: str = "default", ckpt: Any = None) -> Any:
-        loaded = real(name, ckpt)
+    def counting(name: str = "default", ckpt: Any = None, **kwargs: Any) -> Any:
+        loaded = real(name, ckpt, **kwargs)
         loads.append(sum(p.numel() for p in loaded.model.parameters()))
         return loaded
 

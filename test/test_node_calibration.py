@@ -254,7 +254,9 @@ def test_a_camera_that_makes_no_grid_is_warn_with_the_reason(tmp_path: Path,
     images for its 160x120 frames, ``side``'s has an all-zero K. Labels keep coming from
     both, and /diagnostics turns WARN for each with its reason."""
     ns = "/it_nogrid"
-    node = start(tmp_path, ns, cameras="[front,side]", diagnostics_period=0.5)
+    # use_tf false: each camera needs its own pose (the same one for both is refused)
+    node = start(tmp_path, ns, cameras="[front,side]", diagnostics_period=0.5,
+                 **{"side.camera.x": 0.5, "side.camera.z": 1.5, "side.camera.yaw": 1.2})
     probe.subscribe(DiagnosticArray, "/diagnostics")
     probe.subscribe(OccupancyGrid, f"{ns}/drivable/grid")
     for cam in ("front", "side"):
