@@ -158,6 +158,29 @@ def test_prefix_reader_matches_rosbags_on_the_intact_part(tmp_path: Path) -> Non
     assert sum(counts.values()) == len(got)
 
 
+def test_prefix_reader_salvages_the_cut_chunk_that_mcap_drops(tmp_path: Path) -> None:
+    """Why mcap_prefix keeps its own salvage code: the ``mcap`` package's StreamReader stops
+    at the chunk the file ends in and yields none of its messages."""
+    from mcap.exceptions import EndOfFile
+    from mcap.records import Message
+    from mcap.stream_reader import StreamReader
+
+    make_bag(tmp_path / "bag", {"/cam/image_raw": "raw"}, generated_frames(N_FRAMES))
+    data = mcap_bytes(tmp_path / "bag")
+    (tmp_path / "cut.mcap").write_bytes(data[: int(len(data) * 0.8)])
+    by_library = []
+    with (tmp_path / "cut.mcap").open("rb") as f, pytest.raises(EndOfFile):
+        for rec in StreamReader(f).records:
+            if isinstance(rec, Message):
+                by_library.append((rec.log_time, rec.data))
+    with McapPrefixReader(tmp_path / "cut.mcap") as prefix:
+        got = []
+        with pytest.raises(Exception, match="cut off at byte"):
+            got.extend((t, bytes(raw)) for _, t, raw in prefix.messages())
+    assert len(got) > len(by_library) > 0
+    assert sorted(by_library) == got[: len(by_library)]
+
+
 def test_mcap_cut_inside_its_header_is_still_a_clear_error(tmp_path: Path) -> None:
     make_bag(tmp_path / "bag", {"/cam/image_raw": "raw"}, generated_frames(2))
     (tmp_path / "cut.mcap").write_bytes(mcap_bytes(tmp_path / "bag")[:30])

@@ -118,17 +118,21 @@ def test_lookup_tables_per_frame_size_are_a_bounded_lru() -> None:
     lookup = mapper.lookup
     for i in range(12):  # ever-new mask sizes
         mapper.grid_from_mask(np.ones((90 + i, 160 + 2 * i), np.uint8))
-        assert len(lookup._tables) <= TABLES_PER_LOOKUP
-    assert len(lookup._tables) == TABLES_PER_LOOKUP and lookup._tables.evictions == 8
-    # the most recent sizes are the ones kept, and one used again stays
-    assert (101, 182) in lookup._tables and (90, 160) not in lookup._tables
+        assert lookup._table.cache_info().currsize <= TABLES_PER_LOOKUP
+    info = lookup._table.cache_info()
+    assert info.currsize == TABLES_PER_LOOKUP and info.misses - info.currsize == 8  # evicted
+    # the most recent sizes are the ones kept: a hit for the last, a rebuild for the first
+    lookup.table((101, 182))
+    assert lookup._table.cache_info().hits == info.hits + 1
+    lookup.table((90, 160))
+    assert lookup._table.cache_info().misses == info.misses + 1
     # camera models / poses that come back reuse their lookup (a small LRU too)
     other = CameraModel.from_fov(320, 180, 60.0)
     built = [mapper.set_view(m, MOUNT) for m in (other, CAM, other, CAM)]
     assert built == [True, False, False, False] and mapper.rebuilds == 2
     for k in range(LOOKUPS_PER_MAPPER + 2):
         mapper.set_view(CameraModel.from_fov(320, 180, 50.0 + k), MOUNT)
-    assert len(mapper._lookups) == LOOKUPS_PER_MAPPER
+    assert mapper._lookup_for.cache_info().currsize == LOOKUPS_PER_MAPPER
 
 
 def test_camera_info_pairing_by_stamp() -> None:

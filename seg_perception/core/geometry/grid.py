@@ -8,13 +8,13 @@ orientation. Values: 0 seen and drivable, 100 seen and not drivable, -1 unseen.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..lru import LruCache
 from .camera import CameraModel, CameraMounting
 
 FREE = 0
@@ -180,6 +180,19 @@ def cell_visibility(
     )
 
 
+def _scaled_table(uv: np.ndarray, width: int, height: int, h: int,
+                  w: int) -> tuple[np.ndarray, int, int]:
+    """:meth:`GroundLookup.table` of a mask of ``h`` x ``w`` for pixels ``uv`` of a camera
+    image of ``width`` x ``height``."""
+    sx, sy = w / width, h / height
+    col = np.floor((uv[:, 0] + 0.5) * sx).astype(np.intp)
+    row = np.floor((uv[:, 1] + 0.5) * sy).astype(np.intp)
+    np.clip(col, 0, w - 1, out=col)
+    np.clip(row, 0, h - 1, out=row)
+    r0, r1 = (int(row.min()), int(row.max()) + 1) if len(row) else (0, 0)
+    return ((row - r0) * w + col).astype(np.intp), r0, r1
+
+
 class GroundLookup:
     """Precomputed cell -> pixel table for one (grid, camera, mounting, limits) combination.
 
@@ -204,7 +217,10 @@ class GroundLookup:
         seen = self.visibility.seen.ravel()
         self.cell_index = np.flatnonzero(seen).astype(np.intp)
         self._uv = self.visibility.uv.reshape(-1, 2)[self.cell_index]
-        self._tables: LruCache[tuple[np.ndarray, int, int]] = LruCache(TABLES_PER_LOOKUP)
+        # A pure function of the mask shape: functools' LRU, bound to this lookup's pixels
+        # (a partial, not a method, so the cache holds no reference back to the lookup).
+        self._table = functools.lru_cache(maxsize=TABLES_PER_LOOKUP)(
+            functools.partial(_scaled_table, self._uv, camera.width, camera.height))
 
     @property
     def seen(self) -> np.ndarray:
@@ -220,22 +236,7 @@ class GroundLookup:
 
         Rows ``r0 .. r1 - 1`` are the only ones read, so cleaning can be limited to them.
         """
-        key = (int(shape[0]), int(shape[1]))
-        hit = self._tables.get(key)
-        if hit is not None:
-            return hit
-        h, w = key
-        sx, sy = w / self.camera.width, h / self.camera.height
-        col = np.floor((self._uv[:, 0] + 0.5) * sx).astype(np.intp)
-        row = np.floor((self._uv[:, 1] + 0.5) * sy).astype(np.intp)
-        np.clip(col, 0, w - 1, out=col)
-        np.clip(row, 0, h - 1, out=row)
-        if len(row):
-            r0, r1 = int(row.min()), int(row.max()) + 1
-        else:
-            r0, r1 = 0, 0
-        entry = ((row - r0) * w + col).astype(np.intp), r0, r1
-        return self._tables.put(key, entry)
+        return self._table(int(shape[0]), int(shape[1]))
 
     def gather(
         self,

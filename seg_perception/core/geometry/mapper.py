@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
 import numpy as np
 
-from ..lru import LruCache
 from .camera import CameraModel, CameraMounting
 from .freespace import boundary_polygon, clean_mask, ego_component, ego_distance2, speckle_kernel
 from .grid import FREE, GridSpec, GroundLookup
@@ -85,7 +85,11 @@ class DrivableAreaMapper:
         self._dist2 = ego_distance2(self.grid, self.ego_xy)
         self._camera: CameraModel | None = None
         self._lookup: GroundLookup | None = None
-        self._lookups: LruCache[GroundLookup] = LruCache(LOOKUPS_PER_MAPPER)
+        # The lookup is a pure function of (intrinsics, pose) under this mapper's grid and
+        # limits: functools' LRU over a partial (no reference back to the mapper).
+        self._lookup_for = functools.lru_cache(maxsize=LOOKUPS_PER_MAPPER)(functools.partial(
+            GroundLookup, self.grid, max_range=self.max_range,
+            max_pixel_footprint=self.max_pixel_footprint))
         self.rebuilds = 0
 
     # -- camera model -------------------------------------------------------------------------
@@ -136,21 +140,11 @@ class DrivableAreaMapper:
 
     def _use(self, model: CameraModel, mounting: CameraMounting) -> bool:
         """Switch to the lookup of (model, mounting): from the LRU, or built (returns True)."""
-        key = (model, mounting)
-        hit = self._lookups.get(key)
+        misses = self._lookup_for.cache_info().misses
+        self._lookup = self._lookup_for(model, mounting)
         self._camera = model
-        if hit is not None:
-            self._lookup = hit
+        if self._lookup_for.cache_info().misses == misses:
             return False
-        self._rebuild(model, mounting)
-        self._lookups.put(key, self._lookup)
-        return True
-
-    def _rebuild(self, model: CameraModel, mounting: CameraMounting) -> None:
-        self._lookup = GroundLookup(
-            self.grid, model, mounting, self.max_range, self.max_pixel_footprint
-        )
-        self._camera = model
         self.rebuilds += 1
         log.debug(
             "ground lookup built: %dx%d image, %d of %d cells seen",
@@ -161,6 +155,7 @@ class DrivableAreaMapper:
                 "the camera sees none of the grid's cells (check camera.* mounting, grid.* "
                 "extent and the CameraInfo); the grid will stay unknown"
             )
+        return True
 
     # -- per frame ----------------------------------------------------------------------------
     def clean_mask(self, mask: np.ndarray) -> np.ndarray:

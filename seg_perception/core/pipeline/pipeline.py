@@ -19,18 +19,18 @@ and :meth:`FramePipeline.fuse` the surround grid of the cycle (:mod:`.fusion`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..config import MAX_CAMERAS, PipelineConfig
-from ..geometry import CameraInfoMismatchError, DrivableAreaMapper
+from ..geometry import CameraInfoMismatchError, CameraMounting, DrivableAreaMapper
 from ..geometry.freespace import vehicle_component
-from ..lru import LruCache
 from ..render import colorize, overlay, palette_lut
 from .frames import GRID_OUTPUTS, CameraFrame, FrameResult
 from .fusion import CameraGrid, FusedGrid, GridFusion
@@ -47,13 +47,25 @@ MAPPERS_KEPT = 2 * MAX_CAMERAS + 1
 FUSED = "<fused>"
 
 
+def _new_mapper(camera: str, mapper_key: tuple[Any, ...]) -> DrivableAreaMapper:
+    """A ground mapper for :attr:`PipelineConfig.mapper_key` (``camera`` only keeps one per
+    camera). Its pose comes with each frame's view (``set_view``), hence the default here."""
+    grid, max_range, max_pixel_footprint, speckle_area, max_vertices, min_region_area = \
+        mapper_key
+    return DrivableAreaMapper(grid, CameraMounting(), max_range=max_range,
+                              max_pixel_footprint=max_pixel_footprint,
+                              speckle_area=speckle_area, max_vertices=max_vertices,
+                              min_region_area=min_region_area)
+
+
 class FramePipeline:
     """Runs the engine and the drivable-area geometry on sets of frames."""
 
     def __init__(self, engine: SegEngine) -> None:
         self.engine = engine
         self.palette = palette_lut(engine.meta.palette)
-        self._mappers: LruCache[DrivableAreaMapper] = LruCache(MAPPERS_KEPT)
+        # One LRU per pipeline (mappers hold per-camera state), functools' over a function.
+        self._mapper_for = functools.lru_cache(maxsize=MAPPERS_KEPT)(_new_mapper)
 
     # -- the cycle ------------------------------------------------------------------------
     def run(self, frames: Sequence[CameraFrame], config: PipelineConfig | Sequence[
@@ -172,16 +184,7 @@ class FramePipeline:
     # -- geometry -------------------------------------------------------------------------
     def mapper(self, camera: str, config: PipelineConfig) -> DrivableAreaMapper:
         """The ground mapper of ``camera`` under ``config`` (kept while both stay)."""
-        key = (camera, config.mapper_key)
-        mapper = self._mappers.get(key)
-        if mapper is None:
-            mapper = DrivableAreaMapper(
-                config.grid, config.mounting, max_range=config.max_range,
-                max_pixel_footprint=config.max_pixel_footprint,
-                speckle_area=config.speckle_area, max_vertices=config.max_vertices,
-                min_region_area=config.min_region_area)
-            self._mappers.put(key, mapper)
-        return mapper
+        return self._mapper_for(camera, config.mapper_key)
 
     def map(self, frame: CameraFrame, drivable: np.ndarray, config: PipelineConfig,
             want: Collection[str], result: FrameResult) -> FrameResult:
