@@ -22,3 +22,4 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (../shared data is not in a fresh clone)")
     return path
+CORAL = SHARED / "models" / "coral"

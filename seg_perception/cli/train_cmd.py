@@ -77,7 +77,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--init-from", metavar="WEIGHTS", default=None,
-                   help="start from these weights (tensors of another shape are skipped)")
+                   help="start from these weights (tensors of another shape are skipped); "
+                   "a .tflite ImageNet MobileNet fills a student's backbone (mnv1_fpn_050, "
+                   "mnv1_fpn_075, mnv2_fpn) strictly")
     p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
                    help="finish within MIN minutes: the poly schedule runs on whichever of "
                    "iterations or time is further along, and training stops at the end")

@@ -154,14 +154,27 @@ def _meta_for(model_name: str, data: SegDataset) -> ModelMeta:
     )
 
 
+# Frames whose statistics start the BNs of a backbone converted from tflite (ImageNet weights).
+BN_CALIBRATION_FRAMES = 16
+
+
 def init_from(model: nn.Module, path: str) -> None:
     """Start from existing weights.
 
-    Models registered with ``strict_init`` (e.g. ``espnetv2_camvid``) pass them through their
+    A ``.tflite`` file fills a student's MobileNet backbone strictly
+    (:func:`..models.mobilenet.load_tflite_backbone`). Models registered with ``strict_init``
+    (e.g. ``espnetv2_camvid``) pass checkpoints through their
     checkpoint layout's key filter (which maps a Cityscapes classifier onto CamVid's classes)
     and load strictly; for the others, tensors whose shape differs (a new classifier) keep
     their random initialisation.
     """
+    if str(path).lower().endswith(".tflite"):
+        # An ImageNet MobileNet (the students' backbone): strict for the backbone, the decoder
+        # keeps its random initialisation; train() then calibrates the backbone's BNs.
+        from ..models.mobilenet import load_tflite_backbone
+
+        load_tflite_backbone(model, path)
+        return
     entry = get_entry(getattr(model, "model_name", ""))
     raw = read_checkpoint(path).state
     if entry.strict_init:
@@ -288,6 +301,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     aug = TrainAugment(meta.input_size, tuple(cfg.crop), tuple(cfg.scale_range),
                        ignore_index=train_set.info.ignore_index)
     train_view = _AugmentedSet(train_set, aug, meta, cfg.seed)
+    if cfg.init_from and str(cfg.init_from).lower().endswith(".tflite"):
+        from ..models.mobilenet import calibrate_batchnorm
+
+        n = min(len(train_view), BN_CALIBRATION_FRAMES)
+        frames = [train_view[i][0][None].to(device) for i in range(n)]
+        log.info("calibrated %d backbone BatchNorms on %d training frames",
+                 calibrate_batchnorm(model, frames), n)
     drop_last = len(train_set) >= cfg.batch_size
     steps_per_epoch = (len(train_set) // cfg.batch_size if drop_last else 1)
     total_iters = steps_per_epoch * cfg.epochs
