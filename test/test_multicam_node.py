@@ -419,7 +419,7 @@ def test_node_and_process_give_the_same_fused_grids_for_the_same_bag(
         frames.setdefault((f.header.stamp.sec, f.header.stamp.nanosec), []).append(f)
     assert sorted(frames) == sorted(offline) and len(frames) == 5
 
-    ns = "/it_bag_vs_node"
+    ns = f"/it_bag_vs_node_{tf_source}"  # its own: the probe keeps the other run's messages
     node = NodeProcess(tmp_path / "node.log", {
         "cameras": "[front,left,right,rear]", "device": "cpu", "cpu_threads": 1, **fusion,
         **GRID}, namespace=ns)
