@@ -14,6 +14,7 @@ lifecycle:=true` from a colcon build, with and without autostart.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import itertools
 import os
 import re
@@ -729,12 +730,17 @@ def test_clock_jump_after_configure_cleanup_cycles_keeps_the_node_alive(
     frames = Frames(probe, ns)
     frames.wait_for_labels(3)
     # The live configuration's buffer does hear a jump (and is cleared), without a crash.
+    # Without tf2_ros (pip-only) no tf2 buffer hooks the clock, so nothing logs the jump.
+    tf2 = importlib.util.find_spec("tf2_ros") is not None
     if sim:
-        probe.wait_until(lambda: JUMP_LOG in node.log() or not node.alive(), timeout=60,
-                         what=JUMP_LOG, tick=tick_clock, period=0.05)
+        start = len(ticks)
+        probe.wait_until(lambda: (JUMP_LOG in node.log() if tf2 else len(ticks) >= start + 40)
+                         or not node.alive(), timeout=60, what=JUMP_LOG, tick=tick_clock,
+                         period=0.05)
     else:
         set_use_sim_time(probe, node, name, False)
-        node.wait_for_log(JUMP_LOG)
+        if tf2:
+            node.wait_for_log(JUMP_LOG)
     frames.wait_for_labels(3)
     assert node.alive(), f"the node died ({node.proc.returncode}):\n{node.log()}"
     assert node.stop() == 0, node.log()
