@@ -135,3 +135,28 @@ class Probe:
         self._thread.join(timeout=2)
         self.executor.remove_node(self.node)
         self.node.destroy_node()
+
+
+@contextlib.contextmanager
+def spinning(node: Any) -> Iterator[Any]:
+    """An in-process node spun by an executor thread for the block; afterwards the node is
+    stopped and destroyed and rclpy shut down (for tests that look inside a live SegNode)."""
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.05)
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+        stop.set()
+        spinner.join(timeout=5)
+        executor.remove_node(node)
+        node.destroy_node()
+        rclpy.try_shutdown()

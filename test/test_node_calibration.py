@@ -4,7 +4,6 @@ coming, and a camera that makes no grid is WARN on /diagnostics with the reason.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +15,8 @@ import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from nav_msgs.msg import OccupancyGrid
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from ros_harness import NodeProcess, Probe
+from ros_harness import NodeProcess, Probe, spinning
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
@@ -79,26 +77,11 @@ def node_and_probe(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Probe
         Parameter("model", value="tiny_seg"), Parameter("device", value="cpu"),
         Parameter("cpu_threads", value=1), Parameter("warmup", value=False),
         *[Parameter(k, value=v) for k, v in {**POSE, **GRID}.items()]])
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    stop = threading.Event()
-
-    def spin() -> None:
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.05)
-
-    spinner = threading.Thread(target=spin, daemon=True)
-    spinner.start()
     try:
-        yield node, probe
+        with spinning(node):
+            yield node, probe
     finally:
-        node.stop()
-        stop.set()
-        spinner.join(timeout=5)
-        executor.remove_node(node)
-        node.destroy_node()
         probe.close()
-        rclpy.try_shutdown()
 
 
 def _until(cond: Any, send: Any, what: str, timeout: float = 30.0) -> None:

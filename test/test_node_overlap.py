@@ -12,11 +12,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rclpy
 from builtin_interfaces.msg import Time
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from ros_harness import Probe
+from ros_harness import Probe, spinning
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -70,26 +68,11 @@ def node_and_probe() -> Iterator[tuple[Any, Probe]]:
     node = SegNode(namespace=NS, parameter_overrides=[
         Parameter("model", value="tiny_seg"), Parameter("device", value="cpu"),
         Parameter("cpu_threads", value=1), Parameter("use_tf", value=False)])
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    stop = threading.Event()
-
-    def spin() -> None:
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.05)
-
-    spinner = threading.Thread(target=spin, daemon=True)
-    spinner.start()
     try:
-        yield node, probe
+        with spinning(node):
+            yield node, probe
     finally:
-        node.stop()
-        stop.set()
-        spinner.join(timeout=5)
-        executor.remove_node(node)
-        node.destroy_node()
         probe.close()
-        rclpy.try_shutdown()
 
 
 def test_forward_passes_overlap_the_previous_frames_outputs(node_and_probe: Any) -> None:
