@@ -84,7 +84,7 @@ def node_and_probe(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Probe
         probe.close()
 
 
-def _until(cond: Any, send: Any, what: str, timeout: float = 30.0) -> None:
+def _until(cond: Any, send: Any, what: str, timeout: float = 60.0) -> None:
     """``send``, then poll ``cond`` until ``timeout``, sending again every second (a frame
     lost on the way)."""
     deadline = time.monotonic() + timeout
