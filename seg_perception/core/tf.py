@@ -24,7 +24,7 @@ import logging
 import statistics
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,16 +88,35 @@ class _Edge:
         return Transform.from_matrix(quaternion_matrix(*q), p0 + f * (p1 - p0))
 
 
-    def period_ns(self) -> int | None:
-        """The median interval of the newest samples (None: static, or under two samples)."""
-        return median_period_ns(self.times)
-
 
 def median_period_ns(times: list[int]) -> int | None:
     """The median interval between the newest :data:`PERIOD_SAMPLES` stamps (sorted ns)."""
     recent = times[-PERIOD_SAMPLES:]
     gaps = [b - a for a, b in itertools.pairwise(recent) if b > a]
     return int(statistics.median(gaps)) if gaps else None
+
+
+def joining_children(chain: Callable[[str], list[str]], target: str, source: str
+                     ) -> list[str] | None:
+    """The child frames of the transforms joining ``source`` and ``target`` up to their
+    common ancestor (``chain(frame)``: the frame and its ancestors, root last); None when
+    the two are not joined."""
+    up_s, up_t = chain(source), chain(target)
+    common = next((f for f in up_s if f in set(up_t)), None)
+    if common is None:
+        return None
+    return up_s[:up_s.index(common)] + up_t[:up_t.index(common)]
+
+
+def chain_summary(moving: Sequence[Sequence[int]]) -> tuple[int | None, int | None]:
+    """(newest common stamp, period) in ns of moving transforms given by their sample
+    times: the oldest of their newest samples and the longest of their periods (the period
+    None unless every one has one; (None, None) without moving transforms)."""
+    if not moving:
+        return None, None
+    periods = [median_period_ns(list(t)) for t in moving]
+    newest = min(t[-1] for t in moving)
+    return newest, (None if None in periods else max(p for p in periods if p is not None))
 
 
 def _stamp_ns(stamp: Any) -> int:
@@ -268,18 +287,11 @@ class TransformBuffer:
         only static transforms join them or they are not joined)."""
         target, source = target.lstrip("/"), source.lstrip("/")
         with self._cond:
-            up_s, up_t = self._chain(source), self._chain(target)
-            common = next((f for f in up_s if f in set(up_t)), None)
-            if common is None:
+            children = joining_children(self._chain, target, source)
+            if children is None:
                 return None, None
-            children = up_s[:up_s.index(common)] + up_t[:up_t.index(common)]
             edges = [self._edges[c] for c in children]
-            moving = [e for e in edges if e.static is None and e.times]
-            if not moving:
-                return None, None
-            periods = [p for e in moving if (p := e.period_ns()) is not None]
-            newest = min(e.times[-1] for e in moving)
-            return newest, (max(periods) if len(periods) == len(moving) else None)
+            return chain_summary([e.times for e in edges if e.static is None and e.times])
 
     def _lookup(self, target: str, source: str, stamp_ns: int) -> Transform:
         known = self._frames()
@@ -359,4 +371,5 @@ def waited_note(waited_s: float, period_s: float | None) -> str:
 
 
 __all__ = ["TF_WAIT_CAP", "TF_WAIT_PERIODS", "ExtrapolationError", "FrameUnknownError",
-           "TfWait", "TransformBuffer", "TransformError", "median_period_ns", "waited_note"]
+           "TfWait", "TransformBuffer", "TransformError", "chain_summary", "joining_children",
+           "median_period_ns", "waited_note"]

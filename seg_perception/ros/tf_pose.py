@@ -33,7 +33,8 @@ from ..core.tf import (
     TfWait,
     TransformBuffer,
     TransformError,
-    median_period_ns,
+    chain_summary,
+    joining_children,
     waited_note,
 )
 
@@ -122,17 +123,10 @@ class _Rates:
                 chain.append(self.parents[chain[-1]])
             return chain
 
-        up_s, up_t = up(source.lstrip("/")), up(target.lstrip("/"))
-        common = next((f for f in up_s if f in set(up_t)), None)
-        if common is None:
+        children = joining_children(up, target.lstrip("/"), source.lstrip("/"))
+        if children is None:
             return None, None
-        children = up_s[:up_s.index(common)] + up_t[:up_t.index(common)]
-        moving = [list(self.times[c]) for c in children if self.times.get(c)]
-        if not moving:
-            return None, None
-        periods = [median_period_ns(t) for t in moving]
-        newest = min(t[-1] for t in moving)
-        return newest, (None if None in periods else max(p for p in periods if p))
+        return chain_summary([list(self.times[c]) for c in children if self.times.get(c)])
 
 
 class TfPoses:
