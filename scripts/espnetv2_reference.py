@@ -4,7 +4,8 @@ The project's ESPNetv2 is its own code; this script runs the authors' model once
 reference, on the same input tensor, and reports the largest logit difference and the label
 agreement. It needs a checkout of github.com/sacmehta/EdgeNets (commit 2b232d3; only
 ``model/``, ``nn_layers/``, ``utilities/`` and ``commons/`` are imported, torchvision is not
-needed) and is not run by the tests; ``test/test_espnetv2.py`` holds the numbers it printed.
+needed) and is not run by the tests; ``test/unit/runtime/test_espnetv2.py`` holds the numbers
+it printed.
 
     git clone https://github.com/sacmehta/EdgeNets /tmp/edgenets
     PYTHONPATH=. python scripts/espnetv2_reference.py --edgenets /tmp/edgenets \\
@@ -29,9 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seg_perception.core.models.checkpoint import load_model
-from seg_perception.core.training.datasets import read_rgb
-from seg_perception.core.training.transforms import resize_to_input, to_tensor
+from seg_perception.runtime.models.checkpoint import load_model
+from seg_perception.training.datasets import read_rgb
+from seg_perception.training.transforms import resize_to_input, to_tensor
 
 # (row, column) in the stride-2 output of a 1024x512 input, i.e. 256x512: road below the
 # middle, building and sky up top, a few in between; the test reads the same pixels.

@@ -10,7 +10,7 @@ Run by ``scripts/gpu_check.sh`` (which sets up the environment); on its own:
         --precisions fp32 --frames 2 --no-node --out /tmp/g.json  # plumbing test on a CPU
 
 Per model (network at its native input size, camera frames --camera, default 2048x1024):
-engine stage times and frames/s (``core.bench.run_bench``: median/p95 per stage, FLOPs,
+engine stage times and frames/s (``tools.bench.run_bench``: median/p95 per stage, FLOPs,
 fraction of the fp32/fp16 matrix-product peak measured in the same run), peak GPU memory,
 and fp16-vs-fp32 label agreement on real frames (../shared Cityscapes/BDD samples where
 present, else generated street scenes). Weights: --checkpoint NAME=PATH, else the shipped
@@ -119,7 +119,7 @@ def checkpoints(args: argparse.Namespace) -> dict[str, str]:
 
 
 def model_names(args: argparse.Namespace) -> list[str]:
-    from seg_perception.core.models import list_models
+    from seg_perception.runtime.models import list_models
 
     names = list_models() if args.models == "all" else [m for m in args.models.split(",") if m]
     unknown = [m for m in names if m not in list_models()]
@@ -189,8 +189,8 @@ def bench_models(args: argparse.Namespace, report: Report, names: list[str],
     import numpy as np
     import torch
 
-    from seg_perception.core.bench import run_bench
-    from seg_perception.core.engine import build_engine
+    from seg_perception.runtime.engine import build_engine
+    from seg_perception.tools.bench import run_bench
 
     frames, source = real_frames(args.camera, args.agreement_frames)
     section: dict[str, Any] = {"camera": list(args.camera), "agreement_frames": source,
@@ -262,10 +262,10 @@ def bench_ort(args: argparse.Namespace, report: Report, names: list[str],
         return
     import numpy as np
 
-    from seg_perception.core.bench import run_bench
-    from seg_perception.core.engine import build_engine
-    from seg_perception.core.export import export_onnx
-    from seg_perception.core.models.checkpoint import load_model
+    from seg_perception.runtime.engine import build_engine
+    from seg_perception.runtime.export import export_onnx
+    from seg_perception.runtime.models.checkpoint import load_model
+    from seg_perception.tools.bench import run_bench
 
     with tempfile.TemporaryDirectory(prefix="gpu-check-ort-") as tmp:
         for name in names:
@@ -316,7 +316,7 @@ def bench_ort(args: argparse.Namespace, report: Report, names: list[str],
 
 def node_end_to_end(args: argparse.Namespace, report: Report) -> None:
     """seg_node on the device as its own process, measured by the latency probe over DDS."""
-    from seg_perception.core.procs import interrupt
+    from seg_perception.tools.procs import interrupt
 
     section: dict[str, Any] = {"model": args.node_model, "device": args.device,
                                "camera": list(args.camera)}

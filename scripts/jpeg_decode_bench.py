@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from seg_perception.core.image_codec import decode_compressed
+from seg_perception.runtime.image_codec import decode_compressed
 
 
 def opencv_rgb(data: bytes) -> np.ndarray:

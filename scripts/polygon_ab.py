@@ -3,7 +3,7 @@
 by side in one process: cost per frame and how much of the free area each keeps.
 
 Grids come from real frames through the frame pipeline (the default model, a pinhole of
-60 degrees at 1.3 m, as ``python -m seg_perception.core.geometry.bench --frames`` makes
+60 degrees at 1.3 m, as ``python -m seg_perception.tools.geometry_bench --frames`` makes
 them); each version's :func:`boundary_polygon` runs on each grid in turn (interleaved, so
 machine load hits both alike), and the polygon as published is checked for over-claimed
 cells (covered by it, not free in the grid: must be 0).
@@ -11,7 +11,7 @@ cells (covered by it, not free in the grid: must be 0).
     python scripts/polygon_ab.py --old OLD_FREESPACE.py \\
         --frames ../shared/data/camvid/val ../shared/data/camvid/train --width 1280 --height 720
 
-``--old`` is a freespace.py of another revision, e.g. ``git show main:seg_perception/core/
+``--old`` is a freespace.py of another revision, e.g. ``git show main:seg_perception/runtime/
 geometry/freespace.py > /tmp/freespace_main.py``.
 """
 
@@ -29,8 +29,8 @@ import numpy as np
 
 
 def load_old(path: Path) -> ModuleType:
-    """``path`` as a module of seg_perception.core.geometry (its relative imports work)."""
-    name = "seg_perception.core.geometry._freespace_old"
+    """``path`` as a module of seg_perception.runtime.geometry (its relative imports work)."""
+    name = "seg_perception.runtime.geometry._freespace_old"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot load {path}")
@@ -53,14 +53,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import cv2
 
-    from seg_perception.core.config import PipelineConfig
-    from seg_perception.core.engine import build_engine
-    from seg_perception.core.geometry import CameraModel, CameraMounting
-    from seg_perception.core.geometry import freespace as new
-    from seg_perception.core.geometry.bench import polygon_quality
-    from seg_perception.core.geometry.camera_info import CameraCalibration
-    from seg_perception.core.geometry.grid import FREE
-    from seg_perception.core.pipeline import CameraFrame, FramePipeline
+    from seg_perception.runtime.config import PipelineConfig
+    from seg_perception.runtime.engine import build_engine
+    from seg_perception.runtime.geometry import CameraModel, CameraMounting
+    from seg_perception.runtime.geometry import freespace as new
+    from seg_perception.runtime.geometry.camera_info import CameraCalibration
+    from seg_perception.runtime.geometry.grid import FREE
+    from seg_perception.runtime.pipeline import CameraFrame, FramePipeline
+    from seg_perception.tools.geometry_bench import polygon_quality
 
     old = load_old(args.old)
     paths = sorted(p for d in args.frames for p in d.iterdir()

@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from seg_perception.core.engine import build_engine
-    from seg_perception.core.training.datasets import open_dataset
-    from seg_perception.core.training.metrics import ConfusionMatrix
+    from seg_perception.runtime.engine import build_engine
+    from seg_perception.training.datasets import open_dataset
+    from seg_perception.training.metrics import ConfusionMatrix
 
     configs = [parse_config(c, args.model) for c in args.config] or [
         parse_config(c, args.model) for c in ("torch:fp32:logits", "torch:fp32:labels")]

@@ -12,7 +12,7 @@ the number of threads) and the load average.
         --depth 0 2
 
 builds a bag of the first N frames of CamVid drive 0016E5 (train and val in frame order,
-480x360 rgb8 with camera_info, as test/test_bag_process.py writes bags) in a temporary
+480x360 rgb8 with camera_info, as test/system/test_bag_process.py writes bags) in a temporary
 folder; ``--bag BAG`` uses a bag of your own. The script imports whatever
 ``seg_perception`` is on the path, so it also times older checkouts
 (``PYTHONPATH=OLD_TREE``) that lack the options it does not need.
@@ -34,8 +34,8 @@ def build_camvid_bag(root: Path, out: Path, n: int) -> int:
     """A bag of the first ``n`` frames of CamVid drive 0016E5 on /cam/image_raw."""
     import cv2
 
-    from seg_perception.core import bagio
-    from seg_perception.core.geometry import CameraModel
+    from seg_perception.offline import bagio
+    from seg_perception.runtime.geometry import CameraModel
 
     files = sorted([*root.glob("train/0016E5_*.png"), *root.glob("val/0016E5_*.png")],
                    key=lambda p: p.name)[:n]
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import seg_perception
-    from seg_perception.core.bagio import ProcessOptions, iter_frames, process_bag
-    from seg_perception.core.engine import build_engine
+    from seg_perception.offline.bagio import ProcessOptions, iter_frames, process_bag
+    from seg_perception.runtime.engine import build_engine
 
     work = Path(tempfile.mkdtemp(prefix="process_bench_"))
     try:

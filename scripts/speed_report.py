@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
     import torch
 
-    from seg_perception.core.engine import build_engine
+    from seg_perception.runtime.engine import build_engine
 
     cw, ch = (int(v) for v in args.camera.split("x"))
     size = tuple(int(v) for v in args.input_size.split("x")) if args.input_size else None

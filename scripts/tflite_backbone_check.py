@@ -20,11 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from seg_perception.core.models.mobilenet import (
-    MobileNetV1,
-    MobileNetV2,
-    load_tflite_backbone,
-)
+from seg_perception.runtime.models.mobilenet import MobileNetV1, MobileNetV2, load_tflite_backbone
 
 MODELS = {
     "mobilenet_v1_0.5_160_quant.tflite": lambda tf: MobileNetV1(0.5, tf_padding=tf),

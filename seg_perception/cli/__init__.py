@@ -1,7 +1,9 @@
-"""The ``seg-perception`` command line: one module per verb, all on the ROS-free core.
+"""The ``seg-perception`` command line: one module per verb, a thin adapter over the rest.
 
 Each verb module defines ``add_parser(subparsers)`` (registers its sub-command and
-``--help``) and ``run(args) -> int`` (the exit status).
+``--help``) and ``run(args) -> int`` (the exit status). It may import every other package;
+verbs that need ROS (``demo``, ``play``, ``soak``) import :mod:`seg_perception.ros` lazily so
+the others work where rclpy is missing. Nothing imports the CLI.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-# The engine's choices (seg_perception.core.engine; a test keeps them equal), spelled out
+# The engine's choices (seg_perception.runtime.engine; a test keeps them equal), spelled out
 # so that `seg-perception --help` does not import torch.
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
 BACKEND_CHOICES = ("auto", "torch", "openvino", "onnx")
@@ -126,7 +126,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _flops_model(name: str, meta: object) -> object | None:
     """A torch module of a registered network to count FLOPs on (random weights suffice)."""
-    from ..core.models import create_model
+    from seg_perception.runtime.models import create_model
 
     try:
         return create_model(name, meta=meta).eval()
@@ -135,9 +135,9 @@ def _flops_model(name: str, meta: object) -> object | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.bench import format_report, run_bench
-    from ..core.engine import EngineConfigError, build_engine, is_onnx_path
-    from ..core.models.checkpoint import CheckpointError
+    from seg_perception.runtime.engine import EngineConfigError, build_engine, is_onnx_path
+    from seg_perception.runtime.models.checkpoint import CheckpointError
+    from seg_perception.tools.bench import format_report, run_bench
 
     if args.frames < 1 or args.warmup < 0:
         log.error("--frames must be >= 1 and --warmup >= 0")
@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     report = {"model": info.model, "weights": info.weights, "trained": info.trained,
               "precision_reason": info.precision_reason}
     if args.cameras:
-        from ..core.bench import format_multicam, machine_info, run_multicam_bench
+        from seg_perception.tools.bench import format_multicam, machine_info, run_multicam_bench
 
         report.update({"device": str(engine.device), "backend": engine.backend_name,
                        "precision": engine.precision, "upsample": engine.upsample,

@@ -70,10 +70,10 @@ def _size(text: str) -> tuple[int, int]:
 
 def _evaluate(args: argparse.Namespace, data: Any) -> tuple[Any, dict[str, Any]]:
     """(EvalResult, description of what ran) for the chosen path."""
-    from ..core.training.evaluate import evaluate, evaluate_engine
+    from seg_perception.training.evaluate import evaluate, evaluate_engine
 
     if args.path == "engine":
-        from ..core.engine import build_engine
+        from seg_perception.runtime.engine import build_engine
 
         engine, info = build_engine(args.model, args.checkpoint, args.device, args.precision,
                                     input_size=args.input_size, threads=args.threads,
@@ -89,9 +89,9 @@ def _evaluate(args: argparse.Namespace, data: Any) -> tuple[Any, dict[str, Any]]
 
     import torch
 
-    from ..core.engine import resolve_threads
-    from ..core.models.checkpoint import load_model
-    from ..core.training.trainer import resolve_device
+    from seg_perception.runtime.engine import resolve_threads
+    from seg_perception.runtime.models.checkpoint import load_model
+    from seg_perception.training.trainer import resolve_device
 
     torch.set_num_threads(resolve_threads(args.threads))
     loaded = load_model(args.model, args.checkpoint, map_to=data.info)
@@ -108,11 +108,11 @@ def _evaluate(args: argparse.Namespace, data: Any) -> tuple[Any, dict[str, Any]]
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.engine import EngineConfigError
-    from ..core.models.checkpoint import CheckpointError
-    from ..core.training.datasets import open_dataset
-    from ..core.training.evaluate import drivable_confusion
-    from ..core.training.metrics import plot_confusion
+    from seg_perception.runtime.engine import EngineConfigError
+    from seg_perception.runtime.models.checkpoint import CheckpointError
+    from seg_perception.training.datasets import open_dataset
+    from seg_perception.training.evaluate import drivable_confusion
+    from seg_perception.training.metrics import plot_confusion
 
     try:
         data = open_dataset(args.dataset, args.data_root, args.split, args.ignore_index,

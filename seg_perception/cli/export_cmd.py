@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..core.models.checkpoint import LoadedModel
+    from seg_perception.runtime.models.checkpoint import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.engine_options import EngineConfigError
-    from ..core.export import ExportError, export_onnx
-    from ..core.models.checkpoint import CheckpointError, load_model
-    from ..core.onnx_backend import max_abs_difference
+    from seg_perception.runtime.engine_options import EngineConfigError
+    from seg_perception.runtime.export import ExportError, export_onnx
+    from seg_perception.runtime.models.checkpoint import CheckpointError, load_model
+    from seg_perception.runtime.onnx_backend import max_abs_difference
 
     if args.format not in FORMATS:  # argparse already refuses; kept for programmatic calls
         log.error("format %r is not supported; valid choices: %s", args.format,
@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_int8(args: argparse.Namespace, loaded: LoadedModel, w: int, h: int) -> int:
     """``--int8``: export, calibrate, quantise; report agreement with fp32 on a few frames."""
-    from ..core.export import ExportError
-    from ..core.quantize import calibration_images, export_int8, label_agreement
+    from seg_perception.runtime.export import ExportError
+    from seg_perception.tools.quantize import calibration_images, export_int8, label_agreement
 
     if args.dynamic:
         log.error("--int8 exports a fixed input size; drop --dynamic")

@@ -44,7 +44,7 @@ def count_parameters(name: str) -> int | None:
     """Parameters of the registered network, built on the meta device (no memory, fast)."""
     import torch
 
-    from ..core.models import create_model
+    from seg_perception.runtime.models import create_model
 
     try:
         with torch.device("meta"):
@@ -61,8 +61,8 @@ def count_parameters(name: str) -> int | None:
 
 def describe(name: str) -> dict[str, Any]:
     """Everything ``models`` reports about one registered network."""
-    from ..core.models import get_entry, list_aliases
-    from ..core.models.zoo import DEFAULT_MODEL
+    from seg_perception.runtime.models import get_entry, list_aliases
+    from seg_perception.runtime.models.zoo import DEFAULT_MODEL
 
     entry = get_entry(name)
     meta = entry.meta
@@ -114,7 +114,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.models import list_models, resolve_name
+    from seg_perception.runtime.models import list_models, resolve_name
 
     try:
         names = [resolve_name(args.name)] if args.name else list_models()

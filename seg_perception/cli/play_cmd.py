@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.bag.exists():
         log.error("bag %s does not exist", args.bag)
         return 2
-    from ..ros.player import PlayOptions, run_player
+    from seg_perception.ros.player import PlayOptions, run_player
 
     options = PlayOptions(rate=args.rate, loop=args.loop, topics=args.topics,
                           clock=not args.no_clock, clock_hz=args.clock_hz,

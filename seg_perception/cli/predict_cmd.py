@@ -85,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from ..core.engine import EngineConfigError, build_engine
-    from ..core.models.checkpoint import CheckpointError
-    from ..core.render import colorize, overlay, palette_lut
+    from seg_perception.runtime.engine import EngineConfigError, build_engine
+    from seg_perception.runtime.models.checkpoint import CheckpointError
+    from seg_perception.runtime.render import colorize, overlay, palette_lut
 
     paths = expand_images(args.images)
     if not paths:

@@ -1,7 +1,7 @@
 """``seg-perception process``: run the node's pipeline on every frame of a rosbag2 bag.
 
 Offline and frame-exact: no frame is dropped, each output message carries its input frame's
-header and log time. The heavy lifting is in :mod:`seg_perception.core.bagio`.
+header and log time. The heavy lifting is in :mod:`seg_perception.offline.bagio`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 # --- shared with process-many -----------------------------------------------------------------
 # SEAM (issue 15): process-many calls add_options, build_options, engine_choice and
-# output_custom_data, then core.bagio.process_bag; keep these when refactoring.
+# output_custom_data, then offline.bagio.process_bag; keep these when refactoring.
 
 def add_options(p: argparse.ArgumentParser) -> None:
     """The options that decide a bag's outputs (``process`` and ``process-many`` share them)."""
@@ -97,8 +97,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 def read_params_file(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """``(global, per_namespace)`` parameters of a ROS 2 parameter file (see
-    :func:`seg_perception.core.config.read_params_file`)."""
-    from ..core.config import read_params_file as read
+    :func:`seg_perception.runtime.config.read_params_file`)."""
+    from seg_perception.runtime.config import read_params_file as read
 
     return read(path)
 
@@ -107,7 +107,7 @@ def _known(params: dict[str, Any], where: str, cameras: Any = ()) -> dict[str, A
     """The parameters of seg_node in ``params`` (with the per-camera ``X.<name>`` ones of
     ``cameras``, ``params``' own by default); others (a ``/**`` section shared with other
     nodes) are skipped with one warning each."""
-    from ..core.config import (
+    from seg_perception.runtime.config import (
         PARAMS_BY_NAME,
         ROS_PARAMETERS,
         camera_names_problem,
@@ -132,8 +132,8 @@ def build_options(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """ProcessOptions from the command line and the parameters file; also all parameter
     values (the table's defaults where the file is silent). Raises ValueError (one line)
     for a bad value or combination."""
-    from ..core.bagio import ProcessOptions
-    from ..core.config import DEFAULTS, PipelineConfig, validate_values
+    from seg_perception.offline.bagio import ProcessOptions
+    from seg_perception.runtime.config import DEFAULTS, PipelineConfig, validate_values
 
     glob: dict[str, Any] = {}
     per_ns: dict[str, dict[str, Any]] = {}
@@ -267,8 +267,8 @@ def _kept(summary: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.bagio import BagError, process_bag, stop_signals
-    from ..core.engine import EngineConfigError, build_engine
+    from seg_perception.offline.bagio import BagError, process_bag, stop_signals
+    from seg_perception.runtime.engine import EngineConfigError, build_engine
 
     try:
         options, params = build_options(args)

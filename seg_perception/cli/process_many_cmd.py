@@ -3,7 +3,7 @@
 Every bag becomes ``DIR/<bag name>/``, the bag ``seg-perception process BAG DIR/<bag name>``
 with the same options would write (the options are ``process``'s own, parsed by the same
 code). The bookkeeping (inputs, manifest, resume, summary) is in
-:mod:`seg_perception.core.fleet`, the Ray engine in :mod:`seg_perception.core.fleet_ray`.
+:mod:`seg_perception.offline.fleet`, the Ray engine in :mod:`seg_perception.offline.fleet_ray`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import process_cmd
+from seg_perception.cli import process_cmd
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core import fleet
-    from ..core.fleet_ray import EngineSpec, RayMissingError, RayPool, import_ray
+    from seg_perception.offline import fleet
+    from seg_perception.offline.fleet_ray import EngineSpec, RayMissingError, RayPool, import_ray
 
     try:
         import_ray(local=args.ray_address is None)

@@ -84,7 +84,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..ros.soak import SoakOptions, format_summary, run_soak
+    from seg_perception.ros.soak import SoakOptions, format_summary, run_soak
 
     params = {}
     for item in args.param:

@@ -93,8 +93,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..core.models.zoo import DEFAULT_MODEL
-    from ..core.training.trainer import TrainConfig, train
+    from seg_perception.runtime.models.zoo import DEFAULT_MODEL
+    from seg_perception.training.trainer import TrainConfig, train
 
     if args.threads:
         torch.set_num_threads(args.threads)

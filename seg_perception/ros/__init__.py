@@ -1,5 +1,6 @@
-"""ROS 2 layer: the ``seg_node`` node, its parameters and message conversions.
+"""ROS 2 adapters: the node, its parameters, message conversions, tf, the demo and soak drivers.
 
-Only this package imports rclpy and message types; the work itself is done in
-:mod:`seg_perception.core`.
+The only package that imports rclpy, cv_bridge, tf2 and message types; the work itself is
+done in :mod:`seg_perception.runtime`. May import ``runtime``, ``offline``, ``sim`` and
+``tools``; never ``training`` or ``cli``.
 """

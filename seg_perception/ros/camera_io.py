@@ -22,16 +22,16 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from ..core.geometry import CameraCalibration
-from ..core.image_codec import (
+from seg_perception.runtime.geometry import CameraCalibration
+from seg_perception.runtime.image_codec import (
     DEFAULT_MAX_PIXELS,
     ImageDecodeError,
     check_pixels,
     compressed_header,
     validate_raw,
 )
-from ..core.pipeline import IMAGE_OUTPUTS, JUMP_BACK_S, CameraInfoBuffer
-from ..core.stats import ChangeMonitor, Percentiles, RateMeter, problem_kind
+from seg_perception.runtime.pipeline import IMAGE_OUTPUTS, JUMP_BACK_S, CameraInfoBuffer
+from seg_perception.runtime.stats import ChangeMonitor, Percentiles, RateMeter, problem_kind
 
 #: camera_info messages kept for pairing by stamp (a few seconds at camera rates).
 INFO_HISTORY = 64
@@ -81,7 +81,7 @@ class CameraChannel:
     sent a frame since).
 
     Calibration: ``infos`` (the camera_infos by stamp; time going back clears them, see
-    :class:`~seg_perception.core.pipeline.CameraInfoBuffer`), ``info_problem`` (why the
+    :class:`~seg_perception.runtime.pipeline.CameraInfoBuffer`), ``info_problem`` (why the
     latest camera_info was unusable, e.g. an all-zero K; None when it was fine) and
     ``info_wait_until`` (monotonic time before which a frame's grid does not wait for its
     camera_info: one waited in vain). :meth:`grid_problem` says why the camera has made no

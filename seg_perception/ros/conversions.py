@@ -1,7 +1,7 @@
 """sensor_msgs Image / CompressedImage <-> numpy: the only place that touches image messages.
 
 cv_bridge is used for raw input when it is importable (a ROS install from apt has it), and
-:mod:`seg_perception.core.image_codec` otherwise (pip/venv installs); both give the same
+:mod:`seg_perception.runtime.image_codec` otherwise (pip/venv installs); both give the same
 pixels. Compressed input and every output always go through the core codec: cv_bridge's
 compressed decoder labels every file ``bgr8`` (wrong for mono and 16-bit PNG), and its
 ``cv2_to_imgmsg`` copies the pixels twice where :func:`image_payload` copies once.
@@ -19,7 +19,7 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from ..core.image_codec import (
+from seg_perception.runtime.image_codec import (
     DEFAULT_MAX_PIXELS,
     SUPPORTED_ENCODINGS,
     ImageDecodeError,
@@ -29,7 +29,7 @@ from ..core.image_codec import (
     image_payload,
     validate_raw,
 )
-from ..core.messages import MessageKit
+from seg_perception.runtime.messages import MessageKit
 
 try:
     from cv_bridge import CvBridge
@@ -84,7 +84,7 @@ def message_type(name: str) -> type:
     return getattr(importlib.import_module(f"{package}.msg"), cls)
 
 
-#: Builds rclpy messages for :mod:`seg_perception.core.messages` (grid, polygon, header).
+#: Builds rclpy messages for :mod:`seg_perception.runtime.messages` (grid, polygon, header).
 KIT = MessageKit(lambda name, **fields: message_type(name)(**fields),
                  lambda a: array.array("b", np.ascontiguousarray(a, np.int8).tobytes()))
 

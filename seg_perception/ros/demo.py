@@ -32,7 +32,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from ..core.bagio import (
+from seg_perception.offline.bagio import (
     GRID_OUTPUTS,
     IMAGE_OUTPUTS,
     BagError,
@@ -44,17 +44,17 @@ from ..core.bagio import (
     output_topic,
     typestore,
 )
-from ..core.config import PipelineConfig
-from ..core.demo_report import (
+from seg_perception.ros.player import BagPlayer, PlayOptions, message_class
+from seg_perception.ros.tf_pose import tf_message_type
+from seg_perception.runtime.config import PipelineConfig
+from seg_perception.runtime.geometry import GridSpec
+from seg_perception.sim.demo_report import (
     grid_picture,
     side_by_side,
     write_animation,
     write_synthetic_drive,
 )
-from ..core.geometry import GridSpec
-from ..core.procs import interrupt
-from .player import BagPlayer, PlayOptions, message_class
-from .tf_pose import tf_message_type
+from seg_perception.tools.procs import interrupt
 
 log = logging.getLogger(__name__)
 
@@ -486,8 +486,8 @@ def run_surround_demo(opts: DemoOptions) -> dict[str, Any]:
     surround rig, through one seg_node serving all of them; see the module docstring."""
     from tqdm import tqdm
 
-    from ..core.demo_report import write_surround_drive
-    from ..core.geometry.rig import SURROUND_GRID, Rig, surround_rig
+    from seg_perception.sim.demo_report import write_surround_drive
+    from seg_perception.sim.rig import SURROUND_GRID, Rig, surround_rig
 
     if opts.bag is not None:
         raise BagError("--cameras renders its own surround drive; drop --bag (for your own "
@@ -609,7 +609,7 @@ def _render_surround(input_bag: Path, output_bag: Path, drive: Any, names: list[
     of each fused grid with the truth of its stamp."""
     import cv2
 
-    from ..core.demo_report import agreement, grid_picture, mosaic
+    from seg_perception.sim.demo_report import agreement, grid_picture, mosaic
 
     store = typestore()
     overlays: dict[tuple[int, int], dict[str, np.ndarray]] = {}

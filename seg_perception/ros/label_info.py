@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 if TYPE_CHECKING:
-    from ..core.models.meta import ModelMeta
+    from seg_perception.runtime.models.meta import ModelMeta
 
 TOPIC = "label_info"
 

@@ -23,7 +23,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from .conversions import numpy_to_imgmsg
+from seg_perception.ros.conversions import numpy_to_imgmsg
 
 
 def _frame(width: int, height: int, i: int) -> np.ndarray:

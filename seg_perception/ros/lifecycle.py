@@ -49,16 +49,16 @@ from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.parameter import Parameter
 
-from ..core.config import ParamSpec, describe
-from ..core.engine import EngineInfo
-from ..core.pipeline import FramePipeline
-from ..core.stats import WarningLimiter
-from . import log_bridge, node_common, tf_pose
-from .camera_io import CameraChannel
-from .label_info import TOPIC as LABEL_INFO_TOPIC
-from .label_info import build_label_info, label_info_qos
-from .node import FrameWorker, close_cameras, load_engine, open_cameras, run_node
-from .params import ParameterBridge, StartupError, descriptor
+from seg_perception.ros import log_bridge, node_common, tf_pose
+from seg_perception.ros.camera_io import CameraChannel
+from seg_perception.ros.label_info import TOPIC as LABEL_INFO_TOPIC
+from seg_perception.ros.label_info import build_label_info, label_info_qos
+from seg_perception.ros.node import FrameWorker, close_cameras, load_engine, open_cameras, run_node
+from seg_perception.ros.params import ParameterBridge, StartupError, descriptor
+from seg_perception.runtime.config import ParamSpec, describe
+from seg_perception.runtime.engine import EngineInfo
+from seg_perception.runtime.pipeline import FramePipeline
+from seg_perception.runtime.stats import WarningLimiter
 
 NODE_NAME = "seg_node"
 SUCCESS = TransitionCallbackReturn.SUCCESS

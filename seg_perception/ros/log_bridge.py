@@ -1,6 +1,6 @@
 """The core's Python ``logging`` (and Python warnings) through the node's rclpy logger.
 
-The ROS-free core logs through ``logging`` (``seg_perception.core.*``). In a node nobody
+The ROS-free core logs through ``logging`` (``seg_perception.runtime.*``). In a node nobody
 configures Python logging, so those records reach :data:`logging.lastResort`, which prints
 the bare message to stderr: no severity, no node name, no timestamp, not on /rosout, and not
 rate-limited ("the camera sees none of the grid's cells" arrived that way). :func:`route_to`
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..core.stats import WarningLimiter, problem_kind
+from seg_perception.runtime.stats import WarningLimiter, problem_kind
 
 # rcutils severities (rclpy.logging.LoggingSeverity values) -> Python logging levels.
 _FROM_RCUTILS = {10: logging.DEBUG, 20: logging.INFO, 30: logging.WARNING, 40: logging.ERROR,

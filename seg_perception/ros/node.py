@@ -1,7 +1,7 @@
 """``seg_node``: camera images in; labels, overlays, drivable mask, grid, boundary out.
 
 The node is an adapter: it converts messages to and from the ROS-free frame pipeline
-(:mod:`seg_perception.core.pipeline`), which ``seg-perception process`` runs on bags too.
+(:mod:`seg_perception.runtime.pipeline`), which ``seg-perception process`` runs on bags too.
 Inference runs on a worker thread fed by a latest-frame slot per camera, so the executor
 stays free to take new frames and a slow model drops stale frames (counted) instead of
 queueing latency. A second thread does everything after the network's forward pass
@@ -20,7 +20,7 @@ a camera whose camera_info did not come in time, or is unusable (an all-zero K),
 frames' grids made at once or not at all.
 
 Time going back (a looped or restarted bag, a reset simulation) is seen on the image and
-camera_info stamps (more than :data:`~seg_perception.core.pipeline.JUMP_BACK_S` before the
+camera_info stamps (more than :data:`~seg_perception.runtime.pipeline.JUMP_BACK_S` before the
 newest): the camera's calibration history, the fused grid's camera ages and the latency
 statistics start afresh, with one info line.
 
@@ -56,11 +56,16 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage
 
-from ..core import messages
-from ..core.config import SINGLE_CAMERA, PipelineConfig
-from ..core.engine import EngineConfigError, EngineInfo, build_engine
-from ..core.image_codec import ImageDecodeError
-from ..core.pipeline import (
+from seg_perception.ros import log_bridge, node_common, tf_pose
+from seg_perception.ros.camera_io import CameraChannel, Frame, qos
+from seg_perception.ros.conversions import KIT, compressed_to_rgb, imgmsg_to_rgb, numpy_to_imgmsg
+from seg_perception.ros.label_info import publish_label_info
+from seg_perception.ros.params import ParameterBridge, StartupError
+from seg_perception.runtime import messages
+from seg_perception.runtime.config import SINGLE_CAMERA, PipelineConfig
+from seg_perception.runtime.engine import EngineConfigError, EngineInfo, build_engine
+from seg_perception.runtime.image_codec import ImageDecodeError
+from seg_perception.runtime.pipeline import (
     GRID_OUTPUTS,
     IMAGE_ENCODINGS,
     JUMP_BACK_S,
@@ -71,13 +76,8 @@ from ..core.pipeline import (
     PendingInference,
     resolve_pose,
 )
-from ..core.signal_stack import ensure_signal_stack
-from ..core.stats import Percentiles, RateMeter, WarningLimiter, problem_kind
-from . import log_bridge, node_common, tf_pose
-from .camera_io import CameraChannel, Frame, qos
-from .conversions import KIT, compressed_to_rgb, imgmsg_to_rgb, numpy_to_imgmsg
-from .label_info import publish_label_info
-from .params import ParameterBridge, StartupError
+from seg_perception.runtime.signal_stack import ensure_signal_stack
+from seg_perception.runtime.stats import Percentiles, RateMeter, WarningLimiter, problem_kind
 
 #: Longest time (s) a frame's grid step is deferred for its camera_info after its image
 #: outputs went out (only while none stamped at or after the frame has arrived); no thread
@@ -161,7 +161,7 @@ class FrameWorker:
     statistics /diagnostics reports.
 
     With ``fused`` (a node of several named cameras) each cycle also publishes the surround
-    grid and boundary fused from all cameras (:class:`~seg_perception.core.pipeline.
+    grid and boundary fused from all cameras (:class:`~seg_perception.runtime.pipeline.
     GridFusion`); with one camera (``fused`` None) the camera's own grid is the node's.
     """
 

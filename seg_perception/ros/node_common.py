@@ -16,14 +16,14 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from sensor_msgs.msg import Image
 
-from ..core.engine import EngineInfo
-from ..core.stats import Percentiles, RateMeter, WarningLimiter
-from .conversions import numpy_to_imgmsg
+from seg_perception.ros.conversions import numpy_to_imgmsg
+from seg_perception.runtime.engine import EngineInfo
+from seg_perception.runtime.stats import Percentiles, RateMeter, WarningLimiter
 
 if TYPE_CHECKING:
-    from ..core.config import PipelineConfig
-    from . import tf_pose
-    from .camera_io import CameraChannel
+    from seg_perception.ros import tf_pose
+    from seg_perception.ros.camera_io import CameraChannel
+    from seg_perception.runtime.config import PipelineConfig
 
 
 class WorkerStats(Protocol):
@@ -94,7 +94,7 @@ def log_pose_source(logger: Any, config: PipelineConfig, tf: tf_pose.Poses | Non
                     tf_reason: str) -> None:
     """Where the camera pose for the grid comes from: /tf (tf2_ros, or read directly without
     it) or the camera.* parameters; a warning when use_tf is on and /tf cannot be read."""
-    from .tf_pose import NoTfPoses
+    from seg_perception.ros.tf_pose import NoTfPoses
 
     if not config.use_tf:
         logger.info("camera pose from the camera.* parameters (use_tf is false)")

@@ -1,8 +1,8 @@
-"""The core parameter table (:mod:`seg_perception.core.config`) as ROS 2 parameters.
+"""The core parameter table (:mod:`seg_perception.runtime.config`) as ROS 2 parameters.
 
 :class:`ParameterBridge` declares every parameter with a descriptor (description, valid
 values, ranges, read-only), and keeps one immutable
-:class:`~seg_perception.core.config.PipelineConfig` snapshot that workers read once per frame.
+:class:`~seg_perception.runtime.config.PipelineConfig` snapshot that workers read once per frame.
 It follows the ros2/demos pattern: new values are *validated* in the on-set callback (each
 value, then the whole combination) and *applied* in the post-set callback, which builds the
 next snapshot. Several parameters set in one request are validated together: for
@@ -32,7 +32,7 @@ from rclpy.exceptions import ParameterException, ParameterNotDeclaredException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from ..core.config import (
+from seg_perception.runtime.config import (
     PARAMS,
     PARAMS_BY_NAME,
     SINGLE_CAMERA,
@@ -88,7 +88,7 @@ class ParameterBridge:
     """Declares the table on ``node`` and keeps the current values and config snapshots.
 
     ``cameras`` (read-only) is declared first; each named camera ``X`` then gets its own
-    ``X.<name>`` entries (:data:`~seg_perception.core.config.CAMERA_PARAMS`), whose defaults
+    ``X.<name>`` entries (:data:`~seg_perception.runtime.config.CAMERA_PARAMS`), whose defaults
     are the global values at start-up. :attr:`config` is the global snapshot,
     :attr:`configs` one per camera (the same object for the single unprefixed camera).
     ``on_change(config, changed)`` listeners are called (in the executor thread) after

@@ -26,7 +26,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
-from ..core.bagio import BagError, bag_topics, open_bag
+from seg_perception.offline.bagio import BagError, bag_topics, open_bag
 
 log = logging.getLogger(__name__)
 

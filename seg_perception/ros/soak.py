@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.procs import interrupt
+from seg_perception.tools.procs import interrupt
 
 DIAG_KEYS = ("frames_received", "frames_processed", "frames_dropped",
              "frames_lost_in_transport", "frames_bad", "frames_without_subscribers",
@@ -189,7 +189,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def _fastdds_profile() -> None:
-    from .demo import fastdds_profile
+    from seg_perception.ros.demo import fastdds_profile
 
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(fastdds_profile()))
 
@@ -197,7 +197,7 @@ def _fastdds_profile() -> None:
 def start_node(opts: SoakOptions, log_path: Path) -> subprocess.Popen:
     """``seg_node`` in its own process, logging to ``log_path``."""
     params: dict[str, Any] = {"model": opts.model, "device": opts.device}
-    from .tf_pose import tf_message_type
+    from seg_perception.ros.tf_pose import tf_message_type
 
     if tf_message_type() is None:  # no /tf_static to publish: the pose by parameters
         params.update({"use_tf": False, **dict(zip(
@@ -238,9 +238,9 @@ class _Flood:
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
 
-        from ..core.geometry import CameraModel
-        from ..core.image_codec import encode_raw, image_payload
-        from .conversions import numpy_to_imgmsg
+        from seg_perception.ros.conversions import numpy_to_imgmsg
+        from seg_perception.runtime.geometry import CameraModel
+        from seg_perception.runtime.image_codec import encode_raw, image_payload
 
         self.opts = opts
         if not rclpy.ok():
@@ -305,7 +305,7 @@ class _Flood:
             from tf2_msgs.msg import TFMessage
         except ImportError:
             return None
-        from ..core.geometry import CameraMounting, Transform
+        from seg_perception.runtime.geometry import CameraMounting, Transform
 
         mount = CameraMounting(*SOAK_MOUNTING)
         optical = Transform.from_matrix(mount.rotation, mount.position)

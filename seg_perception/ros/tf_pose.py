@@ -1,13 +1,13 @@
 """Camera poses from /tf for the node: lookups the core's
-:func:`~seg_perception.core.pipeline.resolve_pose` can call.
+:func:`~seg_perception.runtime.pipeline.resolve_pose` can call.
 
 :class:`TfPoses` is tf2_ros's buffer and listener. Without tf2_ros (not on PyPI),
 :class:`TopicTfPoses` subscribes to ``/tf`` and ``/tf_static`` itself (tf2_ros's QoS) into
-the ROS-free :class:`~seg_perception.core.tf.TransformBuffer` that ``process`` uses, so both
+the ROS-free :class:`~seg_perception.runtime.tf.TransformBuffer` that ``process`` uses, so both
 installs give the same poses; it needs tf2_msgs. Without either, :class:`NoTfPoses` fails
 every lookup with the reason: the ``camera.*`` parameters hold only with ``use_tf`` false.
 
-Both real sources wait longer for a moving transform (:class:`~seg_perception.core.tf.
+Both real sources wait longer for a moving transform (:class:`~seg_perception.runtime.tf.
 TfWait`): a lookup past its newest sample waits up to 1.5 of its measured periods for the
 next one (``tf_timeout`` is the floor), and the warning says so.
 """
@@ -26,8 +26,8 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 
-from ..core.geometry import Transform
-from ..core.tf import (
+from seg_perception.runtime.geometry import Transform
+from seg_perception.runtime.tf import (
     ExtrapolationError,
     FrameUnknownError,
     TfWait,
@@ -131,7 +131,7 @@ class _Rates:
 
 class TfPoses:
     """A tf2_ros buffer filled by a listener on ``node``; :meth:`lookup` is a
-    :data:`~seg_perception.core.pipeline.TransformLookup` (safe from a worker thread while
+    :data:`~seg_perception.runtime.pipeline.TransformLookup` (safe from a worker thread while
     the node's executor delivers /tf)."""
 
     def __init__(self, node: Node) -> None:
@@ -221,7 +221,7 @@ def _buffer_noting(rates: _Rates) -> Any:
 
 class TopicTfPoses:
     """Without tf2_ros: ``/tf`` and ``/tf_static`` subscribed on ``node`` (tf2_ros's QoS)
-    into a thread-safe :class:`~seg_perception.core.tf.TransformBuffer` (10 s of history,
+    into a thread-safe :class:`~seg_perception.runtime.tf.TransformBuffer` (10 s of history,
     cleared of moving transforms when time jumps back); :meth:`lookup` as :class:`TfPoses`.
     """
 

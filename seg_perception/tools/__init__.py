@@ -1,0 +1,6 @@
+"""Developer tools around the runtime: benchmarks, int8 quantization, child-process helpers.
+
+May import :mod:`seg_perception.runtime`, ``offline``, ``sim`` and ``training``; never
+``ros`` or ``cli``, and never rclpy (the ROS soak and demo drivers live in
+:mod:`seg_perception.ros`).
+"""
