@@ -1371,8 +1371,9 @@ def process_bag(
         recording = _read_ahead(reader, cams, summary, src, options.grid)
         wanted = set(cams)
         conns = [c for c in reader.connections if options.keep_input or c.topic in wanted]
-        stage = (CycleStage(engine, options, recording, summary, len(streams))
-                 if options.fused else FrameStage(engine, options, recording, summary))
+        from seg_perception.offline.stage import ProcessStage
+
+        stage = ProcessStage(engine, options, recording, summary, len(streams))
         total = sum(s.count for s in streams)
         bar = tqdm(total=total, unit="frame", desc="process", disable=not progress,
                    dynamic_ncols=True, file=sys.stderr)

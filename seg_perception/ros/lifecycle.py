@@ -3,7 +3,7 @@
 For systems brought up by a lifecycle manager (Nav2's ``lifecycle_manager``, yolo_ros) or by
 ``ros2 lifecycle set``. Same topics, parameters and outputs as ``seg_node``
 (:mod:`.node`), built from the same pieces (:func:`.node.load_engine`,
-:class:`.node.FrameWorker`, :class:`.params.ParameterBridge`, :class:`.camera_io.CameraChannel`,
+:class:`.worker.FrameWorker`, :class:`.params.ParameterBridge`, :class:`.camera_io.CameraChannel`,
 :mod:`.tf_pose`, :mod:`.label_info`, :mod:`.node_common`); what the states mean:
 
 - *unconfigured* (at start): parameters declared with descriptors and validated (a wrong
@@ -53,8 +53,9 @@ from seg_perception.ros import log_bridge, node_common, tf_pose
 from seg_perception.ros.camera_io import CameraChannel
 from seg_perception.ros.label_info import TOPIC as LABEL_INFO_TOPIC
 from seg_perception.ros.label_info import build_label_info, label_info_qos
-from seg_perception.ros.node import FrameWorker, close_cameras, load_engine, open_cameras, run_node
+from seg_perception.ros.node import close_cameras, load_engine, open_cameras, run_node
 from seg_perception.ros.params import ParameterBridge, StartupError, descriptor
+from seg_perception.ros.worker import FrameWorker
 from seg_perception.runtime.config import ParamSpec, describe
 from seg_perception.runtime.engine import EngineInfo
 from seg_perception.runtime.pipeline import FramePipeline

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 class WorkerStats(Protocol):
-    """What the statuses read of a node's worker (:class:`.node.FrameWorker`), named here so
+    """What the statuses read of a node's worker (:class:`.worker.FrameWorker`), named here so
     that this module does not import the node module, which imports it."""
 
     done: RateMeter

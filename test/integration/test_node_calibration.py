@@ -69,10 +69,11 @@ RGB = render_scene(SceneSpec(), CAM, MOUNT).rgb
 @pytest.fixture
 def node_and_probe(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Probe]]:
     from seg_perception.ros import node as node_module
+    from seg_perception.ros import worker as worker_module
 
     # A frame's grid may wait for its camera_info for two minutes: any wait of the worker
     # itself shows as frames whose labels do not come.
-    monkeypatch.setattr(node_module, "INFO_WAIT", 120.0)
+    monkeypatch.setattr(worker_module, "INFO_WAIT", 120.0)
     probe = Probe("seg_calib_probe")
     node = node_module.SegNode(namespace="/it_calib", parameter_overrides=[
         Parameter("model", value="tiny_seg"), Parameter("device", value="cpu"),

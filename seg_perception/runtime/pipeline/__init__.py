@@ -1,5 +1,7 @@
 """One frame pipeline for the node and for bags (ROS-free).
 
+:class:`CycleRunner` is the frame cycle node and ``process`` share (:mod:`.cycle`: one batched
+forward pass, image outputs, grids, the fused grid, through two small ports);
 :class:`FramePipeline` turns :class:`CameraFrame` sets into :class:`FrameResult` lists
 under a :class:`~seg_perception.runtime.config.PipelineConfig` snapshot;
 :func:`resolve_pose` decides each frame's camera pose (tf or parameters) and
@@ -8,6 +10,13 @@ keeps the cameras' recent grids for the fused surround grid of each cycle. The a
 (``seg_perception.ros.node``, ``seg_perception.offline.bagio``) only convert messages.
 """
 
+from seg_perception.runtime.pipeline.cycle import (
+    Cycle,
+    CycleContext,
+    CycleFrame,
+    CycleRunner,
+    CycleSink,
+)
 from seg_perception.runtime.pipeline.frames import (
     GRID_OUTPUTS,
     IMAGE_ENCODINGS,
@@ -31,6 +40,11 @@ __all__ = [
     "CameraFrame",
     "CameraGrid",
     "CameraInfoBuffer",
+    "Cycle",
+    "CycleContext",
+    "CycleFrame",
+    "CycleRunner",
+    "CycleSink",
     "FramePipeline",
     "FrameResult",
     "FusedGrid",
