@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geometry_msgs.msg import PolygonStamped
 from nav_msgs.msg import OccupancyGrid
@@ -22,6 +22,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from seg_perception.runtime.config import SINGLE_CAMERA
 from seg_perception.runtime.geometry import CameraCalibration
 from seg_perception.runtime.image_codec import (
     DEFAULT_MAX_PIXELS,
@@ -32,6 +33,10 @@ from seg_perception.runtime.image_codec import (
 )
 from seg_perception.runtime.pipeline import IMAGE_OUTPUTS, JUMP_BACK_S, CameraInfoBuffer
 from seg_perception.runtime.stats import ChangeMonitor, Percentiles, RateMeter, problem_kind
+
+if TYPE_CHECKING:
+    from seg_perception.ros.params import ParameterBridge
+    from seg_perception.ros.worker import FrameWorker
 
 #: camera_info messages kept for pairing by stamp (a few seconds at camera rates).
 INFO_HISTORY = 64
@@ -255,4 +260,65 @@ class CameraChannel:
                 node.destroy_publisher(pub)
 
 
-__all__ = ["CameraChannel", "Frame", "qos"]
+
+
+@dataclass
+class FusedOutputs:
+    """The publishers of the fused surround grid and boundary of a multi-camera node."""
+
+    grid: Any
+    boundary: Any
+
+    def wanted(self) -> set[str]:
+        out = set()
+        if self.grid.get_subscription_count() > 0:
+            out.add("drivable/grid")
+        if self.boundary.get_subscription_count() > 0:
+            out.add("drivable/boundary")
+        return out
+
+    def destroy(self, node: Node) -> None:
+        node.destroy_publisher(self.grid)
+        node.destroy_publisher(self.boundary)
+
+
+def open_cameras(node: Node, params: ParameterBridge, worker: FrameWorker,
+                 warn: Callable[..., None]) -> list[CameraChannel]:
+    """The topics of every camera of ``params.cameras`` (a :class:`CameraChannel` each, its
+    own ``input_transport``), attached to ``worker``; with named cameras also the fused
+    ``drivable/grid`` and ``drivable/boundary`` publishers (``worker.fused``). Undo with
+    :func:`close_cameras`."""
+    in_qos = qos(params["image_qos.reliability"], params["image_qos.depth"])
+    out_qos = qos(params["output_qos.reliability"], params["output_qos.depth"])
+    if params.cameras != SINGLE_CAMERA:  # the node's own grid and boundary: all cameras fused
+        worker.fused = FusedOutputs(
+            node.create_publisher(OccupancyGrid, "drivable/grid", out_qos),
+            node.create_publisher(PolygonStamped, "drivable/boundary", out_qos))
+    channels: list[CameraChannel] = []
+    try:
+        for name in params.cameras:
+            channels.append(CameraChannel(node, name, params.camera_value(name, "input_transport"),
+                                          in_qos, out_qos, worker.ready, warn,
+                                          max_pixels=params["max_image_pixels"]))
+    except BaseException:  # leave no half-made topics behind (a lifecycle node retries)
+        close_cameras(node, worker, channels)
+        raise
+    with worker.ready:
+        worker.channels.extend(channels)
+    return channels
+
+
+def close_cameras(node: Node, worker: FrameWorker, channels: list[CameraChannel]) -> None:
+    """Undo :func:`open_cameras` (the worker stopped first): topics gone, worker detached."""
+    with worker.ready:
+        for channel in channels:
+            if channel in worker.channels:
+                worker.channels.remove(channel)
+    for channel in channels:
+        channel.destroy()
+    if worker.fused is not None:
+        worker.fused.destroy(node)
+        worker.fused = None
+
+
+__all__ = ["CameraChannel", "Frame", "FusedOutputs", "close_cameras", "open_cameras", "qos"]

@@ -49,12 +49,9 @@ def build_label_info(meta: ModelMeta, stamp: Any = None,
     return msg
 
 
-def publish_label_info(node: Any, meta: ModelMeta, topic: str = TOPIC) -> Any | None:
-    """Create ``node``'s ``label_info`` publisher and publish ``meta``'s map on it once.
-
-    Returns the publisher (keep it: transient local needs the writer alive), or None with one
-    info line where vision_msgs does not import.
-    """
+def label_info_type(node: Any, topic: str = TOPIC) -> Any | None:
+    """vision_msgs' LabelInfo class, or None with one info line on ``node``'s log where
+    vision_msgs does not import (the node then creates no ``label_info`` publisher)."""
     try:
         from vision_msgs.msg import LabelInfo
     except ImportError:
@@ -62,6 +59,4 @@ def publish_label_info(node: Any, meta: ModelMeta, topic: str = TOPIC) -> Any | 
             f"vision_msgs is not installed: {node.resolve_topic_name(topic)} "
             "(vision_msgs/LabelInfo) is not published")
         return None
-    pub = node.create_publisher(LabelInfo, topic, label_info_qos())
-    pub.publish(build_label_info(meta, node.get_clock().now().to_msg()))
-    return pub
+    return LabelInfo

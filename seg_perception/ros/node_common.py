@@ -1,23 +1,30 @@
-"""Pieces ``seg_node`` and ``seg_lifecycle_node`` share besides the worker and the camera
-channel: rate-limited warnings, the warm-up, the start-up log lines and the /diagnostics
-statuses (the node's, and one per camera of a multi-camera node).
+"""What the node uses besides its worker and camera channels: loading the model, the
+warm-up, rate-limited warnings, the start-up log lines, the /diagnostics statuses (the
+node's, and one per camera of a multi-camera node) and the executables' ``main``
+(:func:`run_node`: one fatal line on a start-up error, a clean exit on Ctrl-C).
 
-They take the node's logger and parts as arguments, so a node of any shape (plain, managed,
-several cameras) calls them without inheriting from another node class.
+They take the node's logger and parts as arguments, so they are testable without a node.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException
 from sensor_msgs.msg import Image
 
 from seg_perception.ros.conversions import numpy_to_imgmsg
-from seg_perception.runtime.engine import EngineInfo
+from seg_perception.ros.params import ParameterBridge, StartupError
+from seg_perception.runtime.engine import EngineConfigError, EngineInfo, build_engine
+from seg_perception.runtime.signal_stack import ensure_signal_stack
 from seg_perception.runtime.stats import Percentiles, RateMeter, WarningLimiter
 
 if TYPE_CHECKING:
@@ -242,14 +249,84 @@ def camera_statuses(name: str, worker: WorkerStats, cameras: Sequence[CameraChan
     return out
 
 
+
+
+def load_engine(params: ParameterBridge) -> tuple[Any, EngineInfo]:
+    """The engine the parameters ask for; StartupError (one line) when it cannot be built."""
+    try:
+        built = build_engine(params["model"], params["checkpoint"] or None, params["device"],
+                             params["precision"], threads=params["cpu_threads"])
+    except KeyError as exc:  # unknown model: the message lists the registered ones
+        raise StartupError(exc.args[0] if exc.args else str(exc)) from None
+    except (EngineConfigError, ValueError, FileNotFoundError, OSError) as exc:
+        raise StartupError(str(exc)) from None
+    ensure_signal_stack()  # OpenVINO's is too small for Ctrl-C twice on AMX: see signal_stack
+    return built
+
+
+#: Set by the SIGINT handler :func:`_note_sigint` installs: Ctrl-C reached this process.
+SIGINT_SEEN = threading.Event()
+
+
+def _note_sigint() -> None:
+    """Note Ctrl-C before it becomes KeyboardInterrupt (call before ``rclpy.init``, which
+    chains its own handler to this one). rclpy shuts its context down from a thread of its
+    own after the signal, so the KeyboardInterrupt, turned into a RuntimeError when it lands
+    inside a pybind11 call (``Unable to convert call argument``), can come while
+    ``rclpy.ok()`` is still True. A handler someone else installed is left alone."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        SIGINT_SEEN.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_node(name: str, make: Callable[[], Any], spin: Callable[[Any], None],
+             close: Callable[[Any], None], args: list[str] | None = None) -> int:
+    """The executables' main (``seg_node``, ``seg_lifecycle_node``): a start-up error is one
+    fatal line and exit 1, never a traceback; Ctrl-C and an external shutdown are a clean
+    exit; ``close`` and ``destroy_node`` run whatever happened."""
+    _note_sigint()
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = make()
+        spin(node)
+    except (StartupError, ParameterException) as exc:
+        rclpy.logging.get_logger(name).fatal(f"cannot start: {exc}")
+        code = 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if rclpy.ok() and not SIGINT_SEEN.is_set():
+            raise
+        # Shutting down (SIGINT): rclpy can raise from a message take that races the
+        # context's shutdown under load, or the KeyboardInterrupt itself can come out of a
+        # pybind11 call as a RuntimeError; that is a clean exit, not an error.
+    finally:
+        if node is not None:
+            close(node)
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
 __all__ = [
+    "SIGINT_SEEN",
     "WorkerStats",
     "camera_statuses",
     "camera_values",
+    "load_engine",
     "log_engine",
     "log_limited",
     "log_pose_source",
     "log_ready",
+    "run_node",
     "segmentation_status",
     "warm_up",
 ]

@@ -24,14 +24,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import rclpy
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage
 
 from seg_perception.ros import tf_pose
-from seg_perception.ros.camera_io import CameraChannel, Frame
+from seg_perception.ros.camera_io import CameraChannel, Frame, FusedOutputs
 from seg_perception.ros.conversions import KIT, compressed_to_rgb, imgmsg_to_rgb, numpy_to_imgmsg
 from seg_perception.ros.params import ParameterBridge
 from seg_perception.runtime import messages
@@ -58,26 +57,6 @@ INFO_WAIT = 0.25
 INFO_WAIT_RETRY = 2.0
 #: Cycles whose grid step waits at most; beyond, the oldest is finished without waiting more.
 DEFERRED_MAX = 32
-
-
-@dataclass
-class FusedOutputs:
-    """The publishers of the fused surround grid and boundary of a multi-camera node."""
-
-    grid: Any
-    boundary: Any
-
-    def wanted(self) -> set[str]:
-        out = set()
-        if self.grid.get_subscription_count() > 0:
-            out.add("drivable/grid")
-        if self.boundary.get_subscription_count() > 0:
-            out.add("drivable/boundary")
-        return out
-
-    def destroy(self, node: Node) -> None:
-        node.destroy_publisher(self.grid)
-        node.destroy_publisher(self.boundary)
 
 
 @dataclass

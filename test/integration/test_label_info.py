@@ -14,7 +14,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros2_tools import require_vision_msgs
 from ros_harness import NodeProcess, Probe
 
-from seg_perception.ros.label_info import build_label_info, label_info_qos, publish_label_info
+from seg_perception.ros.label_info import build_label_info, label_info_qos, label_info_type
 from seg_perception.runtime.models import get_entry
 from seg_perception.runtime.models.zoo import DEFAULT_MODEL
 
@@ -54,7 +54,7 @@ def test_without_vision_msgs_one_info_line(monkeypatch: pytest.MonkeyPatch,
     rclpy.init(context=context)
     node = rclpy.create_node("label_info_absent", namespace="/cam0", context=context)
     try:
-        assert publish_label_info(node, get_entry(DEFAULT_MODEL).meta) is None
+        assert label_info_type(node) is None
         topics = [t for t, _ in node.get_publisher_names_and_types_by_node(
             "label_info_absent", "/cam0")]
         assert "/cam0/label_info" not in topics

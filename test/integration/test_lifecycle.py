@@ -48,11 +48,10 @@ from ros_harness import NodeProcess, Probe
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from seg_perception.ros import lifecycle as lifecycle_module
+from seg_perception.ros import camera_io, node_common, tf_pose
 from seg_perception.ros import node as node_module
-from seg_perception.ros import node_common, tf_pose
 from seg_perception.ros.label_info import label_info_qos
-from seg_perception.ros.lifecycle import SegLifecycleNode
+from seg_perception.ros.node import SegNode
 from seg_perception.runtime.image_codec import encode_raw
 from seg_perception.runtime.models import get_entry
 from seg_perception.runtime.models.zoo import DEFAULT_MODEL
@@ -80,12 +79,12 @@ def context() -> Iterator[rclpy.Context]:
 
 
 @pytest.fixture
-def make_node(context: rclpy.Context) -> Iterator[Callable[..., SegLifecycleNode]]:
-    made: list[SegLifecycleNode] = []
+def make_node(context: rclpy.Context) -> Iterator[Callable[..., SegNode]]:
+    made: list[SegNode] = []
 
-    def make(namespace: str = "/lc_unit", **params: object) -> SegLifecycleNode:
+    def make(namespace: str = "/lc_unit", **params: object) -> SegNode:
         values = {"model": "tiny_seg", "device": "cpu", "warmup": False, **params}
-        node = SegLifecycleNode(context=context, namespace=namespace,
+        node = SegNode(autostart=False, context=context, namespace=namespace,
                                 parameter_overrides=[Parameter(k, value=v)
                                                      for k, v in values.items()])
         made.append(node)
@@ -97,15 +96,15 @@ def make_node(context: rclpy.Context) -> Iterator[Callable[..., SegLifecycleNode
         node.destroy_node()
 
 
-def state(node: SegLifecycleNode) -> str:
+def state(node: SegNode) -> str:
     return node._state_machine.current_state[1]
 
 
-def sub_topics(node: SegLifecycleNode) -> set[str]:
+def sub_topics(node: SegNode) -> set[str]:
     return {s.topic_name for s in node.subscriptions}
 
 
-def pub_topics(node: SegLifecycleNode) -> set[str]:
+def pub_topics(node: SegNode) -> set[str]:
     return {p.topic_name for p in node.publishers}
 
 
@@ -113,7 +112,7 @@ def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if "[ERROR]" in line]
 
 
-def test_states_hold_what_they_should(make_node: Callable[..., SegLifecycleNode]) -> None:
+def test_states_hold_what_they_should(make_node: Callable[..., SegNode]) -> None:
     """configure loads, activate subscribes, deactivate keeps the model, cleanup frees it."""
     node = make_node()
     assert state(node) == "unconfigured"
@@ -170,7 +169,7 @@ def test_states_hold_what_they_should(make_node: Callable[..., SegLifecycleNode]
 
 
 def test_shutdown_from_active_releases_everything(
-        make_node: Callable[..., SegLifecycleNode]) -> None:
+        make_node: Callable[..., SegNode]) -> None:
     node = make_node()
     assert node.trigger_configure() == SUCCESS and node.trigger_activate() == SUCCESS
     worker = node.worker
@@ -186,7 +185,7 @@ def test_shutdown_from_active_releases_everything(
 
 
 def test_startup_parameters_change_only_while_unconfigured(
-        make_node: Callable[..., SegLifecycleNode]) -> None:
+        make_node: Callable[..., SegNode]) -> None:
     node = make_node(model="no_such_model")
     desc = node.describe_parameter("model")
     assert not desc.read_only and "Fixed once configured" in desc.description
@@ -211,7 +210,7 @@ def test_startup_parameters_change_only_while_unconfigured(
 
 @pytest.mark.parametrize("kind", ["unknown model", "corrupt checkpoint", "missing checkpoint"])
 def test_model_that_cannot_load_fails_configure_with_one_line(
-        make_node: Callable[..., SegLifecycleNode], tmp_path: Path,
+        make_node: Callable[..., SegNode], tmp_path: Path,
         capfd: pytest.CaptureFixture[str], kind: str) -> None:
     bad = tmp_path / "weights.safetensors"
     bad.write_bytes(b"this is not a safetensors file" * 10)
@@ -236,7 +235,7 @@ def test_model_that_cannot_load_fails_configure_with_one_line(
 
 
 def test_exception_in_a_transition_goes_to_on_error(
-        make_node: Callable[..., SegLifecycleNode], monkeypatch: pytest.MonkeyPatch,
+        make_node: Callable[..., SegNode], monkeypatch: pytest.MonkeyPatch,
         capfd: pytest.CaptureFixture[str]) -> None:
     """An unexpected exception is logged with its traceback; on_error releases the model and
     returns the node to unconfigured, from where it configures again."""
@@ -247,7 +246,7 @@ def test_exception_in_a_transition_goes_to_on_error(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("camera channel exploded")
 
-    monkeypatch.setattr(node_module, "CameraChannel", broken)  # open_cameras makes them
+    monkeypatch.setattr(camera_io, "CameraChannel", broken)  # open_cameras makes them
     capfd.readouterr()
     assert node.trigger_activate() == ERROR
     assert state(node) == "unconfigured"
@@ -264,7 +263,7 @@ def test_exception_in_a_transition_goes_to_on_error(
     assert state(node) == "active"
 
 
-def test_several_cameras_as_seg_node_does(make_node: Callable[..., SegLifecycleNode]) -> None:
+def test_several_cameras_as_seg_node_does(make_node: Callable[..., SegNode]) -> None:
     """cameras: [front, rear]: activate opens both cameras' topics and the fused grid, a cycle
     runs both frames as one batch and publishes the fused grid and per-camera diagnostics;
     deactivate removes them all; `cameras` and a camera's read-only entries stay fixed."""
@@ -355,7 +354,7 @@ def stamped(buffer: object, stamp_s: int) -> bool:
     return buffer.can_transform("a", "b", RclTime(seconds=stamp_s))
 
 
-def switch_clock(node: SegLifecycleNode) -> None:
+def switch_clock(node: SegNode) -> None:
     """A time jump on the node's clock: use_sim_time switched on and off at run time (what
     makes tf2 buffers still hooked to the clock clear themselves, or crash once freed)."""
     for value in (True, False):
@@ -364,7 +363,7 @@ def switch_clock(node: SegLifecycleNode) -> None:
 
 @pytest.mark.parametrize("exit_path", ["cleanup", "shutdown", "error", "configure error"])
 def test_every_exit_unhooks_the_tf_buffer_from_the_clock(
-        make_node: Callable[..., SegLifecycleNode], monkeypatch: pytest.MonkeyPatch,
+        make_node: Callable[..., SegNode], monkeypatch: pytest.MonkeyPatch,
         exit_path: str) -> None:
     """Issue 23 item 2: a configuration's tf2 buffer registers a jump callback on the node's
     clock; every way out of the configuration unregisters it. One left behind is called at
@@ -375,7 +374,7 @@ def test_every_exit_unhooks_the_tf_buffer_from_the_clock(
     made: list[tf_pose.TfPoses] = []
     make_tf = tf_pose.make
 
-    def recording_make(node: SegLifecycleNode) -> tuple[tf_pose.TfPoses | None, str]:
+    def recording_make(node: SegNode) -> tuple[tf_pose.TfPoses | None, str]:
         tf, reason = make_tf(node)
         assert tf is not None
         made.append(tf)
@@ -387,7 +386,7 @@ def test_every_exit_unhooks_the_tf_buffer_from_the_clock(
         def broken(*args: object, **kwargs: object) -> None:
             raise RuntimeError("worker exploded")
 
-        monkeypatch.setattr(lifecycle_module, "FrameWorker", broken)
+        monkeypatch.setattr(node_module, "FrameWorker", broken)
         assert node.trigger_configure() == ERROR
     else:
         assert node.trigger_configure() == SUCCESS
@@ -417,7 +416,7 @@ def test_wrong_parameter_type_at_start_is_one_line(context: rclpy.Context) -> No
     from seg_perception.ros.params import StartupError
 
     with pytest.raises(StartupError, match="cpu_threads must be an integer"):
-        SegLifecycleNode(context=context,
+        SegNode(autostart=False, context=context,
                          parameter_overrides=[Parameter("cpu_threads", value="many")])
 
 

@@ -133,7 +133,7 @@ def test_a_four_camera_node_holds_one_model_and_names_every_camera(monkeypatch) 
         values = {kv.key: kv.value for kv in statuses[0].values}
         assert values["cameras"] == "4" and "cycle_time_p50_ms" in values
     finally:
-        node.stop()
+        node.close()
         node.destroy_node()
         if owned:
             rclpy.try_shutdown()

@@ -154,7 +154,7 @@ def spinning(node: Any) -> Iterator[Any]:
     try:
         yield node
     finally:
-        node.stop()
+        node.close()
         stop.set()
         spinner.join(timeout=5)
         executor.remove_node(node)

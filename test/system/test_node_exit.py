@@ -13,7 +13,7 @@ pytest.importorskip("rclpy")
 SCRIPT = textwrap.dedent("""
     import os, signal, sys, time
     import rclpy
-    from seg_perception.ros.node import run_node
+    from seg_perception.ros.node_common import run_node
 
     class Node:
         def destroy_node(self):

@@ -75,10 +75,10 @@ def test_lifecycle_configure_cleanup_cycles_keep_no_memory() -> None:
         import rclpy
         from rclpy.lifecycle import TransitionCallbackReturn
         from rclpy.parameter import Parameter
-        from seg_perception.ros.lifecycle import SegLifecycleNode
+        from seg_perception.ros.node import SegNode
 
         rclpy.init()
-        node = SegLifecycleNode(namespace="/lc_memory", parameter_overrides=[
+        node = SegNode(autostart=False, namespace="/lc_memory", parameter_overrides=[
             Parameter("device", value="cpu"), Parameter("warmup", value=False)])
         for _ in range(8):
             assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
