@@ -316,7 +316,7 @@ def bench_ort(args: argparse.Namespace, report: Report, names: list[str],
 
 def node_end_to_end(args: argparse.Namespace, report: Report) -> None:
     """seg_node on the device as its own process, measured by the latency probe over DDS."""
-    from seg_perception.tools.procs import interrupt
+    from seg_perception.tools.node_process import NodeProcess, use_fastdds_profile
 
     section: dict[str, Any] = {"model": args.node_model, "device": args.device,
                                "camera": list(args.camera)}
@@ -324,25 +324,16 @@ def node_end_to_end(args: argparse.Namespace, report: Report) -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
     env.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_shm.xml"))
+    use_fastdds_profile(env)
     ns = "/gpu_check"
     with tempfile.TemporaryDirectory(prefix="gpu-check-node-") as tmp:
-        log_path = Path(tmp) / "node.log"
         probe_json = Path(tmp) / "probe.json"
-        cmd = [sys.executable, "-m", "seg_perception.ros.node", "--ros-args",
-               "-p", f"device:={args.device}", "-p", f"model:={args.node_model}",
-               "-r", f"__ns:={ns}"]
-        section["command"] = " ".join(cmd)
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        node = NodeProcess(Path(tmp) / "node.log",
+                           {"device": args.device, "model": args.node_model}, namespace=ns,
+                           env=env)
+        section["command"] = " ".join(node.command)
         try:
-            deadline = time.monotonic() + 180
-            while "ready: listening on" not in log_path.read_text():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"seg_node exited with {proc.returncode}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError("seg_node did not become ready in 180 s")
-                time.sleep(0.5)
+            node.wait_ready(timeout=180)
             probe = [sys.executable, "-m", "seg_perception.ros.latency_probe", "--namespace",
                      ns, "--width", str(args.camera[0]), "--height", str(args.camera[1]),
                      "--rate", str(args.node_rate), "--frames", str(args.node_frames),
@@ -358,9 +349,8 @@ def node_end_to_end(args: argparse.Namespace, report: Report) -> None:
         except Exception as exc:
             report.error("node", exc)
         finally:
-            interrupt(proc)
-            section["node_returncode"] = proc.returncode
-            section["node_log_tail"] = log_path.read_text()[-4000:]
+            section["node_returncode"] = node.stop()
+            section["node_log_tail"] = node.log()[-4000:]
     report.save()
 
 

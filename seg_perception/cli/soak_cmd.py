@@ -84,7 +84,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seg_perception.ros.soak import SoakOptions, format_summary, run_soak
+    from seg_perception.ros.soak import run_soak
+    from seg_perception.tools.soak_report import SoakOptions, format_summary
 
     params = {}
     for item in args.param:

@@ -10,16 +10,17 @@ With ``cameras`` > 1 (``demo --cameras 4``) the drive is seen by a synthetic sur
 (front, left, right, rear, on /tf_static) and one ``seg_node`` serves all cameras: the
 report shows the cameras' overlays, the fused surround grid and the generator's exact fused
 truth, with the agreement of the two and the node's batch size and cycle time.
+
+The DDS side is here; the plan and the report, read from the bags, are in
+:mod:`seg_perception.sim.demo_summary`, the node's process in
+:mod:`seg_perception.tools.node_process`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import struct
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,29 +38,30 @@ from seg_perception.offline.bagio import (
     IMAGE_OUTPUTS,
     BagError,
     BagWriter,
-    bag_topics,
     camera_namespace,
-    decode_frame,
-    open_bag,
     output_topic,
-    typestore,
 )
 from seg_perception.ros.player import BagPlayer, PlayOptions, message_class
 from seg_perception.ros.tf_pose import tf_message_type
 from seg_perception.runtime.config import PipelineConfig
-from seg_perception.runtime.geometry import GridSpec
-from seg_perception.sim.demo_report import (
-    grid_picture,
-    side_by_side,
-    write_animation,
-    write_synthetic_drive,
+from seg_perception.sim.demo_report import write_synthetic_drive
+from seg_perception.sim.demo_summary import (
+    COMPRESSED_IMAGE,
+    RAW_IMAGE,
+    SURROUND_NAMES,
+    latency_ms,
+    markdown,
+    pose_params,
+    read_diagnostics,
+    render_report,
+    render_surround,
+    surround_markdown,
+    tf_topics,
 )
-from seg_perception.tools.procs import interrupt
+from seg_perception.sim.demo_summary import image_topic as find_image_topic
+from seg_perception.tools.node_process import NodeProcess, use_fastdds_profile
 
 log = logging.getLogger(__name__)
-
-RAW_IMAGE = "sensor_msgs/msg/Image"
-COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 
 
 @dataclass
@@ -82,19 +84,6 @@ class DemoOptions:
     node_params: dict[str, Any] = field(default_factory=dict)
     startup_timeout: float = 180.0
     cameras: int = 1
-
-
-def fastdds_profile() -> Path:
-    """The Fast DDS shared-memory profile, installed (colcon) or in the source tree (pip -e)."""
-    here = Path(__file__).resolve().parent.parent.parent / "config" / "fastdds_shm.xml"
-    if here.is_file():
-        return here
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return Path(get_package_share_directory("seg_perception")) / "config" / "fastdds_shm.xml"
-    except Exception:  # no ament index: the source path is all there is
-        return here
 
 
 def _stamp_of(raw: bytes | memoryview) -> tuple[int, int]:
@@ -140,78 +129,12 @@ class _Recorder:
         return all(sub.get_publisher_count() > 0 for sub in self._subs[:-2])
 
 
-def _image_topic(bag: Path, wanted: str | None) -> tuple[str, str]:
-    with open_bag(bag) as reader:
-        topics = bag_topics(reader)
-    images = {t: v.msgtype for t, v in topics.items() if v.msgtype in (RAW_IMAGE,
-                                                                       COMPRESSED_IMAGE)}
-    if wanted:
-        if wanted not in images:
-            raise BagError(f"{wanted} is not an image topic of {bag}; image topics: "
-                           f"{', '.join(sorted(images)) or 'none'}")
-        return wanted, images[wanted]
-    if not images:
-        raise BagError(f"{bag} has no sensor_msgs/Image or CompressedImage topic")
-    first = sorted(images)[0]
-    if len(images) > 1:
-        log.info("several image topics in %s; using %s (choose with --image-topic)", bag, first)
-    return first, images[first]
-
-
-def _pose_params(m: Any, prefix: str = "") -> dict[str, float]:
-    """The ``camera.*`` parameters (``prefix``: ``X.`` for camera X) of a mounting."""
-    return {f"{prefix}camera.{k}": float(getattr(m, k))
-            for k in ("x", "y", "z", "roll", "pitch", "yaw")}
-
-
-def _tf_topics(bag: Path) -> list[str]:
-    """The bag's /tf_static and /tf: the node takes the camera pose from them."""
-    with open_bag(bag) as reader:
-        topics = bag_topics(reader)
-    return [t for t in ("/tf_static", "/tf") if t in topics]
-
-
-def _start_node(opts: DemoOptions, ns: str, image_topic: str, info_topic: str,
-                compressed: bool, params: dict[str, Any], log_path: Path) -> subprocess.Popen:
-    remaps = {}
-    if compressed:
-        remaps["image/compressed"] = image_topic
-        params = {**params, "input_transport": "compressed"}
-    else:
-        remaps["image"] = image_topic
-    remaps["camera_info"] = info_topic
-    return _launch_node(ns, remaps, params, log_path)
-
-
-def _param_text(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(str(v) for v in value) + "]"
-    return str(value)
-
-
-def _launch_node(ns: str, remaps: dict[str, str], params: dict[str, Any], log_path: Path
-                 ) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "seg_perception.ros.node", "--ros-args", "-r", f"__ns:={ns}"]
-    for src, dst in remaps.items():
-        cmd += ["-r", f"{src}:={dst}"]
-    for key, value in params.items():
-        cmd += ["-p", f"{key}:={_param_text(value)}"]
-    log.info("starting seg_node: %s", " ".join(cmd[1:]))
-    with open(log_path, "w") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
-
-
-def _wait_ready(proc: subprocess.Popen, log_path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if "ready: listening on" in log_path.read_text():
-            return
-        if proc.poll() is not None:
-            raise RuntimeError(f"seg_node exited with {proc.returncode}; its log "
-                               f"({log_path}):\n{log_path.read_text()}")
-        time.sleep(0.2)
-    raise RuntimeError(f"seg_node did not become ready in {timeout:.0f} s; see {log_path}")
+def _start_node(ns: str, remaps: dict[str, str], params: dict[str, Any], log_path: Path
+                ) -> NodeProcess:
+    """``seg_node`` in its own process, its output in ``log_path``."""
+    node = NodeProcess(log_path, params, namespace=ns, remaps=remaps)
+    log.info("starting seg_node: %s", " ".join(node.command[1:]))
+    return node
 
 
 def _play_through(player: BagPlayer, rec: _Recorder, image_topic: str, out_topic: str) -> Any:
@@ -296,22 +219,26 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
                                           progress=lambda _i: bar.update(1))
         image_topic, info_topic, msgtype = (drive.image_topic, drive.camera_info_topic,
                                             RAW_IMAGE)
-        params.update(_pose_params(drive.mounting))
+        params.update(pose_params(drive.mounting))
         if tf_message_type() is None:  # /tf_static cannot be played: the same pose by hand
             params["use_tf"] = False
     else:
         input_bag = Path(opts.bag)
-        image_topic, msgtype = _image_topic(input_bag, opts.image_topic)
+        image_topic, msgtype = find_image_topic(input_bag, opts.image_topic)
         info_topic = opts.camera_info_topic or output_topic(camera_namespace(image_topic),
                                                             "camera_info")
     params.update(opts.node_params)
     ns = camera_namespace(image_topic) or "/"
     node_log = out / "seg_node.log"
 
+    remaps = {"image": image_topic}
+    if msgtype == COMPRESSED_IMAGE:
+        remaps = {"image/compressed": image_topic}
+        params["input_transport"] = "compressed"
+    remaps["camera_info"] = info_topic
     # Player, node and recorder share shared-memory transport with segments that fit images.
-    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(fastdds_profile()))
-    proc = _start_node(opts, ns, image_topic, info_topic, msgtype == COMPRESSED_IMAGE, params,
-                       node_log)
+    use_fastdds_profile()
+    seg_node = _start_node(ns, remaps, params, node_log)
     observer = _Observer()
     node = observer.node
     outputs = {output_topic(ns, name): "sensor_msgs/msg/Image" for name in IMAGE_OUTPUTS}
@@ -325,19 +252,19 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
             rec.add("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray")
             rec.add(image_topic, msgtype, record=False)  # arrival times of the inputs
             observer.start()
-            _wait_ready(proc, node_log, opts.startup_timeout)
+            seg_node.wait_ready(opts.startup_timeout)
             labels_topic = output_topic(ns, "labels")
             deadline = time.monotonic() + 30
             while not rec.matched() and time.monotonic() < deadline:
                 time.sleep(0.1)
             time.sleep(1.0)  # let the node see our subscriptions too
             player = BagPlayer(node, input_bag, PlayOptions(
-                rate=opts.rate, topics=[image_topic, info_topic, *_tf_topics(input_bag)],
+                rate=opts.rate, topics=[image_topic, info_topic, *tf_topics(input_bag)],
                 delay=1.0))
             log.info("playing %s at rate %.2f", input_bag, opts.rate)
             stats = _play_through(player, rec, image_topic, labels_topic)
     finally:
-        interrupt(proc)
+        seg_node.stop()
         observer.close()
 
     summary = _summarise(rec, stats, image_topic, outputs, ns, node_log)
@@ -351,135 +278,27 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     })
     spec = PipelineConfig.from_params(
         {k: v for k, v in params.items() if k.startswith("grid.")}).grid
-    summary["video"] = str(_render_report(input_bag, output_bag, image_topic, ns, spec, report,
-                                          opts.fps))
+    summary["video"] = str(render_report(input_bag, output_bag, image_topic, ns, spec, report,
+                                         opts.fps))
     summary["wall_time_s"] = round(time.perf_counter() - t_start, 1)
     (report / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (report / "summary.md").write_text(_markdown(summary))
+    (report / "summary.md").write_text(markdown(summary))
     return summary
 
 
 def _summarise(rec: _Recorder, stats: Any, image_topic: str, outputs: dict[str, str], ns: str,
                node_log: Path) -> dict[str, Any]:
     """Counts, whole-path latency (input arrival -> output arrival) and the node's figures."""
-    played = stats.published.get(image_topic, 0) if stats else 0
-    inputs = rec.arrivals.get(image_topic, {})
-    labels = rec.arrivals.get(output_topic(ns, "labels"), {})
-    lat = [(labels[k] - inputs[k]) * 1e3 for k in labels if k in inputs]
-    node_values: dict[str, str] = {}
-    try:
-        node_values = _last_diagnostics(rec.writer.path)
-    except Exception as exc:  # the report should not fail on a missing diagnostics message
-        log.warning("no diagnostics read back: %s", exc)
     return {
-        "frames_played": played,
+        "frames_played": stats.published.get(image_topic, 0) if stats else 0,
         "outputs_recorded": {t: rec.count(t) for t in outputs},
-        "latency_input_to_labels_ms": {
-            "p50": round(float(np.percentile(lat, 50)), 1) if lat else None,
-            "p95": round(float(np.percentile(lat, 95)), 1) if lat else None,
-            "frames": len(lat),
-        },
-        "node_diagnostics": node_values,
+        "latency_input_to_labels_ms": latency_ms(
+            rec.arrivals.get(output_topic(ns, "labels"), {}), rec.arrivals.get(image_topic, {})),
+        "node_diagnostics": read_diagnostics(rec.writer.path).get("segmentation", {}),
     }
 
 
-def _last_diagnostics(bag: Path) -> dict[str, str]:
-    """The node's last status (``...seg_node: segmentation``)."""
-    return _all_diagnostics(bag).get("segmentation", {})
-
-
-def _all_diagnostics(bag: Path) -> dict[str, dict[str, str]]:
-    """The last values of each seg_node status, by what follows ``seg_node: `` in its name
-    (``segmentation``, ``camera front``, ...)."""
-    store = typestore()
-    out: dict[str, dict[str, str]] = {}
-    with open_bag(bag) as reader:
-        conns = [c for c in reader.connections if c.topic == "/diagnostics"]
-        for conn, _t, raw in reader.messages(connections=conns):
-            msg = store.deserialize_cdr(raw, conn.msgtype)
-            for status in msg.status:
-                if "seg_node" in status.name:
-                    what = status.name.rsplit(": ", 1)[-1]
-                    out[what] = {kv.key: kv.value for kv in status.values}
-    return out
-
-
-def _render_report(input_bag: Path, output_bag: Path, image_topic: str, ns: str,
-                   spec: GridSpec, report: Path, fps: float) -> Path:
-    """camera | overlay | bird's-eye grid for every processed frame, as a video and stills."""
-    import cv2
-
-    store = typestore()
-    overlay_topic = output_topic(ns, "overlay")
-    grid_topic = output_topic(ns, "drivable/grid")
-    boundary_topic = output_topic(ns, "drivable/boundary")
-    overlays: dict[tuple[int, int], np.ndarray] = {}
-    grids: dict[tuple[int, int], np.ndarray] = {}
-    boundaries: dict[tuple[int, int], np.ndarray] = {}
-    with open_bag(output_bag) as reader:
-        for conn, _t, raw in reader.messages():
-            if conn.topic == overlay_topic:
-                header, rgb = decode_frame(conn.msgtype, raw)
-                overlays[(header.stamp.sec, header.stamp.nanosec)] = rgb
-            elif conn.topic == grid_topic:
-                msg = store.deserialize_cdr(raw, conn.msgtype)
-                grids[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = np.asarray(
-                    msg.data, np.int8).reshape(msg.info.height, msg.info.width)
-            elif conn.topic == boundary_topic:
-                msg = store.deserialize_cdr(raw, conn.msgtype)
-                boundaries[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = np.array(
-                    [[p.x, p.y] for p in msg.polygon.points], np.float64).reshape(-1, 2)
-    frames = []
-    blank = spec.empty()
-    with open_bag(input_bag) as reader:
-        conns = [c for c in reader.connections if c.topic == image_topic]
-        for conn, _t, raw in reader.messages(connections=conns):
-            header, rgb = decode_frame(conn.msgtype, raw)
-            key = (header.stamp.sec, header.stamp.nanosec)
-            if key not in overlays:
-                continue  # dropped by the node (counted in the summary)
-            grid = grids.get(key, blank)
-            pic = grid_picture(grid, spec, boundaries.get(key), rgb.shape[0])
-            frames.append(side_by_side([rgb, overlays[key], pic], 360,
-                                       ["camera", "segmentation overlay", "drivable grid"]))
-    if not frames:
-        raise RuntimeError("the node produced no overlay for any frame: see the node log")
-    for name, idx in (("first", 0), ("middle", len(frames) // 2), ("last", len(frames) - 1)):
-        cv2.imwrite(str(report / f"frame_{name}.png"), cv2.cvtColor(frames[idx],
-                                                                    cv2.COLOR_RGB2BGR))
-    return write_animation(frames, report / "drive", fps)
-
-
-def _markdown(s: dict[str, Any]) -> str:
-    lat = s["latency_input_to_labels_ms"]
-    diag = s.get("node_diagnostics", {})
-    lines = [
-        "# seg_perception demo",
-        "",
-        f"- video: `{s['video']}`",
-        f"- input bag: `{s['input_bag']}` (topic `{s['image_topic']}`)",
-        f"- output bag: `{s['output_bag']}`",
-        f"- node log: `{s['node_log']}`",
-        f"- frames played: {s['frames_played']} at rate {s['rate']}",
-        "- outputs recorded: " + ", ".join(f"`{t}` {n}" for t, n in
-                                           s["outputs_recorded"].items()),
-        f"- latency input -> labels (wall clock, whole path over DDS): p50 {lat['p50']} ms, "
-        f"p95 {lat['p95']} ms over {lat['frames']} frames",
-        f"- node: model {diag.get('model')}, device {diag.get('device')}, processed "
-        f"{diag.get('frames_processed')} / received {diag.get('frames_received')}, dropped "
-        f"{diag.get('frames_dropped')}, stages p50: decode {diag.get('decode_p50_ms')} ms, "
-        f"inference {diag.get('inference_p50_ms')} ms, publish {diag.get('publish_p50_ms')} ms,"
-        f" grid {diag.get('grid_p50_ms')} ms",
-        f"- wall time: {s['wall_time_s']} s",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 # --- several cameras -----------------------------------------------------------------------------
-
-SURROUND_NAMES = ("front", "left", "right", "rear")
-
 
 def run_surround_demo(opts: DemoOptions) -> dict[str, Any]:
     """``demo --cameras N`` (2-4): a synthetic drive seen by the first N cameras of the
@@ -526,13 +345,13 @@ def run_surround_demo(opts: DemoOptions) -> dict[str, Any]:
                  "X.camera.* parameters with use_tf false")
         params["use_tf"] = False
         for n in names:
-            params.update(_pose_params(rig.camera(n).mounting, f"{n}."))
+            params.update(pose_params(rig.camera(n).mounting, f"{n}."))
     params.update(opts.node_params)
     remaps = {f"{n}/image": drive.image_topics[n] for n in names}
     remaps.update({f"{n}/camera_info": drive.info_topics[n] for n in names})
     node_log = out / "seg_node.log"
-    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(fastdds_profile()))
-    proc = _launch_node("/", remaps, params, node_log)
+    use_fastdds_profile()
+    seg_node = _start_node("/", remaps, params, node_log)
     observer = _Observer()
     node = observer.node
     outputs = {output_topic(f"/{n}", t): "sensor_msgs/msg/Image"
@@ -549,7 +368,7 @@ def run_surround_demo(opts: DemoOptions) -> dict[str, Any]:
             for n in names:  # arrival times of the inputs
                 rec.add(drive.image_topics[n], RAW_IMAGE, record=False)
             observer.start()
-            _wait_ready(proc, node_log, opts.startup_timeout)
+            seg_node.wait_ready(opts.startup_timeout)
             deadline = time.monotonic() + 30
             while not all(sub.get_publisher_count() > 0 for sub in rec._subs[:len(outputs)]) \
                     and time.monotonic() < deadline:
@@ -561,27 +380,18 @@ def run_surround_demo(opts: DemoOptions) -> dict[str, Any]:
             log.info("playing %s (%d cameras) at rate %.2f", input_bag, len(names), opts.rate)
             stats = _play_through(player, rec, drive.image_topics[names[0]], fused_topic)
     finally:
-        interrupt(proc)
+        seg_node.stop()
         observer.close()
 
-    diag = {}
-    try:
-        diag = _all_diagnostics(output_bag)
-    except Exception as exc:  # the report should not fail on a missing diagnostics message
-        log.warning("no diagnostics read back: %s", exc)
-    video, scores = _render_surround(input_bag, output_bag, drive, names, report, opts.fps)
-    inputs = rec.arrivals.get(drive.image_topics[names[0]], {})
-    fused_at = rec.arrivals.get(fused_topic, {})
-    lat = [(fused_at[k] - inputs[k]) * 1e3 for k in fused_at if k in inputs]
+    diag = read_diagnostics(output_bag)
+    video, scores = render_surround(input_bag, output_bag, drive, names, report, opts.fps)
     agree = [a for a, _ in scores.values()]
     summary: dict[str, Any] = {
         "cameras": names,
         "frames_played": stats.published.get(drive.image_topics[names[0]], 0) if stats else 0,
         "outputs_recorded": {t: rec.count(t) for t in outputs},
-        "latency_input_to_fused_grid_ms": {
-            "p50": round(float(np.percentile(lat, 50)), 1) if lat else None,
-            "p95": round(float(np.percentile(lat, 95)), 1) if lat else None,
-            "frames": len(lat)},
+        "latency_input_to_fused_grid_ms": latency_ms(
+            rec.arrivals.get(fused_topic, {}), rec.arrivals.get(drive.image_topics[names[0]], {})),
         "fused_agreement_with_truth": {
             "mean": round(float(np.mean(agree)), 4) if agree else None,
             "min": round(float(np.min(agree)), 4) if agree else None,
@@ -599,92 +409,5 @@ def run_surround_demo(opts: DemoOptions) -> dict[str, Any]:
         "wall_time_s": round(time.perf_counter() - t_start, 1),
     }
     (report / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (report / "summary.md").write_text(_surround_markdown(summary))
+    (report / "summary.md").write_text(surround_markdown(summary))
     return summary
-
-
-def _render_surround(input_bag: Path, output_bag: Path, drive: Any, names: list[str],
-                     report: Path, fps: float) -> tuple[Path, dict[tuple[int, int], Any]]:
-    """The cameras' overlays | fused grid | exact fused truth, per fused grid; the agreement
-    of each fused grid with the truth of its stamp."""
-    import cv2
-
-    from seg_perception.sim.demo_report import agreement, grid_picture, mosaic
-
-    store = typestore()
-    overlays: dict[tuple[int, int], dict[str, np.ndarray]] = {}
-    grids: dict[tuple[int, int], np.ndarray] = {}
-    boundaries: dict[tuple[int, int], np.ndarray] = {}
-    topics = {output_topic(f"/{n}", "overlay"): n for n in names}
-    with open_bag(output_bag) as reader:
-        for conn, _t, raw in reader.messages():
-            if conn.topic in topics:
-                header, rgb = decode_frame(conn.msgtype, raw)
-                overlays.setdefault((header.stamp.sec, header.stamp.nanosec), {})[
-                    topics[conn.topic]] = rgb
-            elif conn.topic == "/drivable/grid":
-                msg = store.deserialize_cdr(raw, conn.msgtype)
-                grids[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = np.asarray(
-                    msg.data, np.int8).reshape(msg.info.height, msg.info.width)
-            elif conn.topic == "/drivable/boundary":
-                msg = store.deserialize_cdr(raw, conn.msgtype)
-                boundaries[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = np.array(
-                    [[p.x, p.y] for p in msg.polygon.points], np.float64).reshape(-1, 2)
-    truth = np.load(drive.truth)
-    by_stamp = {divmod(int(t), 1_000_000_000): i for i, t in enumerate(truth["stamps"])}
-    spec = drive.grid
-    frames, scores = [], {}
-    for key in sorted(grids):
-        views = overlays.get(key, {})
-        if key not in by_stamp or not views:
-            continue
-        exact = truth["fused"][by_stamp[key]]
-        scores[key] = agreement(grids[key], exact)
-        tiles = mosaic([views.get(n) for n in names], names, 240)
-        h = tiles.shape[0]
-        pics = [grid_picture(grids[key], spec, boundaries.get(key), h),
-                grid_picture(exact, spec, None, h)]
-        row = side_by_side([tiles, *pics], h, ["", f"fused grid ({scores[key][0]:.1%} agree)",
-                                               "exact fused truth"])
-        frames.append(row)
-    if not frames:
-        raise RuntimeError("the node produced no fused grid with overlays: see the node log")
-    for name, idx in (("first", 0), ("middle", len(frames) // 2), ("last", len(frames) - 1)):
-        cv2.imwrite(str(report / f"frame_{name}.png"), cv2.cvtColor(frames[idx],
-                                                                    cv2.COLOR_RGB2BGR))
-    return write_animation(frames, report / "drive", fps), scores
-
-
-def _surround_markdown(s: dict[str, Any]) -> str:
-    lat = s["latency_input_to_fused_grid_ms"]
-    diag = s.get("node_diagnostics", {})
-    agree = s["fused_agreement_with_truth"]
-    lines = [
-        f"# seg_perception demo: {len(s['cameras'])} cameras, one node",
-        "",
-        f"- video: `{s['video']}` (the cameras' overlays | fused grid | exact fused truth)",
-        f"- input bag: `{s['input_bag']}` (cameras {', '.join(s['cameras'])})",
-        f"- output bag: `{s['output_bag']}`",
-        f"- node log: `{s['node_log']}`",
-        f"- frames played per camera: {s['frames_played']} at rate {s['rate']}",
-        "- outputs recorded: " + ", ".join(f"`{t}` {n}" for t, n in
-                                           s["outputs_recorded"].items()),
-        f"- fused grid vs the generator's exact fused truth: mean {agree['mean']}, worst "
-        f"{agree['min']} of about {agree['seen_cells_per_frame']} seen cells per frame, over "
-        f"{agree['frames']} fused grids",
-        f"- latency first camera's input -> fused grid (wall clock, over DDS): p50 "
-        f"{lat['p50']} ms, p95 {lat['p95']} ms over {lat['frames']} cycles",
-        f"- node: model {diag.get('model')}, device {diag.get('device')}, backend "
-        f"{diag.get('backend')}, batch size p50 {diag.get('batch_size_p50')}, cycle time p50 "
-        f"{diag.get('cycle_time_p50_ms')} ms (p95 {diag.get('cycle_time_p95_ms')} ms), "
-        f"fused grids {diag.get('fused_grids_published')}",
-        "",
-        "| camera | received | processed | dropped | rate Hz | latency p50 ms |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, d in s["camera_diagnostics"].items():
-        lines.append(f"| {name} | {d.get('frames_received')} | {d.get('frames_processed')} | "
-                     f"{d.get('frames_dropped')} | {d.get('processed_rate_hz')} | "
-                     f"{d.get('latency_p50_ms')} |")
-    lines += ["", f"- wall time: {s['wall_time_s']} s", ""]
-    return "\n".join(lines)

@@ -318,21 +318,11 @@ def test_per_camera_parameters_from_a_params_file_and_the_ros2_cli(tmp_path: Pat
         "    warmup: false\n    cameras: [front, rear]\n    front:\n"
         "      input_transport: compressed\n    rear:\n      image_type: rectified\n"
         "      camera:\n        yaw: 3.1416\n        z: 1.2\n")
-    log_path = tmp_path / "yaml.log"
-    with open(log_path, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "seg_perception.ros.node", "--ros-args", "-r",
-             f"__ns:={ns}", "--params-file", str(params)], stdout=out,
-            stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    node = NodeProcess(tmp_path / "yaml.log", namespace=ns, params_file=params)
     try:
-        import time
-
-        deadline = time.monotonic() + 120
-        while "ready: listening on" not in log_path.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
+        node.wait_ready(timeout=120)
         assert (f"ready: listening on {ns}/front/image/compressed, {ns}/rear/image"
-                in log_path.read_text())
+                in node.log())
 
         def node_subs() -> dict[str, list[str]]:
             try:  # the probe may not have discovered the node yet (a loaded machine)
@@ -372,8 +362,7 @@ def test_per_camera_parameters_from_a_params_file_and_the_ros2_cli(tmp_path: Pat
             assert name in out.stdout, out.stdout
         assert "front.camera.yaw" in out.stdout
     finally:
-        proc.send_signal(2)
-        assert proc.wait(timeout=30) == 0, log_path.read_text()
+        assert node.stop(timeout=30) == 0, node.log()
 
 
 @pytest.mark.parametrize("tf_source", ["tf2_ros", "topics"])

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import rclpy
@@ -18,50 +14,15 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from seg_perception.tools.procs import interrupt
+from seg_perception.tools import node_process
 
 
-class NodeProcess:
+class NodeProcess(node_process.NodeProcess):
     """``seg_node`` (or the ``module`` of another node, e.g. the lifecycle node) in its own
-    process; its stderr/stdout go to a log file we can read."""
+    process, its output in ``log_path``: :class:`seg_perception.tools.node_process.NodeProcess`
+    with the tests' 15 s SIGINT grace in :meth:`stop`."""
 
-    def __init__(self, log_path: Path, params: dict[str, Any], namespace: str = "",
-                 remaps: dict[str, str] | None = None,
-                 module: str = "seg_perception.ros.node") -> None:
-        cmd = [sys.executable, "-m", module, "--ros-args"]
-        for name, value in params.items():
-            cmd += ["-p", f"{name}:={value}"]
-        if namespace:
-            cmd += ["-r", f"__ns:={namespace}"]
-        for src, dst in (remaps or {}).items():
-            cmd += ["-r", f"{src}:={dst}"]
-        self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-
-    def log(self) -> str:
-        if not self._log.closed:  # still readable after stop(), for assertion messages
-            self._log.flush()
-        return self.log_path.read_text()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait_for_log(self, text: str, timeout: float = 300.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log():
-                return
-            if not self.alive():
-                raise AssertionError(f"seg_node exited ({self.proc.returncode}):\n{self.log()}")
-            time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {text!r} in the node log:\n{self.log()}")
-
-    def stop(self) -> int:
-        interrupt(self.proc, timeout=15)  # SIGINT, as Ctrl-C / ros2 launch do
-        self._log.close()
-        return self.proc.returncode
+    stop_timeout = 15.0
 
 
 class Probe:

@@ -37,7 +37,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from seg_perception.ros.params import PARAMS_BY_NAME
-from seg_perception.tools.procs import interrupt
+from seg_perception.tools.node_process import interrupt
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -28,10 +28,15 @@ def test_duration_and_sizes_parse_and_refuse() -> None:
 
 
 def test_summary_and_plot_from_windows(tmp_path: Path) -> None:
-    pytest.importorskip("rclpy")
     from dataclasses import asdict
 
-    from seg_perception.ros.soak import SoakOptions, Window, format_summary, plot, summarise
+    from seg_perception.tools.soak_report import (
+        SoakOptions,
+        Window,
+        format_summary,
+        plot,
+        summarise,
+    )
 
     windows = []
     for i in range(6):
