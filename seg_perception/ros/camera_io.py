@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from geometry_msgs.msg import PolygonStamped
 from nav_msgs.msg import OccupancyGrid
@@ -36,7 +36,6 @@ from seg_perception.runtime.stats import ChangeMonitor, Percentiles, RateMeter, 
 
 if TYPE_CHECKING:
     from seg_perception.ros.params import ParameterBridge
-    from seg_perception.ros.worker import FrameWorker
 
 #: camera_info messages kept for pairing by stamp (a few seconds at camera rates).
 INFO_HISTORY = 64
@@ -282,7 +281,16 @@ class FusedOutputs:
         node.destroy_publisher(self.boundary)
 
 
-def open_cameras(node: Node, params: ParameterBridge, worker: FrameWorker,
+class CameraUser(Protocol):
+    """What the cameras are attached to (the node's worker): frames arrive under ``ready``
+    into ``channels``; ``fused`` holds the fused outputs' publishers of a camera rig."""
+
+    ready: threading.Condition
+    channels: list[CameraChannel]
+    fused: FusedOutputs | None
+
+
+def open_cameras(node: Node, params: ParameterBridge, worker: CameraUser,
                  warn: Callable[..., None]) -> list[CameraChannel]:
     """The topics of every camera of ``params.cameras`` (a :class:`CameraChannel` each, its
     own ``input_transport``), attached to ``worker``; with named cameras also the fused
@@ -308,7 +316,7 @@ def open_cameras(node: Node, params: ParameterBridge, worker: FrameWorker,
     return channels
 
 
-def close_cameras(node: Node, worker: FrameWorker, channels: list[CameraChannel]) -> None:
+def close_cameras(node: Node, worker: CameraUser, channels: list[CameraChannel]) -> None:
     """Undo :func:`open_cameras` (the worker stopped first): topics gone, worker detached."""
     with worker.ready:
         for channel in channels:
@@ -321,4 +329,5 @@ def close_cameras(node: Node, worker: FrameWorker, channels: list[CameraChannel]
         worker.fused = None
 
 
-__all__ = ["CameraChannel", "Frame", "FusedOutputs", "close_cameras", "open_cameras", "qos"]
+__all__ = ["CameraChannel", "CameraUser", "Frame", "FusedOutputs", "close_cameras", "open_cameras",
+           "qos"]
