@@ -399,7 +399,7 @@ def test_every_exit_unhooks_the_tf_buffer_from_the_clock(
         elif exit_path == "shutdown":
             assert node.trigger_shutdown() == SUCCESS
         else:
-            monkeypatch.setattr(node_module, "CameraChannel", lambda *a, **k: 1 / 0)
+            monkeypatch.setattr(camera_io, "CameraChannel", lambda *a, **k: 1 / 0)
             assert node.trigger_activate() == ERROR
     assert state(node) == ("finalized" if exit_path == "shutdown" else "unconfigured")
     assert node.tf is None and len(made) == 1
