@@ -38,7 +38,6 @@ Pieces a lifecycle node reuses: :class:`.params.ParameterBridge` (the parameters
 from __future__ import annotations
 
 import dataclasses
-import signal
 import threading
 import time
 from collections import deque
@@ -76,7 +75,7 @@ from seg_perception.runtime.pipeline import (
     PendingInference,
     resolve_pose,
 )
-from seg_perception.runtime.signal_stack import ensure_signal_stack
+from seg_perception.runtime.signals import SIGINT_SEEN, ensure_signal_stack, note_sigint
 from seg_perception.runtime.stats import Percentiles, RateMeter, WarningLimiter, problem_kind
 
 #: Longest time (s) a frame's grid step is deferred for its camera_info after its image
@@ -101,7 +100,7 @@ def load_engine(params: ParameterBridge) -> tuple[Any, EngineInfo]:
         raise StartupError(exc.args[0] if exc.args else str(exc)) from None
     except (EngineConfigError, ValueError, FileNotFoundError, OSError) as exc:
         raise StartupError(str(exc)) from None
-    ensure_signal_stack()  # OpenVINO's is too small for Ctrl-C twice on AMX: see signal_stack
+    ensure_signal_stack()  # OpenVINO's is too small for Ctrl-C twice on AMX: see signals
     return built
 
 
@@ -690,33 +689,12 @@ class SegNode(Node):
         self.diag_pub.publish(msg)
 
 
-#: Set by the SIGINT handler :func:`_note_sigint` installs: Ctrl-C reached this process.
-SIGINT_SEEN = threading.Event()
-
-
-def _note_sigint() -> None:
-    """Note Ctrl-C before it becomes KeyboardInterrupt (call before ``rclpy.init``, which
-    chains its own handler to this one). rclpy shuts its context down from a thread of its
-    own after the signal, so the KeyboardInterrupt, turned into a RuntimeError when it lands
-    inside a pybind11 call (``Unable to convert call argument``), can come while
-    ``rclpy.ok()`` is still True. A handler someone else installed is left alone."""
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        SIGINT_SEEN.set()
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, handler)
-
-
 def run_node(name: str, make: Callable[[], Any], spin: Callable[[Any], None],
              close: Callable[[Any], None], args: list[str] | None = None) -> int:
     """The executables' main (``seg_node``, ``seg_lifecycle_node``): a start-up error is one
     fatal line and exit 1, never a traceback; Ctrl-C and an external shutdown are a clean
     exit; ``close`` and ``destroy_node`` run whatever happened."""
-    _note_sigint()
+    note_sigint()
     rclpy.init(args=args)
     node = None
     code = 0
