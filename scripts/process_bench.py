@@ -34,22 +34,23 @@ def build_camvid_bag(root: Path, out: Path, n: int) -> int:
     """A bag of the first ``n`` frames of CamVid drive 0016E5 on /cam/image_raw."""
     import cv2
 
-    from seg_perception.offline import bagio
+    from seg_perception.offline.topics import camera_info_msg, image_msg, make_header
+    from seg_perception.offline.writer import BagWriter
     from seg_perception.runtime.geometry import CameraModel
 
     files = sorted([*root.glob("train/0016E5_*.png"), *root.glob("val/0016E5_*.png")],
                    key=lambda p: p.name)[:n]
     if not files:
         raise SystemExit(f"no CamVid 0016E5 frames under {root}")
-    with bagio.BagWriter(out) as bag:
+    with BagWriter(out) as bag:
         for i, path in enumerate(files):
             rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
             h, w = rgb.shape[:2]
-            header = bagio.make_header(1_700_000_000 + i, 7 * i + 1, "cam_optical")
+            header = make_header(1_700_000_000 + i, 7 * i + 1, "cam_optical")
             log_time = 1_800_000_000 * 10**9 + i * 100_000_000
-            bag.write("/cam/image_raw", bagio.image_msg(rgb, "rgb8", header), log_time)
+            bag.write("/cam/image_raw", image_msg(rgb, "rgb8", header), log_time)
             bag.write("/cam/camera_info",
-                      bagio.camera_info_msg(CameraModel.from_fov(w, h, 90.0), header),
+                      camera_info_msg(CameraModel.from_fov(w, h, 90.0), header),
                       log_time + 1)
     return len(files)
 
@@ -74,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import seg_perception
-    from seg_perception.offline.bagio import ProcessOptions, iter_frames, process_bag
+    from seg_perception.offline.job import ProcessOptions
+    from seg_perception.offline.process import process_bag
+    from seg_perception.offline.reader import iter_frames
     from seg_perception.runtime.engine import build_engine
 
     work = Path(tempfile.mkdtemp(prefix="process_bench_"))

@@ -1,7 +1,7 @@
 """``seg-perception process``: run the node's pipeline on every frame of a rosbag2 bag.
 
 Offline and frame-exact: no frame is dropped, each output message carries its input frame's
-header and log time. The heavy lifting is in :mod:`seg_perception.offline.bagio`.
+header and log time. The heavy lifting is in :mod:`seg_perception.offline.process`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 # --- shared with process-many -----------------------------------------------------------------
 # SEAM (issue 15): process-many calls add_options, build_options, engine_choice and
-# output_custom_data, then offline.bagio.process_bag; keep these when refactoring.
+# output_custom_data, then offline.process.process_bag; keep these when refactoring.
 
 def add_options(p: argparse.ArgumentParser) -> None:
     """The options that decide a bag's outputs (``process`` and ``process-many`` share them)."""
@@ -132,7 +132,7 @@ def build_options(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """ProcessOptions from the command line and the parameters file; also all parameter
     values (the table's defaults where the file is silent). Raises ValueError (one line)
     for a bad value or combination."""
-    from seg_perception.offline.bagio import ProcessOptions
+    from seg_perception.offline.job import ProcessOptions
     from seg_perception.runtime.config import DEFAULTS, PipelineConfig, validate_values
 
     glob: dict[str, Any] = {}
@@ -267,8 +267,10 @@ def _kept(summary: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seg_perception.offline.bagio import BagError, process_bag, stop_signals
+    from seg_perception.offline.process import process_bag
+    from seg_perception.offline.topics import BagError
     from seg_perception.runtime.engine import EngineConfigError, build_engine
+    from seg_perception.runtime.signals import stop_signals
 
     try:
         options, params = build_options(args)

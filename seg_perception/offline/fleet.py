@@ -1,9 +1,9 @@
 """An archive of bags, one task per bag: inputs, manifest, resume and one bag's task.
 
 ``seg-perception process-many`` runs :func:`run_task` (which calls
-:func:`~seg_perception.offline.bagio.process_bag`, exactly as ``process`` does) on every bag of
-an archive, on Ray (:mod:`seg_perception.offline.fleet_ray`). This module holds what does not
-depend on Ray or ROS, so it is tested on its own and another engine could reuse it:
+:func:`~seg_perception.offline.process.process_bag`, exactly as ``process`` does) on every
+bag of an archive, on Ray (:mod:`seg_perception.offline.fleet_ray`). This module holds what
+does not depend on Ray or ROS, so it is tested on its own and another engine could reuse it:
 
 - :func:`expand_inputs`: bag folders, ``.mcap``/``.db3`` files, folders of bags, globs and
   text files listing them, to a list of :class:`BagInput` with unique output names.
@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from seg_perception.offline.bagio import ProcessOptions
+    from seg_perception.offline.job import ProcessOptions
     from seg_perception.runtime.engine import SegEngine
 
 log = logging.getLogger(__name__)
@@ -495,13 +495,9 @@ def run_task(bag: BagInput, spec: TaskSpec, engine: SegEngine,
     Never raises for a bad bag: the result's status is DONE, FAILED (``error`` says why; no
     output is left) or PARTIAL (``stop`` was set; the partial output is removed).
     """
-    from seg_perception.offline.bagio import (
-        BagError,
-        bag_topics,
-        open_bag,
-        process_bag,
-        select_cameras,
-    )
+    from seg_perception.offline.process import process_bag
+    from seg_perception.offline.reader import bag_topics, open_bag, select_cameras
+    from seg_perception.offline.topics import BagError
 
     worker = f"{socket.gethostname()}:{os.getpid()}"
     result = TaskResult(bag.name, FAILED, worker=worker)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
@@ -41,8 +40,13 @@ from seg_perception.offline.fleet import (
     run_task,
     weights_sha256,
 )
+from seg_perception.runtime.signals import interrupt_on_sigterm
 
 log = logging.getLogger(__name__)
+
+#: The loggers of one bag's processing: a worker's per-bag warnings travel back in the
+#: results, so the worker does not print them too.
+BAG_LOGGERS = tuple(f"seg_perception.offline.{name}" for name in ("reader", "job", "process"))
 
 #: The pinned Ray (setup.py extra ``fleet``, requirements.txt); a cluster must run this Ray.
 RAY_REQUIREMENT = "ray[client]==2.60.0"
@@ -89,8 +93,8 @@ class BagWorker:
     def __init__(self, engine: EngineSpec, spec: TaskSpec, threads: int,
                  custom_data: CustomData, log_level: int = logging.WARNING) -> None:
         logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
-        # Per-bag warnings travel back in the results; no need to print them twice.
-        logging.getLogger("seg_perception.offline.bagio").setLevel(max(log_level, logging.ERROR))
+        for name in BAG_LOGGERS:  # their warnings travel back in the results
+            logging.getLogger(name).setLevel(max(log_level, logging.ERROR))
         self.spec = spec
         self.custom_data = custom_data
         self._stop = threading.Event()
@@ -145,10 +149,6 @@ class BagWorker:
         self._stop.set()
 
 
-def _raise_interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 @dataclass
 class _Actor:
     handle: Any
@@ -182,7 +182,7 @@ class RayPool:
         self.threads = 1
         self.gpus = 0.0
         self._owns_ray = False
-        self._old_sigterm: Any = None
+        self._restore_sigterm: Callable[[], None] | None = None
         self._replacements = 0
 
     # -- start and stop --
@@ -216,9 +216,8 @@ class RayPool:
                 raise FleetError(f"cannot connect to the Ray cluster at {self.address}: "
                                  f"{exc}") from exc
             self._owns_ray = True  # ray.shutdown() disconnects; the cluster keeps running
-        if threading.current_thread() is threading.main_thread():
-            # ray.init sets SIGTERM to exit at once; we stop cleanly instead.
-            self._old_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+        # ray.init sets SIGTERM to exit at once; we stop cleanly instead.
+        self._restore_sigterm = interrupt_on_sigterm()
         self._size()
         cls = ray.remote(BagWorker)
         self._options = {"num_cpus": self.threads, "num_gpus": self.gpus,
@@ -323,9 +322,9 @@ class RayPool:
             except Exception as exc:  # already gone
                 log.debug("kill worker: %s", exc)
         self.actors = []
-        if self._old_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._old_sigterm)
-            self._old_sigterm = None
+        if self._restore_sigterm is not None:
+            self._restore_sigterm()
+            self._restore_sigterm = None
         if self._owns_ray:
             ray.shutdown()
             self._owns_ray = False

@@ -21,7 +21,7 @@ Own code is kept only where the library cannot help:
   summary (``SeekingReader``) or load the whole file (``NonSeekingReader``); here each chunk
   is remembered by its offset and decompressed when its turn in the merge comes.
 
-It offers what :mod:`seg_perception.offline.bagio` uses of a rosbags ``Reader``
+It offers what :mod:`seg_perception.offline.reader` uses of a rosbags ``Reader``
 (``connections``, ``messages()``, ``start_time``, ...). Messages come in log-time order as
 rosbags gives them (sorted within a chunk, chunks merged by time); after the last one,
 ``messages()`` raises :class:`McapTruncatedError` saying where the file was cut and how

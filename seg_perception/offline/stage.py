@@ -2,11 +2,11 @@
 runtime's cycle runner (the node's cycle, :class:`~seg_perception.runtime.pipeline.
 CycleRunner`).
 
-:func:`~seg_perception.offline.bagio.process_bag` runs ``read -> segment -> outputs ->
+:func:`~seg_perception.offline.process.process_bag` runs ``read -> segment -> outputs ->
 write``, each in a thread of its own (:mod:`seg_perception.runtime.overlap`): ``segment``
 groups frames into cycles and starts each cycle's one batched forward pass; ``outputs``
 finishes it (image outputs, each camera's grid, the fused grid) and hands the writer one
-:class:`~seg_perception.offline.bagio.FrameOutput` per cycle. Other items (undecodable
+:class:`~seg_perception.offline.items.FrameOutput` per cycle. Other items (undecodable
 frames, copied messages) pass through both in order.
 
 The cycle rule (deterministic, from the recording alone). Unnamed cameras: every frame is a
@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from seg_perception.offline.items import DecodedFrame, FrameOutput
+from seg_perception.offline.topics import FUSED_OUTPUTS, image_msg, kit, make_header
 from seg_perception.runtime import messages
 from seg_perception.runtime.geometry import CameraCalibration, CameraModel, Transform
 from seg_perception.runtime.pipeline import (
@@ -51,12 +53,7 @@ from seg_perception.runtime.pipeline import (
 )
 
 if TYPE_CHECKING:
-    from seg_perception.offline.bagio import (
-        DecodedFrame,
-        ProcessOptions,
-        ProcessSummary,
-        _Recording,
-    )
+    from seg_perception.offline.job import ProcessOptions, ProcessSummary, Recording
     from seg_perception.runtime.engine import SegEngine
 
 log = logging.getLogger(__name__)
@@ -79,7 +76,7 @@ class ProcessStage:
     """Cycles of decoded frames through the runner; the runner's context (the recording's
     camera_infos and tf) and sink (messages for the writer). See the module docstring."""
 
-    def __init__(self, engine: SegEngine, options: ProcessOptions, recording: _Recording,
+    def __init__(self, engine: SegEngine, options: ProcessOptions, recording: Recording,
                  summary: ProcessSummary, n_cameras: int) -> None:
         self.options = options
         self.recording = recording
@@ -89,6 +86,7 @@ class ProcessStage:
         self.fused_want = set(GRID_OUTPUTS) if options.fused else set()
         self.n_cameras = n_cameras if options.fused else 1
         self._fused: list[tuple[str, Any, int]] = []
+        self.kit = kit()
 
     @property
     def pipeline(self) -> FramePipeline:
@@ -101,8 +99,6 @@ class ProcessStage:
     def cycles(self, items: Iterator[Any]) -> Iterator[Any]:
         """The item stream with each cycle's decoded frames as one list; other items in
         order, those met while a cycle is open right after it."""
-        from seg_perception.offline.bagio import DecodedFrame
-
         window = round(self.options.config.sync_window * 1e9)
         cycle: list[DecodedFrame] = []
         held: list[Any] = []
@@ -151,9 +147,7 @@ class ProcessStage:
                           item.header.frame_id, cam.config, self.want, cam.rectified,
                           _Ref(item))
 
-    def _output(self, cycle: Cycle) -> Any:
-        from seg_perception.offline.bagio import FrameOutput
-
+    def _output(self, cycle: Cycle) -> FrameOutput:
         self._fused = []
         self.runner.finish_images(cycle)
         self.runner.finish_grids(cycle)
@@ -195,8 +189,6 @@ class ProcessStage:
 
     # -- the runner's sink: messages ------------------------------------------------------
     def images(self, frame: CycleFrame) -> None:
-        from seg_perception.offline.bagio import image_msg
-
         item, result = frame.ref.item, frame.result
         stream = item.cam.stream
         frame.ref.messages += [(stream.output(name), image_msg(result.image(name), enc,
@@ -204,8 +196,6 @@ class ProcessStage:
                                for name, enc in IMAGE_ENCODINGS.items()]
 
     def grid(self, frame: CycleFrame) -> None:
-        from seg_perception.offline.bagio import kit, make_header
-
         item, result, pose = frame.ref.item, frame.result, frame.pose
         cam = item.cam
         source = f"{pose.source} ({pose.detail})" if pose.detail else pose.source
@@ -220,13 +210,11 @@ class ProcessStage:
         ghdr = make_header(header.stamp.sec, header.stamp.nanosec, result.grid_frame)
         frame.ref.messages += [
             (cam.stream.output("drivable/grid"),
-             messages.grid_message(kit(), result.grid, result.grid_spec, ghdr), item.log_time),
+             messages.grid_message(self.kit, result.grid, result.grid_spec, ghdr), item.log_time),
             (cam.stream.output("drivable/boundary"),
-             messages.polygon_message(kit(), result.boundary, ghdr), item.log_time)]
+             messages.polygon_message(self.kit, result.boundary, ghdr), item.log_time)]
 
     def fused_grid(self, cycle: Cycle, fused: FusedGrid) -> None:
-        from seg_perception.offline.bagio import FUSED_OUTPUTS, kit, make_header
-
         for cam in fused.left_out:  # the frames' camera: their namespace
             self.summary.left_out[cam] += 1
         if fused.left_out:
@@ -239,10 +227,10 @@ class ProcessStage:
         log_time = max(f.ref.item.log_time for f in cycle.frames)
         grid_topic, boundary_topic = FUSED_OUTPUTS
         self._fused.append((grid_topic, messages.grid_message(
-            kit(), fused.grid, fused.spec, ghdr), log_time))
+            self.kit, fused.grid, fused.spec, ghdr), log_time))
         if fused.boundary is not None:
             self._fused.append((boundary_topic, messages.polygon_message(
-                kit(), fused.boundary, ghdr), log_time))
+                self.kit, fused.boundary, ghdr), log_time))
         self.summary.fused += 1
 
 

@@ -1,17 +1,18 @@
-"""sensor_msgs Image / CompressedImage <-> numpy: the only place that touches image messages.
+"""rclpy messages <-> numpy: image messages decoded, and the message kit of rclpy's types.
 
 cv_bridge is used for raw input when it is importable (a ROS install from apt has it), and
 :mod:`seg_perception.runtime.image_codec` otherwise (pip/venv installs); both give the same
 pixels. Compressed input and every output always go through the core codec: cv_bridge's
 compressed decoder labels every file ``bgr8`` (wrong for mono and 16-bit PNG), and its
-``cv2_to_imgmsg`` copies the pixels twice where :func:`image_payload` copies once.
+``cv2_to_imgmsg`` copies the pixels twice where the message kit copies once. Every message
+the node publishes is built by :mod:`seg_perception.runtime.messages` with :data:`KIT`,
+the kit of rclpy's classes (``process`` builds the same with rosbags' types).
 """
 
 from __future__ import annotations
 
 import array
 import importlib
-import sys
 from functools import cache
 from typing import Any
 
@@ -19,13 +20,13 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from seg_perception.runtime import messages
 from seg_perception.runtime.image_codec import (
     DEFAULT_MAX_PIXELS,
     SUPPORTED_ENCODINGS,
     ImageDecodeError,
     decode_compressed,
     decode_raw,
-    encode_compressed,
     image_payload,
     validate_raw,
 )
@@ -55,27 +56,6 @@ __all__ = [
 # left to the core codec so an older cv_bridge cannot reject them.
 _BRIDGE_ENCODINGS = frozenset(SUPPORTED_ENCODINGS) - {"uyvy", "yuyv"}
 
-# (channels, dtype) each output encoding needs.
-_OUTPUT_SHAPES: dict[str, tuple[int, np.dtype]] = {
-    "mono8": (1, np.dtype(np.uint8)),
-    "mono16": (1, np.dtype(np.uint16)),
-    "rgb8": (3, np.dtype(np.uint8)),
-    "bgr8": (3, np.dtype(np.uint8)),
-    "rgba8": (4, np.dtype(np.uint8)),
-    "bgra8": (4, np.dtype(np.uint8)),
-}
-
-
-def _new(msg_type: type) -> Any:
-    """A message whose ``data`` setter keeps an ``array.array('B')`` as is (no copy).
-
-    With field checks on (rosidl's ``check_fields``, Iron and later) the setter stores the
-    array; with them off it copies it once more. Releases without the option check always.
-    """
-    if "_check_fields" in msg_type.__slots__:
-        return msg_type(check_fields=True)
-    return msg_type()
-
 
 @cache
 def message_type(name: str) -> type:
@@ -84,9 +64,16 @@ def message_type(name: str) -> type:
     return getattr(importlib.import_module(f"{package}.msg"), cls)
 
 
-#: Builds rclpy messages for :mod:`seg_perception.runtime.messages` (grid, polygon, header).
-KIT = MessageKit(lambda name, **fields: message_type(name)(**fields),
-                 lambda a: array.array("b", np.ascontiguousarray(a, np.int8).tobytes()))
+def _array(values: np.ndarray) -> array.array:
+    """rclpy's form of a primitive array field: an ``array.array`` of the field's type,
+    which its setters keep as it is (bytes, memoryviews and ndarrays are walked element by
+    element or rejected), filled with one memcpy."""
+    return image_payload(values, values.dtype.char)
+
+
+#: Builds rclpy messages with :mod:`seg_perception.runtime.messages` (every message the node
+#: publishes, and the soak's inputs).
+KIT = MessageKit(message_type, _array)
 
 
 def imgmsg_to_rgb(msg: Image, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -119,31 +106,11 @@ def numpy_to_imgmsg(arr: np.ndarray, encoding: str | None = None,
                     header: Header | None = None) -> Image:
     """A ``sensor_msgs/Image`` holding ``arr``: (H, W) uint8 -> mono8, (H, W, 3) -> rgb8.
 
-    ``encoding`` may also be mono16, bgr8, rgba8 or bgra8 when ``arr`` matches it. The pixels
-    are copied once (rclpy messages own their data); ``header`` is shared, not copied.
+    ``encoding`` may also be mono16, bgr8, rgba8 or bgra8 when ``arr`` matches it (else
+    ValueError). The pixels are copied once (rclpy messages own their data); ``header`` is
+    shared, not copied (None: an empty one).
     """
-    arr = np.asarray(arr)
-    if encoding is None:
-        encoding = "mono8" if arr.ndim == 2 else "rgb8"
-    if encoding not in _OUTPUT_SHAPES:
-        raise ValueError(f"cannot publish encoding {encoding!r}; use one of "
-                         f"{', '.join(_OUTPUT_SHAPES)}")
-    channels, dtype = _OUTPUT_SHAPES[encoding]
-    shape_ok = arr.ndim == 2 if channels == 1 else arr.ndim == 3 and arr.shape[2] == channels
-    if not shape_ok or arr.dtype != dtype or arr.shape[0] == 0 or arr.shape[1] == 0:
-        want = "(H, W)" if channels == 1 else f"(H, W, {channels})"
-        raise ValueError(f"{encoding} needs a non-empty {dtype} {want} array, got {arr.dtype} "
-                         f"{arr.shape}")
-    if not arr.dtype.isnative:
-        arr = arr.astype(arr.dtype.newbyteorder("="))
-    msg = _new(Image)
-    msg.header = header if header is not None else Header()
-    msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
-    msg.encoding = encoding
-    msg.is_bigendian = int(sys.byteorder == "big")  # native order, as cv_bridge writes
-    msg.step = int(arr.shape[1] * channels * dtype.itemsize)
-    msg.data = image_payload(arr)
-    return msg
+    return messages.image_message(KIT, arr, encoding, header)
 
 
 def rgb_to_compressed_msg(rgb: np.ndarray, header: Header | None = None, fmt: str = "jpeg",
@@ -153,9 +120,4 @@ def rgb_to_compressed_msg(rgb: np.ndarray, header: Header | None = None, fmt: st
     Accepts RGB (H, W, 3) or grey (H, W) uint8; ``format`` reads e.g.
     ``"rgb8; jpeg compressed bgr8"``.
     """
-    data, fmt_str = encode_compressed(rgb, fmt, quality)
-    msg = _new(CompressedImage)
-    msg.header = header if header is not None else Header()
-    msg.format = fmt_str
-    msg.data = image_payload(np.frombuffer(data, np.uint8))
-    return msg
+    return messages.compressed_message(KIT, rgb, header, fmt, quality)

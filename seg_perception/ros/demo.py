@@ -33,14 +33,14 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from seg_perception.offline.bagio import (
+from seg_perception.offline.topics import (
     GRID_OUTPUTS,
     IMAGE_OUTPUTS,
     BagError,
-    BagWriter,
     camera_namespace,
     output_topic,
 )
+from seg_perception.offline.writer import BagWriter
 from seg_perception.ros.player import BagPlayer, PlayOptions, message_class
 from seg_perception.ros.tf_pose import tf_message_type
 from seg_perception.runtime.config import PipelineConfig

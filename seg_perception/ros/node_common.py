@@ -8,8 +8,6 @@ They take the node's logger and parts as arguments, so they are testable without
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,7 +22,7 @@ from sensor_msgs.msg import Image
 from seg_perception.ros.conversions import numpy_to_imgmsg
 from seg_perception.ros.params import ParameterBridge, StartupError
 from seg_perception.runtime.engine import EngineConfigError, EngineInfo, build_engine
-from seg_perception.runtime.signal_stack import ensure_signal_stack
+from seg_perception.runtime.signals import SIGINT_SEEN, ensure_signal_stack, note_sigint
 from seg_perception.runtime.stats import Percentiles, RateMeter, WarningLimiter
 
 if TYPE_CHECKING:
@@ -260,29 +258,8 @@ def load_engine(params: ParameterBridge) -> tuple[Any, EngineInfo]:
         raise StartupError(exc.args[0] if exc.args else str(exc)) from None
     except (EngineConfigError, ValueError, FileNotFoundError, OSError) as exc:
         raise StartupError(str(exc)) from None
-    ensure_signal_stack()  # OpenVINO's is too small for Ctrl-C twice on AMX: see signal_stack
+    ensure_signal_stack()  # OpenVINO's is too small for Ctrl-C twice on AMX: see runtime.signals
     return built
-
-
-#: Set by the SIGINT handler :func:`_note_sigint` installs: Ctrl-C reached this process.
-SIGINT_SEEN = threading.Event()
-
-
-def _note_sigint() -> None:
-    """Note Ctrl-C before it becomes KeyboardInterrupt (call before ``rclpy.init``, which
-    chains its own handler to this one). rclpy shuts its context down from a thread of its
-    own after the signal, so the KeyboardInterrupt, turned into a RuntimeError when it lands
-    inside a pybind11 call (``Unable to convert call argument``), can come while
-    ``rclpy.ok()`` is still True. A handler someone else installed is left alone."""
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        SIGINT_SEEN.set()
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, handler)
 
 
 def run_node(name: str, make: Callable[[], Any], spin: Callable[[Any], None],
@@ -290,7 +267,7 @@ def run_node(name: str, make: Callable[[], Any], spin: Callable[[Any], None],
     """The executables' main (``seg_node``, ``seg_lifecycle_node``): a start-up error is one
     fatal line and exit 1, never a traceback; Ctrl-C and an external shutdown are a clean
     exit; ``close`` and ``destroy_node`` run whatever happened."""
-    _note_sigint()
+    note_sigint()
     rclpy.init(args=args)
     node = None
     code = 0
@@ -317,7 +294,6 @@ def run_node(name: str, make: Callable[[], Any], spin: Callable[[Any], None],
 
 
 __all__ = [
-    "SIGINT_SEEN",
     "WorkerStats",
     "camera_statuses",
     "camera_values",

@@ -26,7 +26,8 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
-from seg_perception.offline.bagio import BagError, bag_topics, open_bag
+from seg_perception.offline.reader import bag_topics, open_bag
+from seg_perception.offline.topics import BagError
 
 log = logging.getLogger(__name__)
 

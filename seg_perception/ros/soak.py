@@ -84,9 +84,10 @@ class _Flood:
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
 
-        from seg_perception.ros.conversions import numpy_to_imgmsg
+        from seg_perception.ros.conversions import KIT, numpy_to_imgmsg
+        from seg_perception.runtime import messages
         from seg_perception.runtime.geometry import CameraModel
-        from seg_perception.runtime.image_codec import encode_raw, image_payload
+        from seg_perception.runtime.image_codec import encode_raw
 
         self.opts = opts
         if not rclpy.ok():
@@ -119,18 +120,13 @@ class _Flood:
                 msg = numpy_to_imgmsg(rgb, "rgb8")
             else:
                 data, step = encode_raw(rgb, opts.encoding)
-                msg = Image(height=opts.height, width=opts.width, encoding=opts.encoding,
-                            step=step)
-                msg.data = image_payload(np.frombuffer(data, np.uint8))
+                msg = messages.raw_image_message(KIT, data, opts.encoding, opts.width,
+                                                 opts.height, step, None)
             msg.header.frame_id = SOAK_FRAME
             self.msgs.append(msg)
         cam = CameraModel.from_fov(opts.width, opts.height, 90.0)
-        k = [float(v) for v in np.asarray(cam.K).ravel()]
-        self.info = CameraInfo(width=opts.width, height=opts.height, k=k, d=[0.0] * 5,
-                               distortion_model="plumb_bob",
-                               r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-                               p=[*k[:3], 0.0, *k[3:6], 0.0, *k[6:], 0.0])
-        self.info.header.frame_id = SOAK_FRAME
+        self.info = messages.camera_info_message(KIT, cam, messages.header(KIT, 0, 0,
+                                                                           SOAK_FRAME))
         self.tf_pub = self._latch_camera_pose()
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
@@ -146,24 +142,20 @@ class _Flood:
         as tf2's static broadcaster); None without tf2_msgs (the node is then started with
         use_tf false and the same pose in its camera.* parameters)."""
         try:
-            from geometry_msgs.msg import TransformStamped
             from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
             from tf2_msgs.msg import TFMessage
         except ImportError:
             return None
+        from seg_perception.ros.conversions import KIT
+        from seg_perception.runtime import messages
         from seg_perception.runtime.geometry import CameraMounting, Transform
 
         mount = CameraMounting(*SOAK_MOUNTING)
         optical = Transform.from_matrix(mount.rotation, mount.position)
-        ts = TransformStamped()
-        ts.header.frame_id, ts.child_frame_id = "base_footprint", SOAK_FRAME
-        tr, q = ts.transform.translation, ts.transform.rotation
-        tr.x, tr.y, tr.z = (float(v) for v in optical.translation)
-        q.x, q.y, q.z, q.w = (float(v) for v in optical.quaternion)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         pub = self.node.create_publisher(TFMessage, "/tf_static", latched)
-        pub.publish(TFMessage(transforms=[ts]))
+        pub.publish(messages.tf_message(KIT, [("base_footprint", SOAK_FRAME, optical)]))
         return pub
 
     def _spin_loop(self) -> None:

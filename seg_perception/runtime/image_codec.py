@@ -299,14 +299,16 @@ def encode_raw(rgb: np.ndarray, encoding: str, row_padding: int = 0,
     return padded.tobytes(), padded.shape[1]
 
 
-def image_payload(arr: np.ndarray) -> array.array:
-    """The fastest object to assign to ``sensor_msgs.msg.Image.data`` for ``arr``'s bytes.
+def image_payload(arr: np.ndarray, typecode: str = "B") -> array.array:
+    """The fastest object to assign to ``sensor_msgs.msg.Image.data`` for ``arr``'s bytes
+    (with ``typecode``, to any rclpy primitive array field of that type: ``b`` for int8[],
+    ``d`` for float64[], given an array of that type).
 
     rclpy's setter stores an ``array.array('B')`` as is (with field checks on) or copies it
     with one memcpy; bytes, memoryviews and ndarrays are either walked element by element or
     rejected. Building the array with ``frombytes`` from the contiguous buffer is one memcpy.
     """
-    out = array.array("B")
+    out = array.array(typecode)
     out.frombytes(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
     return out
 

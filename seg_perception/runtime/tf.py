@@ -119,7 +119,8 @@ def chain_summary(moving: Sequence[Sequence[int]]) -> tuple[int | None, int | No
     return newest, (None if None in periods else max(p for p in periods if p is not None))
 
 
-def _stamp_ns(stamp: Any) -> int:
+def stamp_to_ns(stamp: Any) -> int:
+    """Nanoseconds of a builtin_interfaces/Time (any type system's)."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
@@ -207,7 +208,7 @@ class TransformBuffer:
                 child = ts.child_frame_id.lstrip("/")
                 if parent and child and parent != child:
                     self._set(parent, child, transform,
-                              None if static else _stamp_ns(ts.header.stamp))
+                              None if static else stamp_to_ns(ts.header.stamp))
             self._cond.notify_all()
 
     @classmethod
@@ -372,4 +373,4 @@ def waited_note(waited_s: float, period_s: float | None) -> str:
 
 __all__ = ["TF_WAIT_CAP", "TF_WAIT_PERIODS", "ExtrapolationError", "FrameUnknownError",
            "TfWait", "TransformBuffer", "TransformError", "chain_summary", "joining_children",
-           "median_period_ns", "waited_note"]
+           "median_period_ns", "stamp_to_ns", "waited_note"]

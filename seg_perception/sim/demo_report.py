@@ -1,6 +1,7 @@
 """The demo's data and pictures: a synthetic drive as a rosbag, and the side-by-side report.
 
-ROS-free: bags are written with rosbags (see :mod:`bagio`), pictures with OpenCV/Pillow.
+ROS-free: bags are written with rosbags (:mod:`seg_perception.offline.writer`), pictures with
+OpenCV/Pillow.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from seg_perception.offline.bagio import (
-    BagWriter,
+from seg_perception.offline.topics import (
     camera_info_msg,
     image_msg,
     make_header,
     tf_msg,
     tf_static_qos,
 )
+from seg_perception.offline.writer import BagWriter
 from seg_perception.runtime.geometry import (
     BODY_FROM_OPTICAL,
     CameraModel,

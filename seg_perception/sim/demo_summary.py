@@ -14,14 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from seg_perception.offline.bagio import (
-    BagError,
-    bag_topics,
-    decode_frame,
-    open_bag,
-    output_topic,
-    typestore,
-)
+from seg_perception.offline.reader import bag_topics, decode_frame, open_bag
+from seg_perception.offline.topics import BagError, output_topic, typestore
 from seg_perception.runtime.geometry import GridSpec
 from seg_perception.sim.demo_report import (
     agreement,

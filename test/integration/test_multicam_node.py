@@ -380,7 +380,11 @@ def test_node_and_process_give_the_same_fused_grids_for_the_same_bag(
         from seg_perception.ros import tf_pose
 
         monkeypatch.setenv(tf_pose.WITHOUT_TF2_ROS_ENV, "1")  # inherited by the node
-    from seg_perception.offline import bagio
+    from seg_perception.offline.job import ProcessOptions
+    from seg_perception.offline.process import process_bag
+    from seg_perception.offline.reader import iter_frames, open_bag
+    from seg_perception.offline.topics import typestore
+    from seg_perception.offline.writer import BagWriter
     from seg_perception.runtime.config import PipelineConfig
     from seg_perception.runtime.engine import build_engine
     from seg_perception.sim.demo_report import write_surround_drive
@@ -388,7 +392,7 @@ def test_node_and_process_give_the_same_fused_grids_for_the_same_bag(
     rig = surround_rig(width=160, height=120)
     full, bag = tmp_path / "full", tmp_path / "in"
     write_surround_drive(full, 5, 10.0, 160, 120, rig, SURROUND_GRID)
-    with bagio.open_bag(full) as reader, bagio.BagWriter(bag) as writer:
+    with open_bag(full) as reader, BagWriter(bag) as writer:
         seen: dict[str, int] = {}
         for conn, log_time, raw in reader.messages():
             seen[conn.topic] = seen.get(conn.topic, -1) + 1
@@ -398,15 +402,15 @@ def test_node_and_process_give_the_same_fused_grids_for_the_same_bag(
                              qos=conn.ext.offered_qos_profiles or None)
     fusion = {"fusion.max_age": 0.25, "fusion.sync_window": 3.0}
     engine, _ = build_engine("default", None, "cpu", "auto", threads=1)
-    options = bagio.ProcessOptions(
+    options = ProcessOptions(
         config=PipelineConfig.from_params({**GRID, **fusion, "cameras": CAMERAS}),
         cameras=tuple(CAMERAS))
-    summary = bagio.process_bag(bag, tmp_path / "out", engine, options=options,
-                                progress=False)
+    summary = process_bag(bag, tmp_path / "out", engine, options=options,
+                          progress=False)
     assert (summary.cycles, summary.fused, dict(summary.left_out)) == (5, 5, {"/rear": 1})
-    store = bagio.typestore()
+    store = typestore()
     offline: dict[tuple[int, int], tuple[Any, Any]] = {}
-    with bagio.open_bag(tmp_path / "out") as reader:
+    with open_bag(tmp_path / "out") as reader:
         msgs = [(c.topic, store.deserialize_cdr(raw, c.msgtype))
                 for c, _, raw in reader.messages()
                 if c.topic in ("/drivable/grid", "/drivable/boundary")]
@@ -415,7 +419,7 @@ def test_node_and_process_give_the_same_fused_grids_for_the_same_bag(
         grid, boundary = offline.get(k, (None, None))
         offline[k] = (msg, boundary) if topic == "/drivable/grid" else (grid, msg)
     frames: dict[tuple[int, int], list[Any]] = {}
-    for f in bagio.iter_frames(bag):
+    for f in iter_frames(bag):
         frames.setdefault((f.header.stamp.sec, f.header.stamp.nanosec), []).append(f)
     assert sorted(frames) == sorted(offline) and len(frames) == 5
 

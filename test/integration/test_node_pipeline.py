@@ -307,7 +307,16 @@ def test_node_and_process_give_identical_labels_grid_and_polygon(tmp_path: Path,
     from images import driving_frames
 
     from seg_perception.cli import main as cli_main
-    from seg_perception.offline import bagio
+    from seg_perception.offline.reader import open_bag
+    from seg_perception.offline.topics import (
+        camera_info_msg,
+        image_msg,
+        make_header,
+        tf_msg,
+        tf_static_qos,
+        typestore,
+    )
+    from seg_perception.offline.writer import BagWriter
     from seg_perception.runtime.messages import grid_from_message, polygon_from_message
 
     mount = CameraMounting(0.3, 0.0, 1.4, 0.0, 0.05, 0.0)
@@ -317,22 +326,22 @@ def test_node_and_process_give_identical_labels_grid_and_polygon(tmp_path: Path,
     # the bag: frames, their camera_info (same stamps) and the camera on /tf_static
     bag = tmp_path / "in"
     optical = Transform.from_matrix(mount.rotation, mount.position)  # a single static edge
-    with bagio.BagWriter(bag) as writer:
-        writer.write("/tf_static", bagio.tf_msg([("base_footprint", OPTICAL, optical)]),
-                     10, qos=bagio.tf_static_qos())
+    with BagWriter(bag) as writer:
+        writer.write("/tf_static", tf_msg([("base_footprint", OPTICAL, optical)]),
+                     10, qos=tf_static_qos())
         for i, rgb in enumerate(frames):
-            hdr = bagio.make_header(T0 + i, 500 + i, OPTICAL)
-            writer.write("/cam/image_raw", bagio.image_msg(rgb, "rgb8", hdr), 100 + i)
-            writer.write("/cam/camera_info", bagio.camera_info_msg(model, hdr), 100 + i)
+            hdr = make_header(T0 + i, 500 + i, OPTICAL)
+            writer.write("/cam/image_raw", image_msg(rgb, "rgb8", hdr), 100 + i)
+            writer.write("/cam/camera_info", camera_info_msg(model, hdr), 100 + i)
     params = tmp_path / "params.yaml"
     params.write_text("/**:\n  ros__parameters:\n    cpu_threads: 1\n    boundary.max_vertices:"
                       " 32\n")
     assert cli_main(["process", str(bag), str(tmp_path / "out"), "--device", "cpu",
                      "--no-progress", "--params-file", str(params)]) == 0
     offline: dict[str, dict[tuple[int, int], Any]] = {}
-    with bagio.open_bag(tmp_path / "out") as reader:
+    with open_bag(tmp_path / "out") as reader:
         for conn, _, raw in reader.messages():
-            msg = bagio.typestore().deserialize_cdr(raw, conn.msgtype)
+            msg = typestore().deserialize_cdr(raw, conn.msgtype)
             offline.setdefault(conn.topic.removeprefix("/cam/"), {})[key(msg)] = msg
 
     ns = "/cam"

@@ -19,8 +19,17 @@ import numpy as np
 import pytest
 from shared_data import CAMVID, REPO, require
 
-from seg_perception.offline import bagio
-from seg_perception.offline.bagio import camera_namespace
+from seg_perception.offline.reader import open_bag
+from seg_perception.offline.topics import (
+    camera_info_msg,
+    camera_namespace,
+    compressed_msg,
+    image_msg,
+    make_header,
+    raw_image_msg,
+    typestore,
+)
+from seg_perception.offline.writer import BagWriter
 from seg_perception.runtime.geometry import CameraModel
 
 W, H = 160, 120
@@ -82,27 +91,27 @@ def make_bag(path: Path, cameras: dict[str, str], frames: list[np.ndarray],
     expected: dict[str, list[tuple]] = defaultdict(list)
     h, w = frames[0].shape[:2]
     model = CameraModel.from_fov(w, h, 90.0)
-    with bagio.BagWriter(path, storage=storage) as bag:
+    with BagWriter(path, storage=storage) as bag:
         for i, rgb in enumerate(frames):
             for c, (topic, transport) in enumerate(cameras.items()):
                 log_time = LOG0 + i * 100_000_000 + c * 1_000
                 sec, nsec = stamp(c, i)
-                header = bagio.make_header(sec, nsec, frame_id(topic))
+                header = make_header(sec, nsec, frame_id(topic))
                 bad = i in (corrupt or {}).get(topic, set())
                 if transport == "raw":
-                    msg = bagio.image_msg(rgb, "rgb8", header)
+                    msg = image_msg(rgb, "rgb8", header)
                     if bad:  # claims 120 rows, carries 60
-                        msg = bagio.raw_image_msg(msg.data[: msg.data.size // 2], "rgb8", w, h,
-                                                  w * 3, header)
+                        msg = raw_image_msg(msg.data[: msg.data.size // 2], "rgb8", w, h,
+                                            w * 3, header)
                 else:
-                    msg = bagio.compressed_msg(rgb, header, "jpeg", 90)
+                    msg = compressed_msg(rgb, header, "jpeg", 90)
                     if bad:
                         msg.data = np.frombuffer(b"not a jpeg at all", np.uint8)
                 bag.write(topic, msg, log_time)
                 expected[topic].append((log_time, (sec, nsec), frame_id(topic)))
                 if camera_info:
                     ns = camera_namespace(topic)
-                    bag.write(f"{ns}/camera_info", bagio.camera_info_msg(model, header),
+                    bag.write(f"{ns}/camera_info", camera_info_msg(model, header),
                               log_time + 1)
     return dict(expected)
 
@@ -128,9 +137,9 @@ def make_foxy_bag(path: Path, topic: str, frames: list[np.ndarray]) -> list[tupl
     expected = []
     for i, rgb in enumerate(frames):
         sec, nsec = stamp(0, i)
-        msg = bagio.image_msg(rgb, "rgb8", bagio.make_header(sec, nsec, "foxy_cam"))
+        msg = image_msg(rgb, "rgb8", make_header(sec, nsec, "foxy_cam"))
         log_time = LOG0 + i * 50_000_000
-        data = bytes(bagio.typestore().serialize_cdr(msg, "sensor_msgs/msg/Image"))
+        data = bytes(typestore().serialize_cdr(msg, "sensor_msgs/msg/Image"))
         con.execute("INSERT INTO messages(topic_id, timestamp, data) VALUES (1, ?, ?)",
                     (log_time, data))
         expected.append((log_time, (sec, nsec), "foxy_cam"))
@@ -160,8 +169,8 @@ def make_foxy_bag(path: Path, topic: str, frames: list[np.ndarray]) -> list[tupl
 def read_bag(path: Path) -> dict[str, list[tuple[int, Any]]]:
     """Every message of a bag, deserialised: topic -> [(log_time, msg)]."""
     out: dict[str, list[tuple[int, Any]]] = defaultdict(list)
-    store = bagio.typestore()
-    with bagio.open_bag(path) as reader:
+    store = typestore()
+    with open_bag(path) as reader:
         for conn, log_time, raw in reader.messages():
             out[conn.topic].append((log_time, store.deserialize_cdr(raw, conn.msgtype)))
     return dict(out)
@@ -209,11 +218,11 @@ def make_camera_bag(path: Path, n: int) -> set[tuple[int, int]]:
     start = 1_650_000_000 * 10**9
     model = CameraModel.from_fov(W, H, 90.0)
     stamps = set()
-    with bagio.BagWriter(path) as bag:
+    with BagWriter(path) as bag:
         for i in range(n):
             t = start + i * 200_000_000
-            header = bagio.make_header(t // 10**9, t % 10**9, "camera_optical")
-            bag.write("/cam/image_raw", bagio.image_msg(striped_frame(i), "rgb8", header), t)
-            bag.write("/cam/camera_info", bagio.camera_info_msg(model, header), t)
+            header = make_header(t // 10**9, t % 10**9, "camera_optical")
+            bag.write("/cam/image_raw", image_msg(striped_frame(i), "rgb8", header), t)
+            bag.write("/cam/camera_info", camera_info_msg(model, header), t)
             stamps.add((t // 10**9, t % 10**9))
     return stamps

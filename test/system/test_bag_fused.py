@@ -11,8 +11,17 @@ import pytest
 from bags import read_bag
 
 from seg_perception.cli import main as cli_main
-from seg_perception.offline import bagio
-from seg_perception.offline.bagio import BagError, BagWriter, ProcessOptions, process_bag
+from seg_perception.offline.job import ProcessOptions
+from seg_perception.offline.process import process_bag
+from seg_perception.offline.reader import open_bag
+from seg_perception.offline.topics import (
+    GRID_OUTPUTS,
+    IMAGE_OUTPUTS,
+    BagError,
+    tf_static_qos,
+    typestore,
+)
+from seg_perception.offline.writer import BagWriter
 from seg_perception.runtime.config import PipelineConfig
 from seg_perception.runtime.engine import SegResult
 from seg_perception.runtime.pipeline import FramePipeline, FrameResult, GridFusion
@@ -87,8 +96,8 @@ def copy_bag(src: Path, dst: Path, drop: Any = lambda topic, i: False,
     stamps of camera X's image and camera_info moved by ``shift_ns[X]``."""
     shift_ns = shift_ns or {}
     index: dict[str, int] = defaultdict(int)
-    with bagio.open_bag(src) as reader, BagWriter(dst) as writer:
-        store = bagio.typestore()
+    with open_bag(src) as reader, BagWriter(dst) as writer:
+        store = typestore()
         for conn, log_time, raw in reader.messages():
             i = index[conn.topic]
             index[conn.topic] += 1
@@ -99,7 +108,7 @@ def copy_bag(src: Path, dst: Path, drop: Any = lambda topic, i: False,
             if cam in shift_ns and conn.topic != "/tf_static":
                 t = _ns(msg.header.stamp) + shift_ns[cam]
                 msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(t, 1_000_000_000)
-            qos = bagio.tf_static_qos() if conn.topic == "/tf_static" else None
+            qos = tf_static_qos() if conn.topic == "/tf_static" else None
             writer.write(conn.topic, msg, log_time, qos=qos)
 
 
@@ -142,7 +151,7 @@ def test_one_fused_grid_per_cycle_equal_to_the_fusion_of_the_camera_grids(
     assert not summary.left_out
     out = read_bag(tmp_path / "out")
     for name in NAMES:
-        for topic in (*bagio.IMAGE_OUTPUTS, *bagio.GRID_OUTPUTS):
+        for topic in (*IMAGE_OUTPUTS, *GRID_OUTPUTS):
             assert len(out[f"/{name}/{topic}"]) == FRAMES, (name, topic)
     assert len(out["/drivable/grid"]) == len(out["/drivable/boundary"]) == FRAMES
     inputs = read_bag(drive)
@@ -261,7 +270,7 @@ def test_cycles_are_the_same_sequential_and_overlapped(tmp_path: Path, drive: Pa
         options.pipeline_depth, options.keep_input = depth, True
         process_bag(tmp_path / "in", tmp_path / f"out{depth}", GreyRoadEngine(),
                     options=options, progress=False)
-        with bagio.open_bag(tmp_path / f"out{depth}") as reader:
+        with open_bag(tmp_path / f"out{depth}") as reader:
             outputs.append([(c.topic, t, bytes(raw)) for c, t, raw in reader.messages()])
     assert len(outputs[0]) == len(outputs[1]) > 0
     assert outputs[0] == outputs[1]

@@ -20,10 +20,14 @@ import pytest
 from bags import IMAGE_OUTPUTS, generated_frames, make_bag, read_bag, start_process
 
 from seg_perception.cli import main as cli_main
-from seg_perception.offline import bagio
 from seg_perception.offline.mcap_prefix import McapPrefixReader
+from seg_perception.offline.process import process_bag
+from seg_perception.offline.reader import open_bag
+from seg_perception.offline.topics import RAW, BagError, camera_info_msg, make_header
+from seg_perception.offline.writer import BagWriter
 from seg_perception.runtime.engine import build_engine
 from seg_perception.runtime.geometry import CameraModel
+from seg_perception.runtime.signals import STOP_SIGNALS, hold_stop_signals, stop_signals
 
 N_FRAMES = 40  # 160x120 rgb8: about 17 frames per 1 MiB chunk, so 3 chunks
 
@@ -98,7 +102,7 @@ def test_cut_off_mcap_yields_its_prefix(tmp_path: Path, engine: Any, codec: str,
     src = tmp_path / "cut.mcap"
     src.write_bytes(body[:cut])
 
-    summary = bagio.process_bag(src, tmp_path / "out", engine, progress=False)
+    summary = process_bag(src, tmp_path / "out", engine, progress=False)
     assert summary.error and "cut off at byte" in summary.error, summary.error
     k = summary.processed
     assert max(1, least) <= k < N_FRAMES
@@ -142,7 +146,7 @@ def test_prefix_reader_matches_rosbags_on_the_intact_part(tmp_path: Path) -> Non
     make_bag(tmp_path / "bag", {"/a/image": "raw", "/b/image/compressed": "compressed"},
              generated_frames(N_FRAMES))
     data = mcap_bytes(tmp_path / "bag")
-    with bagio.open_bag(tmp_path / "bag") as reader:
+    with open_bag(tmp_path / "bag") as reader:
         whole = [(c.topic, t, bytes(raw)) for c, t, raw in reader.messages()]
     (tmp_path / "cut.mcap").write_bytes(data[: int(len(data) * 0.7)])
     prefix = McapPrefixReader(tmp_path / "cut.mcap")
@@ -184,8 +188,8 @@ def test_prefix_reader_salvages_the_cut_chunk_that_mcap_drops(tmp_path: Path) ->
 def test_mcap_cut_inside_its_header_is_still_a_clear_error(tmp_path: Path) -> None:
     make_bag(tmp_path / "bag", {"/cam/image_raw": "raw"}, generated_frames(2))
     (tmp_path / "cut.mcap").write_bytes(mcap_bytes(tmp_path / "bag")[:30])
-    with pytest.raises(bagio.BagError, match=r"cannot read bag .*truncated or corrupt"), \
-            bagio.open_bag(tmp_path / "cut.mcap"):
+    with pytest.raises(BagError, match=r"cannot read bag .*truncated or corrupt"), \
+            open_bag(tmp_path / "cut.mcap"):
         pass
 
 
@@ -193,10 +197,10 @@ def test_mcap_cut_inside_its_header_is_still_a_clear_error(tmp_path: Path) -> No
 
 def test_image_topic_without_messages_exits_2(tmp_path: Path,
                                               capsys: pytest.CaptureFixture) -> None:
-    with bagio.BagWriter(tmp_path / "in") as bag:
-        bag.connection("/cam/image_raw", bagio.RAW)  # recorded, but no frame ever came
-        info = bagio.camera_info_msg(CameraModel.from_fov(160, 120, 90.0),
-                                     bagio.make_header(1, 0, "c"))
+    with BagWriter(tmp_path / "in") as bag:
+        bag.connection("/cam/image_raw", RAW)  # recorded, but no frame ever came
+        info = camera_info_msg(CameraModel.from_fov(160, 120, 90.0),
+                               make_header(1, 0, "c"))
         bag.write("/cam/camera_info", info, 1_000)
     code = cli_main(["process", str(tmp_path / "in"), str(tmp_path / "out"), "--model",
                      "tiny_seg", "--device", "cpu", "--no-progress"])
@@ -287,8 +291,8 @@ def test_repeated_signals_while_finishing_still_finish_the_bag(tmp_path: Path, f
 
 
 def test_stop_signals_restores_handlers_and_holds_back_repeats() -> None:
-    before = {s: signal.getsignal(s) for s in bagio.STOP_SIGNALS}
-    with bagio.stop_signals() as state:
+    before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    with stop_signals() as state:
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)  # the handler raises here
@@ -297,17 +301,17 @@ def test_stop_signals_restores_handlers_and_holds_back_repeats() -> None:
         time.sleep(0.05)
     assert state.name == "SIGTERM" and state.count == 3
     # Stopping: later signals stay ignored so none cuts the exit short ...
-    assert all(signal.getsignal(s) == signal.SIG_IGN for s in bagio.STOP_SIGNALS)
+    assert all(signal.getsignal(s) == signal.SIG_IGN for s in STOP_SIGNALS)
     for s, handler in before.items():
         signal.signal(s, handler)
-    with bagio.stop_signals():  # ... while a run without signal restores the handlers
+    with stop_signals():  # ... while a run without signal restores the handlers
         pass
-    assert {s: signal.getsignal(s) for s in bagio.STOP_SIGNALS} == before
+    assert {s: signal.getsignal(s) for s in STOP_SIGNALS} == before
     # A frame's writes are never split: the signal comes after the held block.
     order = []
     try:
-        with bagio.stop_signals(), pytest.raises(KeyboardInterrupt):
-            with bagio._sigint_held():
+        with stop_signals(), pytest.raises(KeyboardInterrupt):
+            with hold_stop_signals():
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(0.05)
                 order.append("block done")

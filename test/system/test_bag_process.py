@@ -1,4 +1,4 @@
-"""``seg-perception process`` and offline.bagio: bags in, frame-exact outputs out."""
+"""``seg-perception process`` and offline.process: bags in, frame-exact outputs out."""
 
 from __future__ import annotations
 
@@ -30,14 +30,29 @@ from bags import (
 )
 
 from seg_perception.cli import main as cli_main
-from seg_perception.offline import bagio
-from seg_perception.offline.bagio import (
-    BagError,
-    ProcessOptions,
-    camera_namespace,
-    process_bag,
+from seg_perception.offline.job import ProcessOptions
+from seg_perception.offline.process import process_bag
+from seg_perception.offline.reader import (
+    BagTopic,
+    bag_topics,
+    iter_frames,
+    open_bag,
     select_cameras,
 )
+from seg_perception.offline.topics import (
+    CAMERA_INFO,
+    COMPRESSED,
+    RAW,
+    BagError,
+    camera_info_msg,
+    camera_namespace,
+    image_msg,
+    make_header,
+    output_topic,
+    tf_msg,
+    tf_static_qos,
+)
+from seg_perception.offline.writer import BagWriter
 from seg_perception.runtime.engine import build_engine
 from seg_perception.runtime.geometry import CameraModel
 
@@ -84,14 +99,14 @@ def engine() -> Any:
 ])
 def test_camera_namespace(topic: str, ns: str) -> None:
     assert camera_namespace(topic) == ns
-    assert bagio.output_topic(ns, "drivable/grid") == f"{ns}/drivable/grid"
+    assert output_topic(ns, "drivable/grid") == f"{ns}/drivable/grid"
 
 
 def test_select_cameras_defaults_and_errors() -> None:
-    types = {"/a/image_raw": bagio.RAW, "/a/image_raw/compressed": bagio.COMPRESSED,
-             "/a/camera_info": bagio.CAMERA_INFO, "/b/image/compressed": bagio.COMPRESSED,
+    types = {"/a/image_raw": RAW, "/a/image_raw/compressed": COMPRESSED,
+             "/a/camera_info": CAMERA_INFO, "/b/image/compressed": COMPRESSED,
              "/chatter": "std_msgs/msg/String"}
-    topics = {name: bagio.BagTopic(name, msgtype, 3) for name, msgtype in types.items()}
+    topics = {name: BagTopic(name, msgtype, 3) for name, msgtype in types.items()}
     cams = select_cameras(topics)
     assert [(c.image_topic, c.transport, c.namespace, c.camera_info_topic) for c in cams] == [
         ("/a/image_raw", "raw", "/a", "/a/camera_info"),
@@ -147,9 +162,9 @@ def test_two_cameras_cli_keep_input(tmp_path: Path, capsys: pytest.CaptureFixtur
     for topic, frames in expected.items():  # --keep-input: inputs copied unchanged
         assert [t for t, _ in out[topic]] == [f[0] for f in frames]
     assert len(out["/cam_front/camera_info"]) == 3
-    with bagio.open_bag(tmp_path / "out") as reader:
+    with open_bag(tmp_path / "out") as reader:
         assert reader.ros_distro == "rosbags"
-        topics = bagio.bag_topics(reader)
+        topics = bag_topics(reader)
     assert topics["/cam_rear/drivable/grid"].msgtype == "nav_msgs/msg/OccupancyGrid"
     assert topics["/cam_rear/drivable/boundary"].msgtype == "geometry_msgs/msg/PolygonStamped"
 
@@ -180,8 +195,8 @@ def test_selected_topics_and_single_files(tmp_path: Path, engine: Any) -> None:
 
 def test_foxy_db3_bag(tmp_path: Path, engine: Any) -> None:
     expected = make_foxy_bag(tmp_path / "foxy", "/camera/image_raw", generated_frames(3))
-    with bagio.open_bag(tmp_path / "foxy") as reader:
-        topic = bagio.bag_topics(reader)["/camera/image_raw"]
+    with open_bag(tmp_path / "foxy") as reader:
+        topic = bag_topics(reader)["/camera/image_raw"]
         assert topic.count == 3 and topic.qos  # recorded QoS parsed from the Foxy text
     summary = process_bag(tmp_path / "foxy", tmp_path / "out", engine, progress=False,
                           options=ProcessOptions(grid=False))
@@ -230,8 +245,8 @@ def test_bad_frames_are_named_and_set_the_exit_status(tmp_path: Path,
 def test_undeserialisable_frame_keeps_its_stamp(tmp_path: Path, engine: Any) -> None:
     """A message cut short inside its payload still reports the stamp from its CDR header."""
     make_bag(tmp_path / "ok", {"/cam/image": "raw"}, generated_frames(2), camera_info=False)
-    with bagio.open_bag(tmp_path / "ok") as reader, \
-            bagio.BagWriter(tmp_path / "in") as writer:
+    with open_bag(tmp_path / "ok") as reader, \
+            BagWriter(tmp_path / "in") as writer:
         for i, (conn, log_time, raw) in enumerate(reader.messages()):
             data = bytes(raw)[:60] if i == 1 else raw
             writer.write_raw(conn.topic, conn.msgtype, data, log_time)
@@ -321,7 +336,7 @@ def test_interrupt_hook_leaves_a_valid_bag(tmp_path: Path, engine: Any, depth: i
 
 def raw_messages(path: Path) -> list[tuple[str, int, bytes]]:
     """Every message of a bag as written: (topic, log time, serialised bytes), in order."""
-    with bagio.open_bag(path) as reader:
+    with open_bag(path) as reader:
         return [(conn.topic, log_time, bytes(raw)) for conn, log_time, raw in reader.messages()]
 
 
@@ -493,7 +508,7 @@ def test_iter_frames_and_help(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     frames = generated_frames(3)
     make_bag(tmp_path / "bag", {"/cam/image/compressed": "compressed"}, frames,
              corrupt={"/cam/image/compressed": {1}})
-    got = list(bagio.iter_frames(tmp_path / "bag"))
+    got = list(iter_frames(tmp_path / "bag"))
     assert [(f.topic, f.index, f.error is None) for f in got] == [
         ("/cam/image/compressed", 0, True), ("/cam/image/compressed", 1, False),
         ("/cam/image/compressed", 2, True)]
@@ -527,27 +542,27 @@ def _scene_bag(path: Path, mountings: list[Any], topic: str = "/cam/image_raw",
     def body(m: Any) -> Any:
         return Transform.from_matrix(m.rotation_body, m.position)
 
-    with bagio.BagWriter(path) as bag:
+    with BagWriter(path) as bag:
         if tf == "static":
-            bag.write("/tf_static", bagio.tf_msg([("base_footprint", "camera_link",
-                                                   body(mountings[0])),
-                                                  ("camera_link", frame, optical)]),
-                      LOG0 - 1, qos=bagio.tf_static_qos())
+            bag.write("/tf_static", tf_msg([("base_footprint", "camera_link",
+                                             body(mountings[0])),
+                                            ("camera_link", frame, optical)]),
+                      LOG0 - 1, qos=tf_static_qos())
         elif tf == "dynamic":
-            bag.write("/tf_static", bagio.tf_msg([("camera_link", frame, optical)]), LOG0 - 1,
-                      qos=bagio.tf_static_qos())
+            bag.write("/tf_static", tf_msg([("camera_link", frame, optical)]), LOG0 - 1,
+                      qos=tf_static_qos())
         for i, m in enumerate(mountings):
             sec, nsec = T0 + i, 0
-            header = bagio.make_header(sec, nsec, frame)
+            header = make_header(sec, nsec, frame)
             scene = render_scene(SceneSpec(curvature=1 / 90), render_camera or model, m, grid)
             log_time = LOG0 + i * 1_000_000_000
             if tf == "dynamic":
-                bag.write("/tf", bagio.tf_msg([("base_footprint", "camera_link", body(m))],
-                                              sec, nsec), log_time - 2)
-            bag.write(topic, bagio.image_msg(scene.rgb, "rgb8", header), log_time)
-            ih = bagio.make_header(sec, nsec + info_offset_ns, frame)
+                bag.write("/tf", tf_msg([("base_footprint", "camera_link", body(m))],
+                                        sec, nsec), log_time - 2)
+            bag.write(topic, image_msg(scene.rgb, "rgb8", header), log_time)
+            ih = make_header(sec, nsec + info_offset_ns, frame)
             bag.write("/cam/camera_info",
-                      bagio.camera_info_msg(info_model or model, ih, **(calibration or {})),
+                      camera_info_msg(info_model or model, ih, **(calibration or {})),
                       log_time + 1)
     return model
 

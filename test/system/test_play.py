@@ -29,7 +29,8 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image
 from shared_data import REPO
 
-from seg_perception.offline import bagio
+from seg_perception.offline.topics import camera_info_msg, image_msg, make_header
+from seg_perception.offline.writer import BagWriter
 from seg_perception.ros.player import BagPlayer, PlayOptions, message_class, qos_for
 from seg_perception.runtime.geometry import CameraModel
 
@@ -55,13 +56,13 @@ def make_bag(path: Path, topic: str = "/image", n: int = 5) -> list[tuple[int, i
     ns = topic.rsplit("/", 1)[0]
     model = CameraModel.from_fov(W, H, 90.0)
     stamps = []
-    with bagio.BagWriter(path) as bag:
+    with BagWriter(path) as bag:
         for i in range(n):
             log_time = START + i * PERIOD
             stamp = log_time + 1_000_000
-            header = bagio.make_header(stamp // 10**9, stamp % 10**9, "camera_optical")
-            bag.write(topic, bagio.image_msg(frame(i), "rgb8", header), log_time)
-            bag.write(f"{ns}/camera_info", bagio.camera_info_msg(model, header), log_time)
+            header = make_header(stamp // 10**9, stamp % 10**9, "camera_optical")
+            bag.write(topic, image_msg(frame(i), "rgb8", header), log_time)
+            bag.write(f"{ns}/camera_info", camera_info_msg(model, header), log_time)
             stamps.append((stamp // 10**9, stamp % 10**9))
     return stamps
 

@@ -30,8 +30,9 @@ from bags import generated_frames, make_bag
 from shared_data import REPO
 
 from seg_perception.cli import main as cli_main
-from seg_perception.offline import bagio, fleet
-from seg_perception.offline.bagio import ProcessOptions
+from seg_perception.offline import fleet
+from seg_perception.offline.job import ProcessOptions
+from seg_perception.offline.reader import bag_topics, open_bag
 from seg_perception.runtime.config import PipelineConfig
 from seg_perception.runtime.engine import build_engine
 from seg_perception.runtime.models.checkpoint import save_checkpoint
@@ -90,9 +91,9 @@ def wait_no_ray_processes(temp_dir: str, marker: str, timeout: float = 90.0) -> 
 
 def bag_messages(path: Path) -> tuple[dict[str, tuple], list[tuple[str, int, bytes]]]:
     """Topics (type, count, QoS) and every message (topic, log time, raw CDR) of a bag."""
-    with bagio.open_bag(path) as reader:
+    with open_bag(path) as reader:
         topics = {name: (t.msgtype, t.count, tuple(str(q) for q in t.qos))
-                  for name, t in bagio.bag_topics(reader).items()}
+                  for name, t in bag_topics(reader).items()}
         messages = [(conn.topic, log_time, bytes(raw))
                     for conn, log_time, raw in reader.messages()]
     return topics, messages

@@ -15,8 +15,9 @@ from bags import ALL_OUTPUTS, IMAGE_OUTPUTS, generated_frames, make_bag
 from shared_data import REPO
 
 from seg_perception.cli import main as cli_main
-from seg_perception.offline import bagio, fleet, mcap_writer
-from seg_perception.offline.bagio import ProcessOptions
+from seg_perception.offline import fleet, mcap_writer
+from seg_perception.offline.job import ProcessOptions
+from seg_perception.offline.process import process_bag
 from seg_perception.runtime.engine import build_engine
 
 CAM = "/cam/image_raw"
@@ -123,8 +124,8 @@ def test_a_failed_summary_is_written_again(tmp_path: Path, monkeypatch: pytest.M
 
     monkeypatch.setattr(mcap_writer.LeanMcapWriter, "finish_data", finish_data)
     state = fail_after(monkeypatch, 0, at_close=True)
-    summary = bagio.process_bag(tmp_path / "in", tmp_path / "out", engine, progress=False,
-                                options=ProcessOptions(pipeline_depth=0))
+    summary = process_bag(tmp_path / "in", tmp_path / "out", engine, progress=False,
+                          options=ProcessOptions(pipeline_depth=0))
     assert state["failed"] == 1
     assert summary.write_error and "No space left on device" in summary.write_error
     assert summary.kept == summary.processed == n

@@ -7,7 +7,7 @@ under a :class:`~seg_perception.runtime.config.PipelineConfig` snapshot;
 :func:`resolve_pose` decides each frame's camera pose (tf or parameters) and
 :class:`CameraInfoBuffer` pairs frames with their camera_info by stamp; :class:`GridFusion`
 keeps the cameras' recent grids for the fused surround grid of each cycle. The adapters
-(``seg_perception.ros.node``, ``seg_perception.offline.bagio``) only convert messages.
+(``seg_perception.ros.node``, ``seg_perception.offline.process``) only convert messages.
 """
 
 from seg_perception.runtime.pipeline.cycle import (

@@ -8,21 +8,24 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-from seg_perception.offline import bagio, mcap_writer
+from seg_perception.offline import mcap_writer
 from seg_perception.offline.mcap_writer import CHUNK_BYTES, LeanWriter
+from seg_perception.offline.reader import iter_frames
+from seg_perception.offline.topics import image_msg, make_header, typestore
+from seg_perception.offline.writer import WRITE_VERSION, BagWriter
 
 
 def _fill(cls: type, path: Path, seed: int) -> None:
     """Images over several chunks, a second topic added part-way, small and big messages."""
     rng = np.random.default_rng(seed)
-    ts = bagio.typestore()
-    w = cls(path, version=bagio.WRITE_VERSION, storage_plugin=StoragePlugin.MCAP)
+    ts = typestore()
+    w = cls(path, version=WRITE_VERSION, storage_plugin=StoragePlugin.MCAP)
     w.open()
     img = w.add_connection("/cam/image", "sensor_msgs/msg/Image", typestore=ts)
     text = None
     for i in range(40):
         rgb = rng.integers(0, 256, (90 + i, 160, 3), dtype=np.uint8)
-        msg = bagio.image_msg(rgb, "rgb8", bagio.make_header(i, 7, "cam"))
+        msg = image_msg(rgb, "rgb8", make_header(i, 7, "cam"))
         w.write(img, 1_000 + 10 * i, ts.serialize_cdr(msg, msg.__msgtype__))
         if i == 12:
             text = w.add_connection("/note", "std_msgs/msg/String", typestore=ts)
@@ -50,11 +53,11 @@ def test_bag_writer_uses_it_and_keeps_each_message_as_written(tmp_path: Path) ->
     """BagWriter's messages read back equal, though their buffers were kept uncopied."""
     rng = np.random.default_rng(1)
     frames = [rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(12)]
-    with bagio.BagWriter(tmp_path / "out") as bag:
+    with BagWriter(tmp_path / "out") as bag:
         assert isinstance(bag._writer, mcap_writer.writer_class())
         for i, rgb in enumerate(frames):
-            bag.write("/x", bagio.image_msg(rgb, "rgb8", bagio.make_header(i, 0, "c")), 5 + i)
-    back = [f.rgb for f in bagio.iter_frames(tmp_path / "out", ["/x"])]
+            bag.write("/x", image_msg(rgb, "rgb8", make_header(i, 0, "c")), 5 + i)
+    back = [f.rgb for f in iter_frames(tmp_path / "out", ["/x"])]
     assert len(back) == len(frames)
     for a, b in zip(back, frames, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from shared_data import REPO
 
-from seg_perception.offline.bagio import OUTPUT_TYPES
+from seg_perception.offline.topics import OUTPUT_TYPES
 
 RVIZ = REPO / "config" / "seg.rviz"
 

@@ -1,5 +1,5 @@
 """The alternate signal stack: OpenVINO's small one is replaced by one that holds nested
-signal frames with AMX state (see seg_perception.runtime.signal_stack)."""
+signal frames with AMX state (see seg_perception.runtime.signals)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Li
 
 _SCRIPT = textwrap.dedent("""
     import ctypes
-    from seg_perception.runtime import signal_stack as ss
+    from seg_perception.runtime import signals as ss
 
     print("before", *ss.current_signal_stack())
     small = ctypes.create_string_buffer(20144)  # OpenVINO's CPU plugin installs this size
@@ -36,7 +36,7 @@ def test_a_small_alternate_signal_stack_is_replaced_once() -> None:
 
 
 def test_no_alternate_stack_is_left_alone() -> None:
-    script = ("from seg_perception.runtime import signal_stack as ss\n"
+    script = ("from seg_perception.runtime import signals as ss\n"
               "print(ss.ensure_signal_stack(), *ss.current_signal_stack())\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=120, check=True).stdout.strip()
@@ -48,7 +48,7 @@ def test_an_openvino_model_leaves_a_stack_that_ensure_replaces() -> None:
     smaller than nested AMX signal frames need; ensure_signal_stack makes it large."""
     pytest.importorskip("openvino")
     script = textwrap.dedent("""
-        from seg_perception.runtime import signal_stack as ss
+        from seg_perception.runtime import signals as ss
         from seg_perception.runtime.engine import build_engine
         engine = build_engine("tiny_seg", None, "cpu", "auto", threads=1)  # kept alive
         enabled, size = ss.current_signal_stack()
