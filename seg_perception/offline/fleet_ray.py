@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 #: The loggers of one bag's processing: a worker's per-bag warnings travel back in the
 #: results, so the worker does not print them too.
-BAG_LOGGERS = tuple(f"seg_perception.offline.{name}" for name in ("reader", "job", "process"))
+BAG_LOGGERS = tuple(f"seg_perception.offline.{name}"
+                    for name in ("reader", "job", "process", "stage"))
 
 #: The pinned Ray (setup.py extra ``fleet``, requirements.txt); a cluster must run this Ray.
 RAY_REQUIREMENT = "ray[client]==2.60.0"
@@ -161,6 +162,15 @@ class RayPool:
     ``workers``/``threads_per_worker`` left None are chosen from the cluster's CPUs:
     ``threads_per_worker = cpus // workers`` (default workers: ``cpus // 2``, at least one;
     with GPUs: one worker per ``gpus_per_worker`` GPUs). Never more workers than bags.
+
+    Why not ``ray.util.ActorPool`` and ``max_restarts``: the pool's ``submit``/``get_next``
+    hide which actor holds which in-flight task, and this loop needs exactly that mapping
+    three times: the progress poll asks each busy actor for its frame count, Ctrl-C asks
+    each busy actor (not an idle one) to stop after its frame, and a worker that dies must
+    fail the one bag it held, named in the manifest with its host and pid. An actor
+    restarted by Ray (``max_restarts``) comes back silently under the same handle, so a
+    replacement could not be checked for running the same weights (``weights_sha256``)
+    before it gets bags; :meth:`_replace` (about 20 lines) does that check.
     """
 
     def __init__(self, engine: EngineSpec, spec: TaskSpec, custom_data: CustomData, *,
