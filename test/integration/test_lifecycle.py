@@ -366,7 +366,7 @@ def switch_clock(node: SegLifecycleNode) -> None:
 def test_every_exit_unhooks_the_tf_buffer_from_the_clock(
         make_node: Callable[..., SegLifecycleNode], monkeypatch: pytest.MonkeyPatch,
         exit_path: str) -> None:
-    """Issue 23 item 2: a configuration's tf2 buffer registers a jump callback on the node's
+    """A configuration's tf2 buffer registers a jump callback on the node's
     clock; every way out of the configuration unregisters it. One left behind is called at
     the next clock jump: while Python holds the buffer it clears it (seen here, the buffer
     is kept alive), once freed the process dies with SIGSEGV (the test over DDS below)."""
@@ -690,7 +690,7 @@ JUMP_LOG = "Detected jump back in time"
 @pytest.mark.parametrize("jump", ["clock back", "use_sim_time at run time"])
 def test_clock_jump_after_configure_cleanup_cycles_keeps_the_node_alive(
         tmp_path: Path, probe: Probe, processes: list[NodeProcess], jump: str) -> None:
-    """Issue 23 item 2: after 3 configure/cleanup cycles, a clock that jumps back (sim time,
+    """After 3 configure/cleanup cycles, a clock that jumps back (sim time,
     /clock restarting as a looped bag does) or use_sim_time switched on at run time used to
     call the freed tf2 buffers of the earlier configurations: SIGSEGV, nothing logged. The
     node survives, and a new configure/activate publishes labels."""
