@@ -59,7 +59,8 @@ class NodeProcess:
         raise AssertionError(f"timed out waiting for {text!r} in the node log:\n{self.log()}")
 
     def stop(self) -> int:
-        interrupt(self.proc, timeout=15)  # SIGINT, as Ctrl-C / ros2 launch do
+        # SIGINT, as Ctrl-C / ros2 launch do; killed (a failed exit status) only after 60 s
+        interrupt(self.proc, timeout=60)
         self._log.close()
         return self.proc.returncode
 
@@ -132,7 +133,7 @@ class Probe:
 
     def close(self) -> None:
         self._stop = True
-        self._thread.join(timeout=2)
+        self._thread.join(timeout=30)  # one spin_once; longer on a loaded machine
         self.executor.remove_node(self.node)
         self.node.destroy_node()
 
@@ -156,7 +157,7 @@ def spinning(node: Any) -> Iterator[Any]:
     finally:
         node.stop()
         stop.set()
-        spinner.join(timeout=5)
+        spinner.join(timeout=30)
         executor.remove_node(node)
         node.destroy_node()
         rclpy.try_shutdown()
