@@ -10,7 +10,7 @@ Own code is kept only where the library cannot help:
 - **Salvaging the chunk the file ends in.** ``StreamReader`` reads a record whole or not at
   all: on a cut chunk it raises a bare ``EndOfFile`` (``struct.error`` when the cut falls in
   a record header) and yields none of the chunk's messages; ``breakup_chunk`` refuses a cut
-  zstd/lz4 stream. Measured on the bag of test_bag_harden.py (40 rgb8 frames of 160x120 with
+  zstd/lz4 stream. Measured on the bag of test_mcap_prefix.py (40 rgb8 frames of 160x120 with
   camera_info, chunks of ~1 MiB; /tmp script, not kept): cut at 45% of the file,
   ``StreamReader`` yields 0 frames, this reader 18; cut at 80%, 19 against 32; lz4 chunks
   cut at 80%, 19 against 37. :func:`_salvage` decompresses what there is of the cut chunk

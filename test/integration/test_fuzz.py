@@ -315,14 +315,25 @@ def _diag(probe: Probe, ns: str) -> dict[str, str]:
     return {}
 
 
-def _warm(probe: Probe, ns: str, pub: Any, make: Any) -> None:
-    msg = make(10**6)
+def _warm(probe: Probe, ns: str, pub: Any, make: Any, stamp: int = 10**6) -> None:
+    """Send a good frame of a stamp not sent before until its labels come: the node labels,
+    and (outputs go out in order) has handled every frame sent before it."""
+    msg = make(stamp)
     probe.wait_until(lambda: _key(msg) in _labelled(probe, ns), timeout=90,
                      what=f"{ns} labelling", tick=lambda: pub.publish(msg), period=0.5)
 
 
+def _wait_bad(probe: Probe, ns: str, least: int) -> dict[str, str]:
+    """The node's diagnostics once they count ``least`` refused frames (published once a
+    second: the last storm frames may not be in the report received first)."""
+    probe.wait_until(lambda: int(_diag(probe, ns).get("frames_bad", 0)) >= least, timeout=60,
+                     what=f"{ns} diagnostics counting >= {least} bad frames")
+    return _diag(probe, ns)
+
+
 def _run_fuzz(probe: Probe, node: NodeProcess, ns: str, seq: list[tuple[str, Any]],
-              pubs: dict[type, Any], rate_hz: float = 60.0) -> tuple[list[Any], float, float]:
+              pubs: dict[type, Any], make: Any, rate_hz: float = 60.0
+              ) -> tuple[list[Any], float, float]:
     base = max(_rss_now(node.proc.pid), 1.0)
     sampler = RssSampler(node.proc.pid)
     goods = []
@@ -335,7 +346,8 @@ def _run_fuzz(probe: Probe, node: NodeProcess, ns: str, seq: list[tuple[str, Any
         if delay > 0:
             time.sleep(delay)
         assert node.alive(), f"{ns} died after {kind!r} (#{i}):\n{node.log()[-3000:]}"
-    time.sleep(1.0)
+    # The storm is through once a good frame sent after it is labelled.
+    _warm(probe, ns, pubs[type(make(0))], make, stamp=10**6 + 1)
     return goods, base, sampler.stop()
 
 
@@ -357,7 +369,7 @@ def _check_after(probe: Probe, node: NodeProcess, ns: str, goods: list[Any], bas
     assert all(t.any() for t in thirds), got
     assert sum(got) >= len(got) // 3, f"{sum(got)} of {len(got)} good frames labelled"
     # Still labelling after the storm.
-    _warm(probe, ns, pub, make)
+    _warm(probe, ns, pub, make, stamp=10**6 + 2)
     assert peak - base < RSS_GROWTH_MB, f"RSS {base:.0f} -> peak {peak:.0f} MB"
     log = node.log()
     for noise in NOISE:
@@ -376,9 +388,9 @@ def test_fuzz_raw_images_and_camera_infos(probe: Probe, nodes: dict) -> None:
     _warm(probe, ns, pubs[Image], good_image)
     seq = list(fuzz_sequence(320, 6))
     seq[len(seq) // 2: len(seq) // 2] = [("good_info", good_info)]  # the grid keeps going
-    goods, base, peak = _run_fuzz(probe, node, ns, seq, pubs)
+    goods, base, peak = _run_fuzz(probe, node, ns, seq, pubs, good_image)
     _check_after(probe, node, ns, goods, base, peak, pubs[Image], good_image)
-    diag = _diag(probe, ns)
+    diag = _wait_bad(probe, ns, 100)
     assert int(diag.get("frames_bad", 0)) >= 100, diag  # the bad ones reached it, were refused
     assert probe.messages(f"{ns}/drivable/grid")  # the grid survived the CameraInfo storm
 
@@ -389,9 +401,9 @@ def test_fuzz_compressed_images(probe: Probe, nodes: dict) -> None:
     pubs = {CompressedImage: probe.publisher(CompressedImage, f"{ns}/image/compressed")}
     _warm(probe, ns, pubs[CompressedImage], good_compressed)
     seq = list(fuzz_sequence(240, 5, compressed=True))
-    goods, base, peak = _run_fuzz(probe, node, ns, seq, pubs, rate_hz=40.0)
+    goods, base, peak = _run_fuzz(probe, node, ns, seq, pubs, good_compressed, rate_hz=40.0)
     _check_after(probe, node, ns, goods, base, peak, pubs[CompressedImage], good_compressed)
-    assert int(_diag(probe, ns).get("frames_bad", 0)) >= 20
+    assert int(_wait_bad(probe, ns, 20).get("frames_bad", 0)) >= 20
 
 
 # --- parameter values -----------------------------------------------------------------------
@@ -443,5 +455,5 @@ def test_fuzz_parameter_values(probe: Probe, nodes: dict) -> None:
             stamp += 1
             pub.publish(good_image(stamp))
     assert refused > len(numeric)  # most absurd values are refused
-    _warm(probe, ns, pub, good_image)
+    _warm(probe, ns, pub, good_image, stamp=stamp + 1)  # a frame sent after them all
     assert "Traceback" not in node.log()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from ros2_tools import require_vision_msgs
 from ros_harness import NodeProcess, Probe
@@ -72,11 +72,17 @@ def test_late_subscriber_gets_the_class_map_once(tmp_path: Path, probe: Probe) -
     require_vision_msgs()
     from vision_msgs.msg import LabelInfo
 
+    probe.subscribe(DiagnosticArray, "/diagnostics")
+
+    def diagnostics() -> list[DiagnosticArray]:
+        return [m for m in probe.messages("/diagnostics")
+                if any(st.name.startswith("/li/seg_node") for st in m.status)]
+
     node = NodeProcess(tmp_path / "node.log", {"device": "cpu", "warmup": False},
                        namespace="/li")
     try:
+        # The map was published before the ready line: both subscriptions below come late.
         node.wait_for_log("ready: listening on")
-        time.sleep(2.0)  # the map went out during start-up, long before we subscribe
         late: list[LabelInfo] = []
         volatile: list[LabelInfo] = []
         lock = threading.Lock()
@@ -89,12 +95,18 @@ def test_late_subscriber_gets_the_class_map_once(tmp_path: Path, probe: Probe) -
 
         probe.node.create_subscription(LabelInfo, "/li/label_info", keep(late),
                                        label_info_qos())
-        probe.node.create_subscription(
+        live = probe.node.create_subscription(
             LabelInfo, "/li/label_info", keep(volatile),
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.VOLATILE))
         probe.wait_until(lambda: bool(late), timeout=60, what="label_info (transient local)")
-        time.sleep(3.0)  # published once per model: nothing more arrives
+        # Published once per model: nothing more arrives while the node runs on for three of
+        # its diagnostics periods (1 s) with the volatile subscription matched.
+        probe.wait_until(lambda: live.get_publisher_count() > 0, timeout=60,
+                         what="the volatile subscription matched")
+        start = len(diagnostics())
+        probe.wait_until(lambda: len(diagnostics()) >= start + 3, timeout=120,
+                         what="three more /diagnostics from the node")
         with lock:
             assert len(late) == 1 and volatile == [], (len(late), len(volatile))
         msg = late[0]

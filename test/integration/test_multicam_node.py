@@ -3,6 +3,7 @@ outputs under X/, one fused surround grid, per-camera diagnostics, a silent came
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -356,7 +357,10 @@ def test_per_camera_parameters_from_a_params_file_and_the_ros2_cli(tmp_path: Pat
         assert "Set parameter successful" in out.stdout, out.stdout + out.stderr
         out = cli("set", "rear.camera.z", "0")
         assert "rear.camera.z = 0.0" in out.stdout + out.stderr, out.stdout + out.stderr
-        out = cli("list")
+        # `param list` looks for nodes for a fixed --spin-time: asked again until it finds ours
+        deadline = time.monotonic() + 120
+        while "front.image_type" not in (out := cli("list")).stdout:
+            assert time.monotonic() < deadline, out.stdout + out.stderr
         for name in ("front.image_type", "rear.camera.x", "fusion.max_age",
                      "fusion.sync_window"):
             assert name in out.stdout, out.stdout

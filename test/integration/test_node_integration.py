@@ -126,11 +126,15 @@ def test_raw_frames_and_malformed_input(tmp_path: Path, probe: Probe) -> None:
         send_until_processed(probe, ns, pub, after)
         check_outputs(probe, ns, after, good.shape[1], good.shape[0])
 
-        probe.wait_until(lambda: bool(probe.messages("/diagnostics")), timeout=10,
-                         what="/diagnostics")
-        status = [s for m in probe.messages("/diagnostics") for s in m.status
-                  if ns.strip("/") in s.name][-1]
-        values = {kv.key: kv.value for kv in status.values}
+        def latest() -> dict[str, str]:  # this node's newest /diagnostics report
+            status = [s for m in probe.messages("/diagnostics") for s in m.status
+                      if ns.strip("/") in s.name]
+            return {kv.key: kv.value for kv in status[-1].values} if status else {}
+
+        # Published once a second: wait for a report that has counted the bad frames.
+        probe.wait_until(lambda: int(latest().get("frames_bad", 0)) >= 3, timeout=60,
+                         what=f"/diagnostics of {ns} counting the bad frames")
+        values = latest()
         for key in ("input_rate_hz", "processed_rate_hz", "latency_p50_ms", "latency_p95_ms",
                     "frames_dropped", "model", "device"):
             assert key in values

@@ -3,6 +3,7 @@ outputs as ``seg-perception process`` for the same frames."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import subprocess
@@ -207,15 +208,22 @@ def test_grid_is_consistent_while_parameters_change(tmp_path: Path, probe: Probe
         info_pub = probe.publisher(CameraInfo, f"{ns}/camera_info")
         rgb = render_scene(SceneSpec(), CAM, mount).rgb
         settings = [(0.2, 24.0), (0.4, 16.0), (0.25, 20.0)]
-        for i in range(30):
+        sent = itertools.count()
+
+        def send() -> None:  # a parameter change, then a frame
+            i = next(sent)
             res, x_max = settings[i % 3]
             done(probe, c.set_parameters_atomically([
                 Parameter("grid.resolution", value=res), Parameter("grid.x_max", value=x_max)]))
             hdr = header(1000 + i)
             info_pub.publish(info(hdr))
             pub.publish(image(rgb, hdr))
-        probe.wait_until(lambda: len(probe.messages(f"{ns}/drivable/grid")) >= 5, timeout=60,
-                         what="grids")
+
+        for _ in range(30):
+            send()
+        # A loaded node keeps only the newest frame: more are sent until 5 grids came.
+        probe.wait_until(lambda: len(probe.messages(f"{ns}/drivable/grid")) >= 5, timeout=180,
+                         what="grids", tick=send, period=0.5)
         grids = probe.messages(f"{ns}/drivable/grid")
         # each grid's boundary follows it on a topic of its own: wait for those of these grids
         probe.wait_until(lambda: {key(g) for g in grids} <= {

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +205,27 @@ def start_process(tmp_path: Path, n: int, min_done: int = 3
         time.sleep(0.02)
     assert proc.poll() is None, f"finished before the signal:\n{bytes(err).decode()}"
     return proc, err, reader
+
+
+def play_until(count: Callable[[], int], n: int, bag: Path, what: str,
+               timeout: float = 300.0, idle: float = 10.0) -> None:
+    """Wait until ``count()`` (outputs received for ``bag``'s frames) reaches ``n``, playing
+    ``bag`` again with `seg-perception play` whenever it has not grown for ``idle`` s: a
+    loaded node keeps only the newest frame, so one run may yield fewer outputs."""
+    deadline = time.monotonic() + timeout
+    last, since = count(), time.monotonic()
+    while (now_count := count()) < n:
+        now = time.monotonic()
+        assert now < deadline, f"timed out waiting for {what} ({now_count} of {n})"
+        if now_count != last:
+            last, since = now_count, now
+        elif now - since > idle:
+            done = subprocess.run([sys.executable, "-m", "seg_perception", "play", str(bag)],
+                                  cwd=REPO, capture_output=True, text=True, timeout=120,
+                                  env=dict(os.environ, PYTHONUNBUFFERED="1"))
+            assert done.returncode == 0, done.stdout + done.stderr
+            since = time.monotonic()
+        time.sleep(0.2)
 
 
 def striped_frame(i: int) -> np.ndarray:

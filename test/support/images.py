@@ -21,6 +21,12 @@ def smooth_frame(h: int = 48, w: int = 64) -> np.ndarray:
     return np.clip(np.dstack([r, g, b]), 0, 255).astype(np.uint8)
 
 
+def gradient_frame(h: int = 60, w: int = 80) -> np.ndarray:
+    """A colour ramp with sharp wrap-arounds: compresses to a small, non-trivial JPEG/PNG."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.dstack([x * 3 % 256, y * 4 % 256, (x + y) % 256]).astype(np.uint8)
+
+
 def textured_frame(rng: np.random.Generator, h: int = 37, w: int = 50) -> np.ndarray:
     return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-import signal
+import shutil
 import threading
 import time
 from collections import defaultdict
@@ -26,7 +26,6 @@ from bags import (
     make_foxy_bag,
     read_bag,
     stamp,
-    start_process,
 )
 
 from seg_perception.cli import main as cli_main
@@ -265,7 +264,7 @@ def test_unreadable_bag_is_a_clear_error(tmp_path: Path, damage: str,
     make_bag(tmp_path / "bag", {"/cam/image_raw": "raw"}, generated_frames(3))
     mcap = next((tmp_path / "bag").glob("*.mcap"))
     if damage == "truncated_mcap":  # cut inside its header: no record is readable
-        target = tmp_path / "cut.mcap"  # (a longer prefix is processed: test_bag_harden.py)
+        target = tmp_path / "cut.mcap"  # (a longer prefix is processed: test_mcap_prefix.py)
         target.write_bytes(mcap.read_bytes()[:30])
         hint = "truncated or corrupt"
     elif damage == "garbage_db3":
@@ -290,6 +289,64 @@ def test_unreadable_bag_is_a_clear_error(tmp_path: Path, damage: str,
     assert re.search(hint, errors[0]), errors[0]
     assert "Traceback" not in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing written for an unreadable input
+
+
+N_FRAMES = 40  # 160x120 rgb8: about 17 frames per 1 MiB chunk, so 3 chunks
+
+
+def test_cut_off_mcap_in_a_bag_directory_counts_the_lost_frames(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    topic = "/cam/image_raw"
+    make_bag(tmp_path / "bag", {topic: "raw"}, generated_frames(N_FRAMES))
+    mcap = next((tmp_path / "bag").glob("*.mcap"))
+    mcap.write_bytes(mcap.read_bytes()[: int(mcap.stat().st_size * 0.6)])  # metadata.yaml stays
+    code = cli_main(["process", str(tmp_path / "bag"), str(tmp_path / "out"), "--model",
+                     "tiny_seg", "--device", "cpu", "--no-progress"])
+    stdout = capsys.readouterr().out
+    assert code == 1, stdout
+    k = int(re.search(r"(\d+) frames processed of", stdout).group(1))
+    assert 0 < k < N_FRAMES
+    assert "lost: " in stdout
+    assert f"{N_FRAMES - k} of {topic} (of {N_FRAMES} in metadata.yaml)" in stdout
+    assert f"holds the {k} frames read before the error" in stdout
+    assert len(read_bag(tmp_path / "out")["/cam/labels"]) == k
+
+
+def test_image_topic_without_messages_exits_2(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    with BagWriter(tmp_path / "in") as bag:
+        bag.connection("/cam/image_raw", RAW)  # recorded, but no frame ever came
+        info = camera_info_msg(CameraModel.from_fov(160, 120, 90.0),
+                                     make_header(1, 0, "c"))
+        bag.write("/cam/camera_info", info, 1_000)
+    code = cli_main(["process", str(tmp_path / "in"), str(tmp_path / "out"), "--model",
+                     "tiny_seg", "--device", "cpu", "--no-progress"])
+    stdout = capsys.readouterr().out
+    assert code == 2, stdout
+    assert "nothing processed: the image topic(s) /cam/image_raw have no messages" in stdout
+    assert not (tmp_path / "out").exists()  # exit 2 leaves no output behind
+
+
+def test_all_frames_undecodable_is_nothing_processed(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    make_bag(tmp_path / "in", {"/cam/image_raw": "raw"}, generated_frames(3),
+             corrupt={"/cam/image_raw": {0, 1, 2}})
+    code = cli_main(["process", str(tmp_path / "in"), str(tmp_path / "out"), "--model",
+                     "tiny_seg", "--device", "cpu", "--no-progress", "--skip-bad-frames"])
+    stdout = capsys.readouterr().out
+    assert code == 2 and "all 3 frames are undecodable" in stdout, stdout
+    assert "/cam/image_raw #2" in stdout  # still listed
+
+
+def test_output_removed_only_when_this_run_wrote_nothing(tmp_path: Path) -> None:
+    from seg_perception.cli.process_cmd import _remove_empty_output
+
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    _remove_empty_output(keep)
+    assert keep.exists()
+    shutil.rmtree(keep)
 
 
 @pytest.mark.parametrize("depth", [0, 2])
@@ -446,23 +503,6 @@ def test_the_network_thread_only_runs_forward_passes(tmp_path: Path, engine: Any
         expected = ({"start": {"process-segment"}, "finish": {"process-outputs"}} if depth
                     else {"start": {main}, "finish": {main}})
         assert dict(spy.threads) == expected
-
-
-@pytest.mark.slow
-def test_sigint_leaves_a_valid_bag(tmp_path: Path) -> None:
-    """Ctrl-C on the command line: exit 130 and an output bag with whole frames only."""
-    n = 1500
-    proc, err, reader = start_process(tmp_path, n, min_done=2)
-    proc.send_signal(signal.SIGINT)
-    stdout = proc.stdout.read()
-    proc.wait(timeout=60)
-    reader.join(timeout=5)
-    assert proc.returncode == 130, stdout.decode() + bytes(err).decode()
-    assert b"is a valid bag" in stdout
-    assert b"Traceback" not in bytes(err)
-    out = read_bag(tmp_path / "out")
-    counts = {len(out.get(f"/cam/{name}", [])) for name in IMAGE_OUTPUTS}
-    assert len(counts) == 1 and 0 < counts.pop() < n
 
 
 def test_params_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -1,9 +1,12 @@
-"""The predict and bench verbs on small generated images (and CamVid frames when present)."""
+"""The predict and bench verbs on small generated images (and CamVid frames when present);
+bench refuses nonsense sizes in one line."""
 
 from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -11,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from nets import TWO_HEAD_META, scene, two_head
-from shared_data import CAMVID, require
+from shared_data import CAMVID, REPO, require
 from torch import nn
 
 from seg_perception.cli import main
@@ -176,3 +179,17 @@ def test_bench_times_the_given_image_at_the_camera_size(
     assert main(args) == 0
     assert seen[-1].shape == (60, 80, 3) and seen[-1].std() > 50  # noise
     assert main([*args, "--image", str(tmp_path / "missing.png")]) == 2
+
+
+@pytest.mark.parametrize("args", [["--width", "-5"], ["--height", "0"], ["--width", "abc"],
+                                  ["--width", "100000", "--height", "100000"],
+                                  ["--frames", "0"], ["--warmup", "-1"], ["--threads", "-3"],
+                                  ["--peak-size", "0"], ["--camera", "0x5"],
+                                  ["--camera", "99999x10"]])
+def test_bench_nonsense_sizes_print_one_line_and_exit_2(args: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", "seg_perception", "bench", *args],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 2
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) == 1 and "error: argument" in lines[0], lines
+    assert "Traceback" not in done.stderr

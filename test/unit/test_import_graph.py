@@ -1,4 +1,5 @@
-"""The import graph: no cycles, and config/pipeline load without torch or ROS.
+"""The import graph: no cycles, config/pipeline load without torch or ROS, and stats, the image
+codec and the MCAP prefix reader load no ROS package at run time (transitively too).
 
 Which package may import which is checked in ``test_layering.py``.
 """
@@ -113,3 +114,12 @@ def test_config_and_pipeline_load_without_torch_or_ros() -> None:
                          cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_module_imports_stay_ros_free() -> None:
+    code = ("import sys, seg_perception.runtime.stats, seg_perception.offline.mcap_prefix, "
+            "seg_perception.runtime.image_codec; "
+            "bad = [m for m in ('rclpy', 'sensor_msgs') if m in sys.modules]; "
+            "sys.exit(bool(bad))")
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(REPO), timeout=60).returncode \
+        == 0

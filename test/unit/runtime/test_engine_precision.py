@@ -1,4 +1,6 @@
-"""Precision, backends, int8 export and postprocessing modes of the engine (issue: speed).
+"""Precision, backends, int8 export and postprocessing modes of the engine: what each
+choice resolves to on which machine, and how closely the faster paths (OpenVINO, bf16,
+int8) agree with torch fp32.
 
 CPU flags are monkeypatched where a test is about machines with or without a bf16 unit, so
 the tests mean the same on any CPU; OpenVINO tests skip where openvino is not installed.

@@ -1,8 +1,10 @@
-"""Camera conventions, validation, the cell -> pixel lookup, lens distortion, free space."""
+"""Camera conventions, validation (absurd intrinsics refused, extreme ones quiet), the cell ->
+pixel lookup, lens distortion, free space."""
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import cv2
 import numpy as np
@@ -165,6 +167,44 @@ def test_mounting_validation():
 def test_camera_validation(args, match):
     with pytest.raises(ValueError, match=match):
         CameraModel(*args).validate()
+
+
+@pytest.mark.parametrize(("k", "d", "model", "size"), [
+    ([1e308, 0, 320, 0, 1e308, 240, 0, 0, 1], [0.0] * 5, "plumb_bob", (640, 480)),
+    ([5e-324, 0, 320, 0, 5e-324, 240, 0, 0, 1], [0.0] * 5, "plumb_bob", (640, 480)),
+    ([500, 0, 320, 0, 500, 240, 0, 0, 1], [1e308, 1e308, 0, 0, 1e308], "plumb_bob", (640, 480)),
+    ([500, 0, 320, 0, 500, 240, 0, 0, 1], [1e200] * 8, "rational_polynomial", (640, 480)),
+    ([500, 0, 320, 0, 500, 240, 0, 0, 1], [1e308] * 4, "equidistant", (640, 480)),
+    ([500, 1e308, 320, 0, 500, 240, 0, 0, 1], [0.0] * 5, "plumb_bob", (640, 480)),
+    ([500, 0, 1e308, 0, 500, 240, 0, 0, 1], [0.0] * 5, "plumb_bob", (640, 480)),
+    ([500, 0, 320, 0, 500, 240, 0, 0, 1], [0.0] * 5, "plumb_bob", (10**9, 10**9)),
+])
+def test_absurd_intrinsics_are_refused_with_a_reason(k: list, d: list, model: str,
+                                                     size: tuple) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any RuntimeWarning fails the test
+        with pytest.raises(ValueError, match=r"camera|distortion"):
+            CameraModel(size[0], size[1], k, d, model).validate()
+
+
+def test_extreme_but_accepted_intrinsics_raise_no_runtime_warnings() -> None:
+    rng = np.random.default_rng(0)
+    built = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(60):
+            fx, fy = rng.choice([1e-3, 1.0, 500.0, 1e7], 2)
+            cx, cy, skew = rng.choice([0.0, 1e-3, 320.0, 1e7, -1e7], 3)
+            model = str(rng.choice(["plumb_bob", "rational_polynomial", "equidistant"]))
+            n = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}[model]
+            d = rng.choice([0.0, 1e6, -1e6, 1.0, -1.0, 1e-12], n)
+            w, h = (int(v) for v in rng.choice([1, 2, 640, 131072], 2))
+            mapper = DrivableAreaMapper(GridSpec(0.5, 0.0, 30.0, -8.0, 8.0),
+                                        CameraMounting(z=1.5, pitch=0.1))
+            mapper.set_camera(CameraModel(w, h, [fx, skew, cx, 0, fy, cy, 0, 0, 1], d, model))
+            mapper.process(np.ones((48, 64), np.uint8))
+            built += 1
+    assert built == 60
 
 
 def test_camera_model_change_detection(cam):

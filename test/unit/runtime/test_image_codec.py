@@ -1,4 +1,5 @@
-"""The ROS-free image codec: raw encodings, cv_bridge parity, JPEG/PNG, and every error."""
+"""The ROS-free image codec: raw encodings, cv_bridge parity, JPEG/PNG, and every error
+(corrupt data says so, and the decoders' own complaints never reach stderr)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from images import (
     BAYER,
     YUV,
     cv_bridge_reference,
+    gradient_frame,
     gray3,
     interior_err,
     smooth_frame,
     textured_frame,
 )
+from shared_data import BDD, REPO
 
 from seg_perception.runtime.image_codec import (
     SUPPORTED_ENCODINGS,
@@ -320,6 +323,54 @@ def test_corrupt_compressed_data_raises(fmt: str) -> None:
         decode_compressed(fmt_str, data[: len(data) // 2])
     with pytest.raises(ImageDecodeError, match="no data"):
         decode_compressed(fmt_str, b"")
+
+
+def test_corrupt_jpeg_and_png_say_so_and_print_nothing() -> None:
+    """Every corrupt file raises ImageDecodeError and nothing reaches the process's stderr
+    (OpenCV's libjpeg/libpng print "Corrupt JPEG data ..." there, past logging)."""
+    code = r'''
+import numpy as np, sys
+from seg_perception.runtime.image_codec import (decode_compressed, encode_compressed,
+                                                ImageDecodeError)
+y, x = np.mgrid[0:120, 0:160]
+rgb = np.dstack([x % 256, y * 2 % 256, (x + y) % 256]).astype(np.uint8)
+results = []
+for fmt in ("jpeg", "png"):
+    data, f = encode_compressed(rgb, fmt, 90)
+    cases = [data[: len(data) // 2], data[:20] + b"\x00" * 200]
+    mid = bytearray(data); mid[len(data) // 3: len(data) // 3 + 50] = b"\xff" * 50
+    cases.append(bytes(mid))
+    mid2 = bytearray(data); mid2[len(data) // 2: len(data) // 2 + 10] = b"\x00" * 10
+    cases.append(bytes(mid2))
+    for case in cases:
+        try:
+            decode_compressed(f, case)
+            results.append("decoded")
+        except ImageDecodeError as e:
+            results.append(e.kind)
+print(results)
+'''
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True, cwd=REPO)
+    assert done.stderr == "", done.stderr
+    results = eval(done.stdout)  # our own subprocess's output
+    assert results.count("compressed.corrupt") >= 5 and set(results) <= {
+        "compressed.corrupt", "decoded"}, results
+
+
+def test_pillow_and_opencv_decode_jpeg_alike() -> None:
+    files = sorted(BDD.glob("*.jpg"))[:3] if BDD.is_dir() else []
+    if not files:
+        data, _ = encode_compressed(gradient_frame(360, 480), "jpeg", 90)
+        blobs = [data]
+    else:
+        blobs = [f.read_bytes() for f in files]
+    for blob in blobs:
+        ref = cv2.cvtColor(cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR),
+                           cv2.COLOR_BGR2RGB)
+        out = decode_compressed("rgb8; jpeg compressed bgr8", blob)
+        assert out.flags.writeable and out.dtype == np.uint8
+        assert np.abs(out.astype(int) - ref).max() <= 1
 
 
 def test_unsupported_compressed_formats_raise() -> None:

@@ -1,4 +1,4 @@
-"""Memory a model build leaves behind after it is released (issue 23 item 3).
+"""Memory a model build leaves behind after it is released: none that grows per build.
 
 A lifecycle node builds its engine at every configure and drops it at every cleanup, so any
 memory a build keeps for the life of the process grows without bound (it was ~14 MB per
