@@ -15,12 +15,8 @@ from seg_perception.runtime.geometry import (
     DrivableAreaMapper,
     GridSpec,
 )
-from seg_perception.runtime.geometry.freespace import (
-    SLIVER,
-    is_simple,
-    overclaimed_cells,
-    polygon_coverage,
-)
+from seg_perception.runtime.geometry.coverage import SLIVER, overclaimed_cells, polygon_coverage
+from seg_perception.runtime.geometry.polygon import is_simple
 from seg_perception.sim.scene import (
     CAR,
     PEDESTRIAN,
