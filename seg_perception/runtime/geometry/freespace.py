@@ -93,7 +93,6 @@ def boundary_polygon(
     return xy
 
 
-
 __all__ = [
     "boundary_polygon",
 ]
