@@ -175,7 +175,6 @@ def format_multicam(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-
 __all__ = [
     "format_multicam",
     "run_multicam_bench",

@@ -115,7 +115,6 @@ class PipelineConfig:
         return bool(parts) and parts[-1].startswith("image_rect")
 
 
-
 def check_camera_poses(configs: Mapping[str, PipelineConfig]) -> None:
     """With several cameras and ``use_tf`` false each camera needs its own ``X.camera.*``
     pose: two cameras at one pose would project both onto the same ground (the fused grid
@@ -132,7 +131,6 @@ def check_camera_poses(configs: Mapping[str, PipelineConfig]) -> None:
                 f"use_tf is false with cameras {', '.join(configs)}, but {other} and {cam} have "
                 f"the same camera.* pose; give each camera its own pose ({cam}.camera.x/y/z/"
                 "roll/pitch/yaw, ...), or set use_tf true (poses from /tf)")
-
 
 
 __all__ = [

@@ -317,7 +317,6 @@ def camera_specs(cameras: Iterable[str], defaults: Mapping[str, Any] | None = No
             for spec in (camera_spec(cam, n, defaults.get(n)) for n in CAMERA_PARAMS)}
 
 
-
 __all__ = [
     "CAMERA_PARAMS",
     "DEFAULTS",

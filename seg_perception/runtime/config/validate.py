@@ -78,7 +78,6 @@ def camera_values(values: Mapping[str, Any], camera: str) -> dict[str, Any]:
     return out
 
 
-
 __all__ = [
     "camera_values",
     "is_ros_parameter",
