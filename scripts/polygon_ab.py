@@ -12,7 +12,10 @@ cells (covered by it, not free in the grid: must be 0).
         --frames ../shared/data/camvid/val ../shared/data/camvid/train --width 1280 --height 720
 
 ``--old`` is a freespace.py of another revision, e.g. ``git show main:seg_perception/runtime/
-geometry/freespace.py > /tmp/freespace_main.py``.
+geometry/freespace.py > /tmp/freespace_main.py``. The polygon's steps now live in sibling
+modules (free_region, outline, polygon, coverage) that a freespace.py of a later revision
+imports from this checkout: only a freespace.py from before that split is a whole other
+version.
 """
 
 from __future__ import annotations

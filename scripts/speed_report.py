@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                                     backend="torch" if compile_ else backend,
                                     upsample=upsample)
         if compile_:
-            engine.model = torch.compile(engine.model)
+            engine.backend.module = torch.compile(engine.backend.module)
         engine.warmup(cw, ch, runs=3)
         setup = time.perf_counter() - t0
         configs.append({"name": text, "engine": engine, "backend": info.backend,

@@ -171,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
     report = {"model": info.model, "weights": info.weights, "trained": info.trained,
               "precision_reason": info.precision_reason}
     if args.cameras:
-        from seg_perception.tools.bench import format_multicam, machine_info, run_multicam_bench
+        from seg_perception.tools.multicam_bench import format_multicam, run_multicam_bench
+        from seg_perception.tools.peak import machine_info
 
         report.update({"device": str(engine.device), "backend": engine.backend_name,
                        "precision": engine.precision, "upsample": engine.upsample,

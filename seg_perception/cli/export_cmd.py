@@ -67,10 +67,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from seg_perception.runtime.engine.onnx_backend import max_abs_difference
     from seg_perception.runtime.engine_options import EngineConfigError
     from seg_perception.runtime.export import ExportError, export_onnx
     from seg_perception.runtime.models.checkpoint import CheckpointError, load_model
-    from seg_perception.runtime.onnx_backend import max_abs_difference
 
     if args.format not in FORMATS:  # argparse already refuses; kept for programmatic calls
         log.error("format %r is not supported; valid choices: %s", args.format,

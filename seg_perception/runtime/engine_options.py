@@ -1,7 +1,7 @@
 """Engine choices users type (device, precision) and the error for impossible ones.
 
 Torch-free on purpose: the parameter table (:mod:`seg_perception.runtime.config`) names the
-valid values without loading torch, and the backends (:mod:`.engine`, :mod:`.onnx_backend`)
+valid values without loading torch, and the backends (:mod:`.engine`, :mod:`.engine.onnx_backend`)
 raise :class:`EngineConfigError` without importing each other.
 """
 

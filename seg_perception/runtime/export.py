@@ -5,8 +5,8 @@ mean/std, and returns ``scores`` (and ``drivable_scores`` for multi-task network
 the PyTorch module does. The :class:`ModelMeta` JSON and the model name go into the ONNX
 ``metadata_props`` so a ``.onnx`` file alone is enough to run the node (classes, palette,
 normalisation and input size come with it). Checking an export against ONNX Runtime lives
-with the runtime (:func:`seg_perception.runtime.onnx_backend.max_abs_difference`), so this module
-never imports the backend that reads its files.
+with the runtime (:func:`seg_perception.runtime.engine.onnx_backend.max_abs_difference`), so
+this module never imports the backend that reads its files.
 """
 
 from __future__ import annotations

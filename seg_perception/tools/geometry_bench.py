@@ -22,11 +22,8 @@ from typing import Any
 import numpy as np
 
 from seg_perception.runtime.geometry.camera import CameraModel, CameraMounting
-from seg_perception.runtime.geometry.freespace import (
-    ego_component,
-    overclaimed_cells,
-    polygon_coverage,
-)
+from seg_perception.runtime.geometry.coverage import overclaimed_cells, polygon_coverage
+from seg_perception.runtime.geometry.free_region import ego_component
 from seg_perception.runtime.geometry.grid import FREE, GridSpec
 from seg_perception.runtime.geometry.mapper import DrivableAreaMapper
 from seg_perception.sim.scene import BoxObstacle, SceneSpec, drive_sequence, render_scene

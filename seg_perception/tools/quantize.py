@@ -267,7 +267,7 @@ def label_agreement(int8_path: str | Path, model: nn.Module, meta: ModelMeta,
     import torch
 
     from seg_perception.runtime.engine import SegEngine
-    from seg_perception.runtime.onnx_backend import OnnxBackend
+    from seg_perception.runtime.engine.onnx_backend import OnnxBackend
 
     backend = OnnxBackend(int8_path, torch.device("cpu"))
     pre = SegEngine(lambda x: x, meta, "cpu", "fp32", meta.input_size)

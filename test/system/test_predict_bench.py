@@ -21,7 +21,8 @@ from seg_perception.cli import main
 from seg_perception.runtime.export import export_onnx
 from seg_perception.runtime.models import create_model
 from seg_perception.runtime.render import palette_lut
-from seg_perception.tools.bench import count_flops, measure_peak, stage_stats
+from seg_perception.tools.bench import count_flops, stage_stats
+from seg_perception.tools.peak import measure_peak
 
 TINY = create_model("tiny_seg").meta
 

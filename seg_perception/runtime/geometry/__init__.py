@@ -26,15 +26,9 @@ from seg_perception.runtime.geometry.camera_info import (
     CameraInfoMismatchError,
     ImageCamera,
 )
-from seg_perception.runtime.geometry.freespace import (
-    SLIVER,
-    boundary_polygon,
-    clean_mask,
-    ego_component,
-    open_holes,
-    overclaimed_cells,
-    polygon_coverage,
-)
+from seg_perception.runtime.geometry.coverage import SLIVER, overclaimed_cells, polygon_coverage
+from seg_perception.runtime.geometry.free_region import clean_mask, ego_component, open_holes
+from seg_perception.runtime.geometry.freespace import boundary_polygon
 from seg_perception.runtime.geometry.grid import (
     BEHIND,
     BEYOND_RANGE,

@@ -9,13 +9,13 @@ import math
 import numpy as np
 
 from seg_perception.runtime.geometry.camera import CameraModel, CameraMounting
-from seg_perception.runtime.geometry.freespace import (
-    boundary_polygon,
+from seg_perception.runtime.geometry.free_region import (
     clean_mask,
     ego_component,
     ego_distance2,
     speckle_kernel,
 )
+from seg_perception.runtime.geometry.freespace import boundary_polygon
 from seg_perception.runtime.geometry.grid import FREE, GridSpec, GroundLookup
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class DrivableAreaMapper:
         return self._lookup.gather(mask, clean=cleaner, pad=self._pad)
 
     def ego_component(self, grid: np.ndarray) -> np.ndarray:
-        """Bool (height, width): the free region the vehicle is on (see :mod:`.freespace`)."""
+        """Bool (height, width): the free region the vehicle is on (see :mod:`.free_region`)."""
         self._check_grid(grid)
         return ego_component(grid, self.grid, self.ego_xy, self.min_region_cells, self._dist2)
 
@@ -199,7 +199,7 @@ class DrivableAreaMapper:
 
     def boundary_of_region(self, region: np.ndarray) -> np.ndarray:
         """The conservative polygon of a chosen set of free cells (bool, grid-shaped; e.g.
-        :func:`.freespace.vehicle_component` of a fused surround grid)."""
+        :func:`.free_region.vehicle_component` of a fused surround grid)."""
         self._check_grid(region)
         return boundary_polygon(region, self.grid, self.max_vertices, self._dist2,
                                 self.min_region_cells)

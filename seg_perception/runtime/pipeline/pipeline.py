@@ -34,7 +34,7 @@ from seg_perception.runtime.geometry import (
     CameraMounting,
     DrivableAreaMapper,
 )
-from seg_perception.runtime.geometry.freespace import vehicle_component
+from seg_perception.runtime.geometry.free_region import vehicle_component
 from seg_perception.runtime.pipeline.frames import GRID_OUTPUTS, CameraFrame, FrameResult
 from seg_perception.runtime.pipeline.fusion import CameraGrid, FusedGrid, GridFusion
 from seg_perception.runtime.render import colorize, overlay, palette_lut

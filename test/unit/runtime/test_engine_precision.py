@@ -22,9 +22,7 @@ from nets import TWO_HEAD_META, scene, two_head
 from shared_data import CAMVID, require
 
 from seg_perception.cli import bench_cmd, main
-from seg_perception.runtime import engine as engine_mod
 from seg_perception.runtime import hw
-from seg_perception.runtime import openvino_backend as ovb
 from seg_perception.runtime.engine import (
     BACKEND_CHOICES,
     PRECISION_CHOICES,
@@ -37,6 +35,8 @@ from seg_perception.runtime.engine import (
     resolve_precision,
     resolve_precision_name,
 )
+from seg_perception.runtime.engine import build as engine_build
+from seg_perception.runtime.engine import openvino_backend as ovb
 from seg_perception.runtime.export import PRECISION_KEY, QUANT_KEY, export_onnx, read_onnx_info
 from seg_perception.runtime.models import create_model
 from seg_perception.runtime.models.checkpoint import load_model, save_checkpoint
@@ -146,7 +146,7 @@ def test_missing_openvino_falls_back_to_torch_with_one_line(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(ovb, "openvino_available", lambda: False)
-    monkeypatch.setattr(engine_mod, "_fallback_logged", False)
+    monkeypatch.setattr(engine_build, "_fallback_logged", False)
     caplog.set_level(logging.INFO, logger="seg_perception.runtime.engine")
     assert resolve_backend("auto", CPU) == "torch"
     assert resolve_backend("auto", CPU) == "torch"

@@ -231,7 +231,7 @@ def test_camvid_model_runs_on_openvino() -> None:
     """The grouping converts: OpenVINO (the CPU default) gives torch's labels on a real frame
     with the official weights."""
     from seg_perception.runtime.engine import build_engine
-    from seg_perception.runtime.openvino_backend import openvino_available
+    from seg_perception.runtime.engine.openvino_backend import openvino_available
 
     if not openvino_available():
         pytest.skip("openvino not installed")

@@ -19,15 +19,10 @@ from seg_perception.runtime.geometry import (
     DrivableAreaMapper,
     GridSpec,
 )
-from seg_perception.runtime.geometry.freespace import (
-    SLIVER,
-    is_simple,
-    lattice_outline,
-    overclaimed_cells,
-    polygon_coverage,
-    polygon_region,
-    well_composed,
-)
+from seg_perception.runtime.geometry.coverage import SLIVER, overclaimed_cells, polygon_coverage
+from seg_perception.runtime.geometry.free_region import polygon_region, well_composed
+from seg_perception.runtime.geometry.outline import lattice_outline
+from seg_perception.runtime.geometry.polygon import is_simple
 from seg_perception.sim.scene import (
     PEDESTRIAN,
     BoxObstacle,

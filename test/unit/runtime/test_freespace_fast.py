@@ -6,16 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from seg_perception.runtime.geometry import freespace as fs
-from seg_perception.runtime.geometry.freespace import (
-    clip_ears,
-    is_simple,
-    lattice_outline,
-    nearest_component,
-    polygon_coverage,
-    polygon_region,
-    signed_area,
-)
+from seg_perception.runtime.geometry import polygon as pg
+from seg_perception.runtime.geometry.coverage import polygon_coverage
+from seg_perception.runtime.geometry.free_region import bbox, nearest_component, polygon_region
+from seg_perception.runtime.geometry.outline import _Region, lattice_outline
+from seg_perception.runtime.geometry.polygon import clip_ears, is_simple, signed_area
 
 
 def blobs(rng: np.random.Generator, shape: tuple[int, int] = (60, 80)) -> np.ndarray:
@@ -52,7 +47,7 @@ def ref_is_simple(pts: np.ndarray, strict: bool) -> bool:
     if n < 4:
         return True
     a, b = pts, np.roll(pts, -1, axis=0)
-    cross = fs._crossings(a[:, None], b[:, None], a[None], b[None])
+    cross = pg._crossings(a[:, None], b[:, None], a[None], b[None])
     i, j = np.triu_indices(n, 2)
     keep = ~((i == 0) & (j == n - 1))
     if cross[i[keep], j[keep]].any():
@@ -60,7 +55,7 @@ def ref_is_simple(pts: np.ndarray, strict: bool) -> bool:
     if not strict:
         return True
     v = pts[:, None, :]
-    on_line = fs._cross(a[None], b[None], v) == 0
+    on_line = pg._cross(a[None], b[None], v) == 0
     within = ((v >= np.minimum(a, b)[None]) & (v <= np.maximum(a, b)[None])).all(axis=-1)
     idx = np.arange(n)
     ends = (idx[:, None] == idx[None]) | (idx[:, None] == (idx[None] + 1) % n)
@@ -76,11 +71,11 @@ def ref_clip_ears(pts: np.ndarray, max_vertices: int) -> np.ndarray:
         p = pts[alive]
         m = len(p)
         prev_i, next_i = np.roll(np.arange(m), 1), np.roll(np.arange(m), -1)
-        cross = fs._cross(p[prev_i], p, p[next_i])
+        cross = pg._cross(p[prev_i], p, p[next_i])
         cand = np.flatnonzero(cross >= 0)
         if not len(cand):
             break
-        inside = fs._point_in_triangles(p[:, 0], p[:, 1], p[prev_i][cand], p[cand],
+        inside = pg._point_in_triangles(p[:, 0], p[:, 1], p[prev_i][cand], p[cand],
                                         p[next_i][cand])
         rows = np.arange(len(cand))
         inside[rows, cand] = inside[rows, prev_i[cand]] = inside[rows, next_i[cand]] = False
@@ -88,7 +83,7 @@ def ref_clip_ears(pts: np.ndarray, max_vertices: int) -> np.ndarray:
         if not len(ears):
             break
         ears = ears[np.argsort(cross[ears], kind="stable")]
-        budget = min(m - target, max(1, m // fs.EAR_ROUND))
+        budget = min(m - target, max(1, m // pg.EAR_ROUND))
         taken = np.zeros(m, bool)
         picked = []
         for v in ears:
@@ -124,7 +119,7 @@ def test_region_outline_and_components_match_their_definitions(seed: int) -> Non
     assert signed_area(outline.astype(np.float64)) == region.sum()  # counter-clockwise
     first = outline[0]
     assert (first[1], first[0]) == min((y, x) for x, y in outline.tolist())
-    turn = fs._cross(np.roll(outline, 1, axis=0), outline, np.roll(outline, -1, axis=0))
+    turn = pg._cross(np.roll(outline, 1, axis=0), outline, np.roll(outline, -1, axis=0))
     assert (turn != 0).all()  # corners only
     assert is_simple(outline, strict=True)
 
@@ -175,10 +170,10 @@ def test_beside_in_matches_the_cells(seed: int) -> None:
     """The O(1) test of the cells on both sides of a grid-line segment."""
     rng = np.random.default_rng(seed)
     cells = blobs(rng, (30, 40))
-    box = fs._bbox(cells)
+    box = bbox(cells)
     if box is None:
         pytest.skip("empty")
-    region = fs._Region(cells, box)
+    region = _Region(cells, box)
     r0, r1, c0, c1 = box
     padded = np.pad(cells, 1)  # cell (r, c) at [r + 1, c + 1]; rows/cols -1 are outside
     for _ in range(300):

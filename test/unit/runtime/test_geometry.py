@@ -21,11 +21,8 @@ from seg_perception.runtime.geometry import (
     ground_point,
     rpy_matrix,
 )
-from seg_perception.runtime.geometry.freespace import (
-    is_simple,
-    polygon_coverage,
-    simplify_keep_simple,
-)
+from seg_perception.runtime.geometry.coverage import polygon_coverage
+from seg_perception.runtime.geometry.polygon import is_simple, simplify_keep_simple
 
 K500 = (500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0)
 PLUMB_BOB = (-0.28, 0.09, 0.001, -0.0015, -0.015)

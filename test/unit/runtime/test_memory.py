@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 
-from seg_perception.runtime.openvino_backend import openvino_available
+from seg_perception.runtime.engine.openvino_backend import openvino_available
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not openvino_available(), reason="openvino not installed")]

@@ -257,7 +257,7 @@ def test_fused_boundary_outlines_the_largest_free_region_at_the_vehicles_blind_s
     mirror is nearer than the road ahead, but the road ahead is what borders the blind spot
     widest: that is the region the polygon outlines (conservatively)."""
     from seg_perception.runtime.geometry import GridSpec, ego_component
-    from seg_perception.runtime.geometry.freespace import vehicle_component
+    from seg_perception.runtime.geometry.free_region import vehicle_component
 
     spec = GridSpec(1.0, -10.0, 20.0, -10.0, 10.0)
     grid = np.full(spec.shape, 100, np.int8)

@@ -16,10 +16,10 @@ from torch import nn
 
 from seg_perception.cli import main
 from seg_perception.runtime.engine import EngineConfigError, SegEngine, build_engine
+from seg_perception.runtime.engine.onnx_backend import OnnxBackend
 from seg_perception.runtime.export import export_onnx
 from seg_perception.runtime.models import ModelMeta, create_model, list_models
 from seg_perception.runtime.models.checkpoint import META_KEY, MODEL_KEY, load_model
-from seg_perception.runtime.onnx_backend import OnnxBackend
 
 CPU = torch.device("cpu")
 ZOO = ("pidnet_s", "ddrnet_23_slim", "twinlitenet")

@@ -15,12 +15,8 @@ from seg_perception.runtime.geometry import (
     DrivableAreaMapper,
     GridSpec,
 )
-from seg_perception.runtime.geometry.freespace import (
-    SLIVER,
-    is_simple,
-    overclaimed_cells,
-    polygon_coverage,
-)
+from seg_perception.runtime.geometry.coverage import SLIVER, overclaimed_cells, polygon_coverage
+from seg_perception.runtime.geometry.polygon import is_simple
 from seg_perception.sim.scene import (
     CAR,
     PEDESTRIAN,
@@ -180,10 +176,11 @@ def test_drive_sequence_moves_along_the_road():
 def test_tree_crowns_are_the_ellipsoid_inscribed_in_their_box():
     from dataclasses import replace
 
-    from seg_perception.sim.scene import _KIND_CROWN, _KIND_PLAIN, TREE, _Box
+    from seg_perception.sim.scene import TREE
+    from seg_perception.sim.scene.boxes import KIND_CROWN, KIND_PLAIN, Box
 
-    crown = _Box(10.0, 0.0, 0.0, 4.0, 4.0, 3.0, 7.0, TREE, (60.0, 70.0, 40.0), _KIND_CROWN)
-    cube = replace(crown, kind=_KIND_PLAIN)
+    crown = Box(10.0, 0.0, 0.0, 4.0, 4.0, 3.0, 7.0, TREE, (60.0, 70.0, 40.0), KIND_CROWN)
+    cube = replace(crown, kind=KIND_PLAIN)
     # through the centre: the surface is 2 m before it
     t, _ = crown.intersect(np.array([0.0, 0.0, 5.0]), np.array([[1.0, 0.0, 0.0]]))
     assert t[0] == pytest.approx(8.0)

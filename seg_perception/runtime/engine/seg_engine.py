@@ -1,17 +1,20 @@
-"""Inference engine: RGB uint8 frame in; class ids, confidence and drivable mask out.
+"""The engine: RGB uint8 frames in; class ids, confidence and drivable mask out.
 
 Everything between the upload of the uint8 frame and the single copy back to the host runs
 on the model's device: resize, normalisation, channels-last, the network, argmax (and the
 winning probability when asked), resize of the ids to the camera resolution (nearest).
 
-Backends: torch (CUDA or CPU), OpenVINO (CPU; the default there when installed, bf16 on CPUs
-with a bf16 matrix unit, and int8 for quantised exports) and ONNX Runtime (CPU or CUDA).
+The network runs behind :class:`.backend.Backend`: torch (CUDA or CPU), OpenVINO (CPU; the
+default there when installed, bf16 on CPUs with a bf16 matrix unit, and int8 for quantised
+exports) and ONNX Runtime (CPU or CUDA); this module is the pre- and postprocessing around
+it, the same for all three (:mod:`.build` picks and builds them).
 Postprocessing (``upsample``):
 - ``logits``: class scores upsampled bilinearly to the frame, then argmax: how benchmarks
   score a model; on a CPU it costs about as much as the network.
-- ``edges``: the same labels as ``logits`` (exactly, see :mod:`.upsample`), computing
-  interpolated scores only where the low-resolution winners disagree; confidence at the
-  network's output stride. A few milliseconds at 480x360.
+- ``edges``: the same labels as ``logits`` (exactly, see
+  :mod:`seg_perception.runtime.upsample`), computing interpolated scores only where the
+  low-resolution winners disagree; confidence at the network's output stride. A few
+  milliseconds at 480x360.
 - ``labels``: argmax and confidence at the output stride, ids resized nearest: the cheapest
   (0.6 points of CamVid mIoU below ``logits`` for the default model).
 - ``auto`` (default): ``edges`` on a CPU, ``logits`` on CUDA (where the GPU upsamples fast).
@@ -19,12 +22,9 @@ Postprocessing (``upsample``):
 
 from __future__ import annotations
 
-import logging
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -33,131 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seg_perception.runtime import hw
-from seg_perception.runtime.engine_options import (
-    BACKEND_CHOICES,
-    DEVICE_CHOICES,
-    PRECISION_CHOICES,
-    UPSAMPLE_CHOICES,
-    EngineConfigError,
-)
+from seg_perception.runtime.engine.backend import Backend
+from seg_perception.runtime.engine.choice import resolve_device
+from seg_perception.runtime.engine.torch_backend import TorchBackend
+from seg_perception.runtime.engine_options import UPSAMPLE_CHOICES, EngineConfigError
 from seg_perception.runtime.models.meta import ModelMeta
 from seg_perception.runtime.net_output import NetOutput
 from seg_perception.runtime.upsample import edge_refined_labels
-
-log = logging.getLogger(__name__)
-
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def resolve_device(device: str) -> torch.device:
-    """Map ``auto``/``cpu``/``cuda``/``cuda:N`` to a device; asking for absent CUDA fails."""
-    device = (device or "auto").strip().lower()
-    if device == "auto":
-        if torch.cuda.is_available():
-            log.info("device auto: CUDA available (%s), using cuda:0",
-                     torch.cuda.get_device_name(0))
-            return torch.device("cuda:0")
-        log.info("device auto: no CUDA device, using CPU (%d threads)", torch.get_num_threads())
-        return torch.device("cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise EngineConfigError(
-                f"device {device!r} requested but CUDA is not available "
-                f"(torch {torch.__version__}, built with CUDA: {torch.version.cuda}); "
-                "use device 'auto' or 'cpu'"
-            )
-        index = 0 if device == "cuda" else device.split(":", 1)[1]
-        if not str(index).isdigit() or int(index) >= torch.cuda.device_count():
-            raise EngineConfigError(
-                f"device {device!r}: valid CUDA devices are cuda:0..cuda:"
-                f"{torch.cuda.device_count() - 1}"
-            )
-        return torch.device(f"cuda:{int(index)}")
-    raise EngineConfigError(f"device {device!r} is not one of {', '.join(DEVICE_CHOICES)}")
-
-
-def cpu_count() -> int:
-    """CPUs this process may run on (respects affinity masks and container cpusets)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def resolve_threads(threads: int | None) -> int:
-    """CPU threads for inference; 0/None is half the CPUs (at least 1).
-
-    OpenMP workers that wait on each other collapse when another process holds a core: on
-    a loaded 2-core machine, 2 threads ran a 480x360 frame ~10x slower than 1. Half the CPUs
-    leaves room for decoding, DDS and whatever else the robot runs.
-    """
-    if threads is None or threads <= 0:
-        return max(1, cpu_count() // 2)
-    return int(threads)
-
-
-def precision_name(precision: str | None) -> str:
-    """Normalise and validate a precision choice (message names the valid ones)."""
-    name = (precision or "auto").strip().lower()
-    if name not in PRECISION_CHOICES:
-        raise EngineConfigError(
-            f"precision {name!r} is not one of {', '.join(PRECISION_CHOICES)}"
-        )
-    return name
-
-
-def auto_precision(device: torch.device) -> tuple[str, str]:
-    """What ``auto`` means on ``device``, and why (for the log and /diagnostics).
-
-    fp16 on CUDA; on a CPU bf16 where it has a bf16 matrix unit (AMX or AVX-512 BF16:
-    matrix products run 4-5x faster than fp32 there), fp32 elsewhere (bf16 would be emulated).
-    """
-    if device.type == "cuda":
-        return "fp16", "CUDA device"
-    unit = hw.cpu_bf16_unit()
-    if unit:
-        return "bf16", f"CPU has {unit}"
-    return "fp32", f"CPU has no bf16 unit ({'/'.join(hw.BF16_FLAGS)})"
-
-
-def resolve_precision_name(precision: str | None, device: torch.device) -> str:
-    """``auto``/``fp32``/``fp16``/``bf16``/``int8`` -> the precision that runs on ``device``.
-
-    ``auto`` follows :func:`auto_precision` and logs its choice; fp16 on a CPU is refused
-    (slow, inexact); int8 runs on CPUs only (a quantised export, see ``export --int8``).
-    """
-    name = precision_name(precision)
-    if name == "auto":
-        name, why = auto_precision(device)
-        log.info("precision auto: %s (%s)", name, why)
-        return name
-    if name == "fp16" and device.type != "cuda":
-        raise EngineConfigError(
-            "precision 'fp16' needs a CUDA device; on a CPU use 'auto', 'bf16' or 'fp32'")
-    if name == "int8" and device.type != "cpu":
-        raise EngineConfigError("precision 'int8' runs on the CPU (OpenVINO or ONNX Runtime); "
-                                f"on {device} use 'auto', 'fp16' or 'fp32'")
-    if name == "bf16" and device.type == "cpu" and not hw.cpu_bf16_unit():
-        log.warning("precision bf16 requested but this CPU has no bf16 unit (%s): it is "
-                    "emulated and slower than fp32", "/".join(hw.BF16_FLAGS))
-    return name
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The torch dtype the network runs in for ``precision`` on ``device`` (torch backend).
-
-    int8 has no torch dtype here: it needs a quantised export (OpenVINO/ONNX Runtime).
-    """
-    name = resolve_precision_name(precision, device)
-    if name == "int8":
-        raise EngineConfigError(
-            "precision 'int8' runs a quantised export, not a torch module: create one with "
-            "`seg-perception export --model NAME --int8 --calib-data DIR` and use that .onnx "
-            "file as the model")
-    return _DTYPES[name]
 
 
 @dataclass
@@ -173,9 +55,6 @@ class SegResult:
     confidence: np.ndarray | None
     drivable: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
-
-
-Backend = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -194,10 +73,10 @@ class PendingBatch:
 class SegEngine:
     """Runs one network on frames; thread-compatible (one frame at a time per engine).
 
-    ``model`` is a torch module or a foreign backend (a callable taking the normalised
-    float32 (N, 3, H, W) tensor and returning scores, with a ``precision`` attribute, e.g.
-    :class:`~seg_perception.runtime.openvino_backend.OpenVinoBackend`). ``upsample`` chooses the
-    postprocessing (see the module docstring): ``labels`` (cheap) or ``logits`` (eval parity).
+    ``model`` is a torch module (run by :class:`.torch_backend.TorchBackend` on ``device``
+    in ``precision``) or a foreign backend (:class:`.backend.Backend`, e.g.
+    :class:`.openvino_backend.OpenVinoBackend`). ``upsample`` chooses the postprocessing (see
+    the module docstring): ``labels`` (cheap) or ``logits`` (eval parity).
     """
 
     def __init__(
@@ -221,29 +100,18 @@ class SegEngine:
             upsample = "logits"  # the same labels; on a GPU the full upsampling is cheap
         self.upsample = upsample
         self.input_size = tuple(input_size or meta.input_size)  # (width, height)
-        self.channels_last = channels_last and isinstance(model, nn.Module)
-        self._autocast: torch.dtype | None = None
         if isinstance(model, nn.Module):
-            self.precision = resolve_precision_name(precision, self.device)
-            self.dtype = resolve_precision(self.precision, self.device)
-            if self.dtype == torch.bfloat16 and self.device.type == "cpu":
-                # Autocast keeps the weights in fp32 and runs convolutions and matrix
-                # products in bf16: as fast as bf16 weights and closer to fp32 (measured on
-                # CamVid, see docs/models.md); the input stays fp32.
-                self._autocast = torch.bfloat16
-                model = model.eval().to(self.device, dtype=torch.float32)
-                self.dtype = torch.float32
-            else:
-                model = model.eval().to(self.device, dtype=self.dtype)
-            if self.channels_last:
-                model = model.to(memory_format=torch.channels_last)
+            backend: Backend = TorchBackend(model, self.device, precision, channels_last)
         else:
             # A foreign backend takes fp32 (or, with ``uint8_input``, the uint8 frames) and
             # manages its own device and precision.
-            self.dtype = torch.float32
-            self.precision = str(getattr(model, "precision", "fp32"))
-        self.model = model
-        self._uint8_input = bool(getattr(model, "uint8_input", False))
+            backend = model
+        #: What runs the network (see :class:`.backend.Backend` for what is read from it).
+        self.backend = backend
+        self.precision = str(getattr(backend, "precision", "fp32"))
+        self.dtype = getattr(backend, "input_dtype", torch.float32)
+        self.channels_last = bool(getattr(backend, "channels_last", False))
+        self._uint8_input = bool(getattr(backend, "uint8_input", False))
         mean = torch.tensor(meta.mean, dtype=torch.float32, device=self.device) * 255.0
         std = torch.tensor(meta.std, dtype=torch.float32, device=self.device) * 255.0
         self._mean = mean.view(1, 3, 1, 1)
@@ -253,13 +121,19 @@ class SegEngine:
         self._drivable_lut = lut
 
     @property
+    def model(self) -> nn.Module | Backend:
+        """The network: the module the torch backend runs, else the foreign backend itself."""
+        backend = self.backend
+        return backend.module if isinstance(backend, TorchBackend) else backend
+
+    @property
     def compute_dtype(self) -> str:
         """The dtype of the network's matrix products: fp32, fp16, bf16 or int8."""
         return self.precision
 
     @property
     def backend_name(self) -> str:
-        return str(getattr(self.model, "backend_name", "torch"))
+        return str(getattr(self.backend, "backend_name", "torch"))
 
     @property
     def description(self) -> str:
@@ -301,7 +175,7 @@ class SegEngine:
         x = (x - self._mean) * self._inv_std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        elif not isinstance(self.model, nn.Module):
+        elif not isinstance(self.backend, TorchBackend):
             x = x.contiguous()  # foreign backends read a plain NCHW buffer
         return x.to(self.dtype)
 
@@ -329,10 +203,7 @@ class SegEngine:
         more in its graph returns a :class:`NetOutput`.
         """
         with torch.inference_mode():
-            if self._autocast is not None:
-                with torch.autocast(self.device.type, dtype=self._autocast):
-                    return self.model(x)
-            return self.model(x)
+            return self.backend(x)
 
     def _planes(self, scores: torch.Tensor, drivable_scores: torch.Tensor | None,
                 want_confidence: bool, size: tuple[int, int] | None,
@@ -507,8 +378,7 @@ class SegEngine:
     @property
     def max_batch(self) -> int | None:
         """Most frames one forward pass takes (None: any number)."""
-        return getattr(self.model, "max_batch", None) if not isinstance(self.model, nn.Module) \
-            else None
+        return getattr(self.backend, "max_batch", None)
 
     def _forward_batch(self, x: torch.Tensor) -> Any:
         """:meth:`forward` on a batch, split where the backend takes fewer frames per call."""
@@ -564,181 +434,8 @@ def _nearest(planes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(planes.unsqueeze(0), size=size, mode="nearest-exact")[0]
 
 
-def is_onnx_path(model: str) -> bool:
-    return str(model).lower().endswith(".onnx")
-
-
-@dataclass
-class EngineInfo:
-    """What runs: for logs and /diagnostics.
-
-    ``precision`` is what the network computes in (fp32, fp16, bf16, int8);
-    ``precision_reason`` says why (``auto: CPU has avx512_bf16``, ``requested``, ...).
-    """
-
-    model: str
-    weights: str
-    trained: bool
-    device: str
-    precision: str
-    backend: str = "torch"
-    precision_reason: str = ""
-
-    @property
-    def summary(self) -> str:
-        why = f" ({self.precision_reason})" if self.precision_reason else ""
-        return f"{self.backend} on {self.device}, {self.precision}{why}"
-
-
-_fallback_logged = False
-
-
-def resolve_backend(backend: str | None, device: torch.device, onnx_file: bool = False) -> str:
-    """``auto``/``torch``/``openvino``/``onnx`` -> the backend that runs on ``device``.
-
-    ``auto`` is OpenVINO on a CPU where it is installed (the fastest CPU path measured), else
-    torch (one log line says so), or ONNX Runtime for a ``.onnx`` file; torch on CUDA (ONNX
-    Runtime's CUDA provider for a ``.onnx`` file).
-    """
-    global _fallback_logged
-    name = (backend or "auto").strip().lower()
-    if name not in BACKEND_CHOICES:
-        raise EngineConfigError(f"backend {name!r} is not one of {', '.join(BACKEND_CHOICES)}")
-    from seg_perception.runtime.openvino_backend import OPENVINO_PIN, openvino_available
-
-    if name == "auto":
-        if device.type == "cpu" and openvino_available():
-            return "openvino"
-        name = "onnx" if onnx_file else "torch"
-        if device.type == "cpu" and not _fallback_logged:
-            _fallback_logged = True
-            log.info("openvino is not installed: running on %s (pip install %s for the faster "
-                     "CPU path)", "ONNX Runtime" if onnx_file else "torch", OPENVINO_PIN)
-        return name
-    if name == "openvino" and device.type != "cpu":
-        raise EngineConfigError(f"backend 'openvino' runs on the CPU; for device {device} use "
-                                "backend 'torch' (or 'onnx' for a .onnx file)")
-    if name == "torch" and onnx_file:
-        raise EngineConfigError("a .onnx model runs on backend 'openvino' or 'onnx', not 'torch'")
-    return name
-
-
-def _precision_for(requested: str | None, device: torch.device, backend: str,
-                   file_precision: str = "fp32") -> tuple[str, str]:
-    """The precision ``backend`` runs and why; refuses combinations that cannot work."""
-    name = precision_name(requested)
-    if file_precision == "int8":
-        if name not in ("auto", "int8"):
-            raise EngineConfigError(f"this model file is quantised to int8; precision {name!r} "
-                                    "needs the fp32 export (or use precision 'auto'/'int8')")
-        if device.type != "cpu":
-            raise EngineConfigError(f"int8 exports run on the CPU, not on {device}")
-        return "int8", "int8 export" if name == "auto" else "requested"
-    if name == "int8":
-        raise EngineConfigError(
-            "precision 'int8' runs a quantised export: create one with `seg-perception export "
-            "--model NAME --int8 --calib-data DIR` and use that .onnx file as the model")
-    if backend == "onnx":
-        if name == "auto":
-            log.info("precision auto: fp32 (ONNX Runtime runs fp32 exports in fp32)")
-            return "fp32", "auto: ONNX Runtime runs fp32"
-        if name != "fp32":
-            raise EngineConfigError(f"backend 'onnx' runs fp32 exports in fp32 (or int8 "
-                                    f"exports); for {name} use backend 'openvino' or 'torch'")
-        return "fp32", "requested"
-    if name == "auto":
-        chosen, why = auto_precision(device)
-        log.info("precision auto: %s (%s)", chosen, why)
-        return chosen, f"auto: {why}"
-    return resolve_precision_name(name, device), "requested"
-
-
-def build_engine(
-    model: str = "default",
-    checkpoint: str | Path | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    input_size: tuple[int, int] | None = None,
-    threads: int | None = None,
-    *,
-    backend: str = "auto",
-    upsample: str = "auto",
-    map_to: Any = None,
-) -> tuple[SegEngine, EngineInfo]:
-    """Create the engine for a registered model (optionally with a checkpoint) or a .onnx file.
-
-    ``threads`` sets the CPU threads of torch, OpenVINO and ONNX Runtime (see
-    :func:`resolve_threads`); ``backend`` is one of :data:`BACKEND_CHOICES` (see
-    :func:`resolve_backend`); ``upsample`` is the postprocessing mode (:data:`UPSAMPLE_CHOICES`,
-    see the module docstring). ``map_to`` (a dataset's class facts) reads the model's classes
-    as that dataset's (:func:`.models.checkpoint.load_model`).
-    """
-    n_threads = resolve_threads(threads)
-    torch.set_num_threads(n_threads)
-    log.info("CPU threads for inference: %d of %d CPUs", n_threads, cpu_count())
-    if upsample not in UPSAMPLE_CHOICES:
-        raise EngineConfigError(
-            f"upsample {upsample!r} is not one of {', '.join(UPSAMPLE_CHOICES)}")
-    dev = resolve_device(device)
-    onnx_file = is_onnx_path(model)
-    chosen = resolve_backend(backend, dev, onnx_file)
-    if onnx_file:
-        return _build_from_onnx(model, dev, precision, input_size, n_threads, chosen, upsample)
-    from seg_perception.runtime.models.checkpoint import load_model
-
-    loaded = load_model(model, checkpoint, map_to=map_to)
-    prec, why = _precision_for(precision, dev, chosen)
-    size = tuple(input_size or loaded.meta.input_size)
-    if chosen == "openvino":
-        from seg_perception.runtime.openvino_backend import OpenVinoBackend
-
-        net: nn.Module | Backend = OpenVinoBackend.from_module(
-            loaded.model, loaded.meta, size, prec, n_threads, model_name=loaded.name,
-            weights=loaded.weights, trained=loaded.trained, uint8_input=True, planes=True)
-    elif chosen == "onnx":
-        import tempfile
-
-        from seg_perception.runtime.export import export_onnx
-        from seg_perception.runtime.onnx_backend import OnnxBackend
-
-        with tempfile.TemporaryDirectory(prefix="seg-onnx-") as tmp:
-            path = export_onnx(loaded.model, loaded.meta, Path(tmp) / f"{loaded.name}.onnx",
-                               size[0], size[1], model_name=loaded.name,
-                               weights=loaded.weights, trained=loaded.trained)
-            net = OnnxBackend(path, dev, n_threads)  # the session holds the graph in memory
-        net.weights = loaded.weights
-    else:
-        net = loaded.model
-    engine = SegEngine(net, loaded.meta, dev, prec, size, upsample=upsample)
-    info = EngineInfo(loaded.name, loaded.weights, loaded.trained, str(engine.device),
-                      engine.precision, chosen, why)
-    return engine, info
-
-
-def _build_from_onnx(path: str, dev: torch.device, precision: str,
-                     input_size: tuple[int, int] | None, threads: int, backend: str,
-                     upsample: str) -> tuple[SegEngine, EngineInfo]:
-    from seg_perception.runtime.export import ExportError, read_onnx_info
-
-    try:
-        file_precision = read_onnx_info(path).precision
-    except ExportError as exc:
-        raise EngineConfigError(str(exc)) from exc
-    prec, why = _precision_for(precision, dev, backend, file_precision)
-    if backend == "openvino":
-        from seg_perception.runtime.openvino_backend import OpenVinoBackend
-
-        net: Any = OpenVinoBackend.from_onnx(path, prec, threads, input_size, uint8_input=True,
-                                             planes=True)
-    else:
-        from seg_perception.runtime.onnx_backend import (
-            OnnxBackend,  # optional dependency: onnxruntime
-        )
-
-        net = OnnxBackend(path, dev, threads)
-    # A fixed-size export only accepts its own size (clear error for any other).
-    size = net.resolve_input_size(input_size)
-    engine = SegEngine(net, net.meta, dev, prec, size, upsample=upsample)
-    engine.precision = prec
-    info = EngineInfo(net.model_name, net.weights, net.trained, str(dev), prec, backend, why)
-    return engine, info
+__all__ = [
+    "PendingBatch",
+    "SegEngine",
+    "SegResult",
+]

@@ -1,25 +1,18 @@
-"""Every parameter of ``seg_node`` and ``process``: one table, one set of defaults.
+"""The parameter table: every parameter of ``seg_node`` and ``process``, one set of defaults.
 
-The table drives the node's ROS parameter declarations (:mod:`seg_perception.ros.params`
-turns each entry into a ``ParameterDescriptor``), the validation of new values at start-up,
-at run time and in ``process --params-file``, and ``config/seg.yaml``, which is generated
-from it (``python -m seg_perception.runtime.config > config/seg.yaml``; a test checks the file
-is current). :class:`PipelineConfig` is the immutable snapshot of the values the frame
-pipeline works with; the node builds a new one for each accepted parameter change and the
-worker reads one per frame.
-
-ROS-free and torch-free: nothing here imports rclpy, cv_bridge or torch.
+Split from the rest of :mod:`seg_perception.runtime.config` because the table is data
+that everything else reads (the node's declarations, validation, ``config/seg.yaml``):
+:class:`ParamSpec` (type, bounds, one value's check), :data:`PARAMS` and the per-camera
+``X.<name>`` entries a ``cameras`` list adds. Torch-free and ROS-free.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from seg_perception.runtime.engine_options import (
@@ -27,8 +20,6 @@ from seg_perception.runtime.engine_options import (
     PRECISION_CHOICES,
     is_device_choice,
 )
-from seg_perception.runtime.geometry.camera import CameraMounting
-from seg_perception.runtime.geometry.grid import MAX_CELLS, GridSpec
 from seg_perception.runtime.image_codec import DEFAULT_MAX_PIXELS
 
 #: ``image_type`` values: how camera_info is read for the grid (image_geometry semantics).
@@ -326,303 +317,20 @@ def camera_specs(cameras: Iterable[str], defaults: Mapping[str, Any] | None = No
             for spec in (camera_spec(cam, n, defaults.get(n)) for n in CAMERA_PARAMS)}
 
 
-def unknown_parameter_message(name: str, known: Iterable[str] = ()) -> str:
-    """Why ``name`` is not a parameter of the node, with the nearest real names."""
-    close = difflib.get_close_matches(name, [*PARAMS_BY_NAME, *known], n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(close)}?" if close else ""
-    return f"{name} is not a parameter of {NODE_NAME}{hint}"
-
-
-def is_ros_parameter(name: str) -> bool:
-    """Parameters every ROS node has or launch sets (never ours to check)."""
-    return name in ROS_PARAMETERS or name.startswith("qos_overrides.")
-
-
-def validate_values(values: Mapping[str, Any], where: str = "") -> dict[str, Any]:
-    """Every known parameter of ``values`` coerced and checked (unknown names are refused).
-
-    Per-camera names (``front.image_type``) are known for the cameras ``values`` lists in
-    ``cameras``. Raises :class:`ConfigError` naming the first bad parameter (prefixed with
-    ``where``).
-    """
-    out: dict[str, Any] = {}
-    prefix = f"{where}: " if where else ""
-    specs: Mapping[str, ParamSpec] = PARAMS_BY_NAME
-    if "cameras" in values:
-        try:
-            cameras = PARAMS_BY_NAME["cameras"].validate(values["cameras"])
-        except ConfigError as exc:
-            raise ConfigError(prefix + str(exc)) from None
-        specs = {**PARAMS_BY_NAME, **camera_specs(cameras)}
-    for name, value in values.items():
-        spec = specs.get(name)
-        if spec is None:
-            if is_ros_parameter(name):
-                continue
-            raise ConfigError(prefix + unknown_parameter_message(name, specs))
-        try:
-            out[name] = spec.validate(value)
-        except ConfigError as exc:
-            raise ConfigError(prefix + str(exc)) from None
-    return out
-
-
-def camera_values(values: Mapping[str, Any], camera: str) -> dict[str, Any]:
-    """``values`` as camera ``camera`` sees them: its own ``camera.<name>`` entries in place
-    of the global ones (the unprefixed camera ``""`` has none)."""
-    if not camera:
-        return dict(values)
-    out = dict(values)
-    for name in CAMERA_PARAMS:
-        own = values.get(camera_param(camera, name))
-        if own is not None:
-            out[name] = own
-    return out
-
-
-def check_camera_poses(configs: Mapping[str, PipelineConfig]) -> None:
-    """With several cameras and ``use_tf`` false each camera needs its own ``X.camera.*``
-    pose: two cameras at one pose would project both onto the same ground (the fused grid
-    wrong without an error). Raises :class:`ConfigError` (one line) naming them."""
-    if len(configs) < 2:
-        return
-    seen: dict[Any, str] = {}
-    for cam, cfg in configs.items():
-        if cfg.use_tf:
-            return
-        other = seen.setdefault(cfg.mounting, cam)
-        if other != cam:
-            raise ConfigError(
-                f"use_tf is false with cameras {', '.join(configs)}, but {other} and {cam} have "
-                f"the same camera.* pose; give each camera its own pose ({cam}.camera.x/y/z/"
-                "roll/pitch/yaw, ...), or set use_tf true (poses from /tf)")
-
-
-# --- the pipeline's snapshot ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """What the frame pipeline needs, validated as a whole; immutable, so a worker that holds
-    one sees a consistent set however the parameters change meanwhile.
-
-    Build it with :meth:`from_params`; the node keeps one per accepted parameter change.
-    """
-
-    grid: GridSpec
-    mounting: CameraMounting  # fallback camera pose (camera.*): body frame in grid_frame
-    grid_frame: str = "base_footprint"
-    max_range: float = 50.0
-    max_pixel_footprint: float = 1.0
-    speckle_area: int = 9
-    max_vertices: int = 64
-    min_region_area: float = 1.0
-    overlay_alpha: float = 0.5
-    use_tf: bool = True
-    tf_timeout: float = 0.05
-    image_type: str = "auto"
-    camera_info_tolerance: float = 0.0
-    fusion_max_age: float = 0.2
-    sync_window: float = 0.03
-
-    @classmethod
-    def from_params(cls, values: Mapping[str, Any] | None = None, camera: str = ""
-                    ) -> PipelineConfig:
-        """The snapshot for parameter ``values`` (missing names take their defaults), as
-        camera ``camera`` of ``cameras`` sees them (its ``camera.*`` entries replace the
-        global ones; ``""``: the global values).
-
-        Single values are checked against the table, then the combination (grid extent,
-        cell count, camera above the ground, positive limits); a :class:`ConfigError` names
-        the parameters involved.
-        """
-        p = {**DEFAULTS, **validate_values(values or {})}
-        if camera:
-            p = camera_values(p, camera)
-        grid = GridSpec(p["grid.resolution"], p["grid.x_min"], p["grid.x_max"],
-                        p["grid.y_min"], p["grid.y_max"])
-        if grid.x_min >= grid.x_max:
-            raise ConfigError(f"grid.x_min = {grid.x_min} must be < grid.x_max = {grid.x_max}")
-        if grid.y_min >= grid.y_max:
-            raise ConfigError(f"grid.y_min = {grid.y_min} must be < grid.y_max = {grid.y_max}")
-        cells = grid.width * grid.height
-        if cells > MAX_CELLS:
-            raise ConfigError(
-                f"grid of {grid.width}x{grid.height} = {cells} cells exceeds {MAX_CELLS}; raise "
-                "grid.resolution or shrink grid.x_min/x_max/y_min/y_max")
-        mounting = CameraMounting(p["camera.x"], p["camera.y"], p["camera.z"],
-                                  p["camera.roll"], p["camera.pitch"], p["camera.yaw"])
-        if not mounting.z > 0.0:
-            z_name = camera_param(camera, "camera.z") if camera else "camera.z"
-            raise ConfigError(
-                f"{z_name} = {mounting.z} m puts the camera at or below the ground plane z = 0 "
-                f"of grid_frame; the drivable grid needs {z_name} > 0")
-        for name in ("grid.max_range", "grid.max_pixel_footprint"):
-            if not p[name] > 0.0:
-                raise ConfigError(f"{name} = {p[name]} must be > 0 metres")
-        if not p["grid_frame"].strip("/"):
-            raise ConfigError("grid_frame must name a frame (e.g. base_footprint)")
-        return cls(
-            grid=grid,
-            mounting=mounting,
-            grid_frame=p["grid_frame"].lstrip("/"),
-            max_range=p["grid.max_range"],
-            max_pixel_footprint=p["grid.max_pixel_footprint"],
-            speckle_area=p["mask.speckle_area"],
-            max_vertices=p["boundary.max_vertices"],
-            min_region_area=p["boundary.min_region_area"],
-            overlay_alpha=p["overlay_alpha"],
-            use_tf=p["use_tf"],
-            tf_timeout=p["tf_timeout"],
-            image_type=p["image_type"],
-            camera_info_tolerance=p["camera_info_tolerance"],
-            fusion_max_age=p["fusion.max_age"],
-            sync_window=p["fusion.sync_window"],
-        )
-
-    @property
-    def mapper_key(self) -> tuple[Any, ...]:
-        """Everything a ground mapper depends on besides the camera model and pose."""
-        return (self.grid, self.max_range, self.max_pixel_footprint, self.speckle_area,
-                self.max_vertices, self.min_region_area)
-
-    def rectified(self, image_topic: str) -> bool:
-        """Whether images of ``image_topic`` are rectified (``image_type``; ``auto`` looks
-        at the topic's last name, an image_transport ``/compressed`` suffix dropped)."""
-        if self.image_type != "auto":
-            return self.image_type == "rectified"
-        parts = [p for p in image_topic.split("/") if p]
-        if len(parts) > 1 and parts[-1] in ("compressed", "compressedDepth", "theora"):
-            parts = parts[:-1]
-        return bool(parts) and parts[-1].startswith("image_rect")
-
-
-# --- ROS 2 parameter files ---------------------------------------------------------------------
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
-def read_params_file(path: str | Path, node_name: str = NODE_NAME
-                     ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """``(global, per_namespace)`` parameters of a ROS 2 parameter file, as the node reads it.
-
-    Global: sections ``/**``, ``**``, ``<node>``, ``/<node>``, ``/**/<node>``. Per namespace:
-    ``/<ns>/<node>`` and ``/<ns>/**`` (the latter applied first). Nested keys are joined with
-    dots (``grid: {resolution: 0.2}`` is ``grid.resolution``). Values are not checked here.
-    """
-    import yaml
-
-    path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read parameters file {path}: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: not a ROS 2 parameters file (top level must be a mapping)")
-    glob: dict[str, Any] = {}
-    per_ns: dict[str, dict[str, Any]] = {}
-    order = sorted(doc, key=lambda k: (not str(k).endswith("**"), str(k)))
-    for key in order:
-        section = doc[key]
-        if not isinstance(section, dict) or not isinstance(section.get("ros__parameters"),
-                                                           dict):
-            continue
-        params = _flatten(section["ros__parameters"])
-        name = "/" + str(key).strip("/")
-        if name in ("/**", f"/{node_name}", f"/**/{node_name}"):
-            glob.update(params)
-        elif name.endswith(f"/{node_name}") or name.endswith("/**"):
-            ns = name.rsplit("/", 1)[0]
-            per_ns.setdefault(ns, {}).update(params)
-    return glob, per_ns
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_fmt(v) for v in value) + "]"
-    return f'"{value}"' if isinstance(value, str) else repr(value)
-
-
-def describe(spec: ParamSpec) -> str:
-    """The description with the valid values and whether it can change at run time."""
-    desc = spec.description
-    if spec.choices:
-        desc += f" Valid: {', '.join(spec.choices)}."
-    if spec.min is not None or spec.max is not None:
-        lo = "-inf" if spec.min is None else spec.min
-        hi = "inf" if spec.max is None else spec.max
-        desc += f" Range: [{lo}, {hi}]."
-    desc += " Read-only." if spec.read_only else " Can be changed at run time."
-    return desc
-
-
-def params_yaml(params: Iterable[ParamSpec] = PARAMS) -> str:
-    """``config/seg.yaml``: every parameter with its default and its description as comments.
-
-    Regenerate the file with ``python -m seg_perception.runtime.config > config/seg.yaml``.
-    """
-    import textwrap
-
-    lines = [
-        "# Parameters of seg_node (and of `seg-perception process --params-file`): every",
-        "# parameter, with its default. Generated: python -m seg_perception.runtime.config",
-        "# Use: ros2 launch seg_perception seg.launch.py params_file:=/path/to/copy.yaml",
-        "#  or: seg_node --ros-args --params-file config/seg.yaml",
-        "# Model facts (input size, normalisation, classes, palette, drivable classes) travel",
-        "# with the weights and are not parameters.",
-        "/**:",
-        "  ros__parameters:",
-    ]
-    for p in params:
-        lines += ["    # " + line
-                  for line in textwrap.wrap(describe(p), 90, break_on_hyphens=False)]
-        lines.append(f"    {p.name}: {_fmt(p.default)}")
-        if p.name == "cameras":
-            lines += ["    # Several cameras, each with some values of its own, e.g.:",
-                      "    #   cameras: [front, left, right, rear]",
-                      "    #   front:",
-                      "    #     input_transport: compressed",
-                      "    #   rear:",
-                      "    #     image_type: rectified",
-                      "    #     camera:",
-                      "    #       yaw: 3.1416"]
-    return "\n".join(lines) + "\n"
-
-
 __all__ = [
     "CAMERA_PARAMS",
     "DEFAULTS",
     "IMAGE_TYPES",
     "MAX_CAMERAS",
+    "NODE_NAME",
     "PARAMS",
     "PARAMS_BY_NAME",
+    "ROS_PARAMETERS",
     "SINGLE_CAMERA",
     "ConfigError",
     "ParamSpec",
-    "PipelineConfig",
     "camera_names_problem",
     "camera_param",
     "camera_spec",
     "camera_specs",
-    "camera_values",
-    "check_camera_poses",
-    "describe",
-    "is_ros_parameter",
-    "params_yaml",
-    "read_params_file",
-    "unknown_parameter_message",
-    "validate_values",
 ]
-
-
-if __name__ == "__main__":
-    print(params_yaml(), end="")
