@@ -41,6 +41,8 @@ from seg_perception.offline.stage import ProcessStage
 from seg_perception.offline.topics import (
     FUSED_OUTPUTS,
     BagError,
+    map_qos,
+    map_topic,
     output_qos,
 )
 from seg_perception.offline.writer import BagWriteError, BagWriter, write_failure
@@ -111,6 +113,11 @@ def process_bag(
         produced = {t for s in streams for t in s.outputs.values()}
         if options.fused:
             produced |= set(FUSED_OUTPUTS)
+        maps = set()  # drivable/map topics (written where the recording's tf has map.frame)
+        if options.grid:
+            maps = ({map_topic("")} if options.fused
+                    else {map_topic(s.namespace) for s in streams})
+        produced |= maps
         if options.keep_input and (clash := sorted(produced & set(topics))):
             raise BagError(f"--keep-input: input topics {', '.join(clash)} have the names of "
                            "outputs; process a bag without them or drop --keep-input")
@@ -131,7 +138,7 @@ def process_bag(
                 # Leaving this block stops and joins the threads, before the reader closes.
                 with overlapped(source, stage.steps(), options.pipeline_depth,
                                 name="process") as items:
-                    _write_items(items, writer, summary, bar, on_frame)
+                    _write_items(items, writer, summary, bar, on_frame, maps)
         except KeyboardInterrupt:
             summary.interrupted = True
         except BagWriteError as exc:
@@ -154,14 +161,17 @@ def process_bag(
 
 
 def _write_items(items: Iterator[Any], writer: BagWriter, summary: ProcessSummary, bar: Any,
-                 on_frame: FrameHook | None) -> None:
+                 on_frame: FrameHook | None, latched: set[str] = frozenset()) -> None:
     """The writer of :func:`process_bag`: every item in input order, in the calling thread.
 
     A frame's outputs (and, with keep_input, its input copy) are written under
     :func:`hold_stop_signals`, so Ctrl-C never leaves a frame with only some of its outputs; a
     frame is counted in ``summary.frames`` when it is written or listed as bad. Each item
     ends with :meth:`BagWriter.mark`, the point a failed write cuts the bag back to.
+    ``latched`` topics (drivable/map) are recorded reliable and transient local, as the node
+    offers them, so a player republishes them latched.
     """
+    latched_qos = map_qos()
     for item in items:
         if isinstance(item, FrameOutput):
             with hold_stop_signals():
@@ -169,7 +179,7 @@ def _write_items(items: Iterator[Any], writer: BagWriter, summary: ProcessSummar
                     if frame.raw is not None:
                         _copy(writer, frame.conn, frame.raw, frame.log_time, summary)
                 for topic, msg, log_time in item.messages:
-                    writer.write(topic, msg, log_time)
+                    writer.write(topic, msg, log_time, latched_qos if topic in latched else None)
                 for frame in item.frames:
                     summary.frames[frame.cam.stream.image_topic] += 1
                 summary.processed += len(item.frames)

@@ -26,6 +26,13 @@ frame for the other cameras and then takes the latest frame of each; played in r
 rig whose frames of one trigger arrive within the window gives both the same cycles, hence
 the same fused grids. Offline nothing is dropped: a camera's second frame inside one window
 starts a new cycle instead of replacing the first.
+
+The persistent map (``drivable/map``, ``map.*``): where the recording's tf knows
+``map.frame`` (an ``odom -> base_footprint`` on /tf), every cycle's grid (the fused one of
+a rig, else the camera's) goes into the map of its output topic (``/drivable/map`` for a
+rig, ``<camera namespace>/drivable/map`` otherwise), written at the cycle's newest log
+time, as the node publishes it; a cycle whose transform is missing is warned about and
+leaves the map as it was. A recording without ``map.frame`` writes no map (one info line).
 """
 
 from __future__ import annotations
@@ -36,7 +43,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from seg_perception.offline.items import DecodedFrame, FrameOutput
-from seg_perception.offline.topics import FUSED_OUTPUTS, image_msg, kit, make_header
+from seg_perception.offline.topics import (
+    FUSED_OUTPUTS,
+    image_msg,
+    kit,
+    make_header,
+    map_topic,
+)
 from seg_perception.runtime import messages
 from seg_perception.runtime.geometry import CameraCalibration, CameraModel, Transform
 from seg_perception.runtime.pipeline import (
@@ -48,9 +61,11 @@ from seg_perception.runtime.pipeline import (
     FramePipeline,
     FusedGrid,
     GridFusion,
+    MapUpdate,
     PoseResult,
     resolve_pose,
 )
+from seg_perception.runtime.tf import TransformError
 
 if TYPE_CHECKING:
     from seg_perception.offline.job import ProcessOptions, ProcessSummary, Recording
@@ -85,7 +100,12 @@ class ProcessStage:
         self.want = set(IMAGE_ENCODINGS) | (set(GRID_OUTPUTS) if options.grid else set())
         self.fused_want = set(GRID_OUTPUTS) if options.fused else set()
         self.n_cameras = n_cameras if options.fused else 1
-        self._fused: list[tuple[str, Any, int]] = []
+        #: map.frame is in the recording's tf: a drivable/map is written
+        self.mapping = options.grid and options.config.map.frame in recording.tf.frames
+        if options.grid and not self.mapping:
+            log.info("no drivable/map: the recording's tf has no frame %r (map.frame)",
+                     options.config.map.frame)
+        self._extra: list[tuple[str, Any, int]] = []
         self.kit = kit()
 
     @property
@@ -129,7 +149,11 @@ class ProcessStage:
         for item in self.cycles(items):
             if isinstance(item, list):
                 frames = [self._cycle_frame(f) for f in item]
-                yield self.runner.start(frames, self.options.config, self.fused_want)
+                key = None
+                if self.mapping:
+                    key = map_topic("" if self.options.fused else item[0].cam.stream.namespace)
+                yield self.runner.start(frames, self.options.config, self.fused_want,
+                                        map_key=key)
             else:
                 yield item
 
@@ -148,7 +172,7 @@ class ProcessStage:
                           _Ref(item))
 
     def _output(self, cycle: Cycle) -> FrameOutput:
-        self._fused = []
+        self._extra = []
         self.runner.finish_images(cycle)
         self.runner.finish_grids(cycle)
         if self.options.fused:
@@ -159,7 +183,7 @@ class ProcessStage:
             if f.ref.no_grid is not None:
                 out.no_grid.append((f.ref.item.cam.stream.image_topic, f.ref.item.index,
                                     f.ref.no_grid))
-        out.messages += self._fused
+        out.messages += self._extra
         return out
 
     # -- the runner's context: the recording ----------------------------------------------
@@ -180,6 +204,14 @@ class ProcessStage:
 
     def _lookup(self, target: str, source: str, stamp_ns: int, timeout: float) -> Transform:
         return self.recording.tf.lookup(target, source, stamp_ns)
+
+    def map_transform(self, target: str, source: str, stamp_ns: int, timeout: float
+                      ) -> tuple[Transform | None, str | None]:
+        try:
+            return self.recording.tf.lookup(target, source, stamp_ns), None
+        except TransformError as exc:
+            return None, (f"drivable/map not updated at {stamp_ns * 1e-9:.3f} s: no transform "
+                          f"{target} <- {source} ({exc})")
 
     def pose(self, frame: CycleFrame) -> PoseResult:
         has_tf = self.recording.tf.messages > 0
@@ -226,12 +258,26 @@ class ProcessStage:
         ghdr = make_header(sec, nsec, fused.grid_frame)
         log_time = max(f.ref.item.log_time for f in cycle.frames)
         grid_topic, boundary_topic = FUSED_OUTPUTS
-        self._fused.append((grid_topic, messages.grid_message(
+        self._extra.append((grid_topic, messages.grid_message(
             self.kit, fused.grid, fused.spec, ghdr), log_time))
         if fused.boundary is not None:
-            self._fused.append((boundary_topic, messages.polygon_message(
+            self._extra.append((boundary_topic, messages.polygon_message(
                 self.kit, fused.boundary, ghdr), log_time))
         self.summary.fused += 1
+
+
+    def drivable_map(self, cycle: Cycle, update: MapUpdate) -> None:
+        if update.map is None:
+            kind = "".join(c for c in (update.problem or "")[:60] if not c.isdigit())
+            self.summary.warn(f"map:{kind}", update.problem or "drivable/map not updated")
+            return
+        if update.cleared:
+            log.info("time went back at %.3f s: drivable/map cleared", update.stamp_ns * 1e-9)
+        sec, nsec = divmod(update.stamp_ns, 1_000_000_000)
+        hdr = make_header(sec, nsec, update.frame)
+        log_time = max(f.ref.item.log_time for f in cycle.frames)
+        self._extra.append((cycle.map_key, messages.grid_message(
+            self.kit, update.map.grid(), update.spec, hdr), log_time))
 
 
 __all__ = ["ProcessStage"]

@@ -127,6 +127,11 @@ def output_topic(namespace: str, name: str) -> str:
     return f"{namespace.rstrip('/')}/{name}"
 
 
+def map_topic(namespace: str) -> str:
+    """The persistent map's topic for the camera (or rig: ``""``) in ``namespace``."""
+    return output_topic(namespace, "drivable/map")
+
+
 #: Topics of the fused surround grid of named ``cameras`` (the node's own, unprefixed).
 FUSED_OUTPUTS: dict[str, str] = {output_topic("", name): t for name, t in GRID_OUTPUTS.items()}
 
@@ -145,6 +150,13 @@ def output_qos(reliability: str = DEFAULTS["output_qos.reliability"],
 def tf_static_qos() -> list[Qos]:
     """The QoS of /tf_static (tf2's static broadcaster: reliable, transient local), so a
     player republishes it latched."""
+    from rosbags.interfaces import QosReliability
+
+    return _qos(1, QosReliability.RELIABLE, transient_local=True)
+
+
+def map_qos() -> list[Qos]:
+    """The QoS of drivable/map (the node's: reliable, transient local, depth 1)."""
     from rosbags.interfaces import QosReliability
 
     return _qos(1, QosReliability.RELIABLE, transient_local=True)
@@ -179,6 +191,8 @@ __all__ = [
     "image_msg",
     "kit",
     "make_header",
+    "map_qos",
+    "map_topic",
     "output_qos",
     "output_topic",
     "raw_image_msg",

@@ -262,6 +262,22 @@ class CameraChannel:
 
 
 @dataclass
+class FrameRef:
+    """The node's own part of a cycle frame (:class:`~seg_perception.runtime.pipeline.
+    CycleFrame.ref`): its camera's topics, its message, whether its
+    grid step waits for its camera_info."""
+
+    channel: CameraChannel
+    frame: Frame
+    waits: bool = False
+
+
+def frame_ref(frame: Any) -> FrameRef:
+    """The node's part of a runner's cycle frame."""
+    return frame.ref
+
+
+@dataclass
 class FusedOutputs:
     """The publishers of the fused surround grid and boundary of a multi-camera node."""
 
@@ -281,20 +297,31 @@ class FusedOutputs:
         node.destroy_publisher(self.boundary)
 
 
+def map_qos() -> QoSProfile:
+    """``drivable/map``: reliable, transient local, depth 1 (like a map server's map): a
+    planner that subscribes late gets the latest map at once."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
 class CameraUser(Protocol):
     """What the cameras are attached to (the node's worker): frames arrive under ``ready``
-    into ``channels``; ``fused`` holds the fused outputs' publishers of a camera rig."""
+    into ``channels``; ``fused`` holds the fused outputs' publishers of a camera rig,
+    ``map_pub`` the persistent map's."""
 
     ready: threading.Condition
     channels: list[CameraChannel]
     fused: FusedOutputs | None
+    map_pub: Any
 
 
 def open_cameras(node: Node, params: ParameterBridge, worker: CameraUser,
                  warn: Callable[..., None]) -> list[CameraChannel]:
     """The topics of every camera of ``params.cameras`` (a :class:`CameraChannel` each, its
     own ``input_transport``), attached to ``worker``; with named cameras also the fused
-    ``drivable/grid`` and ``drivable/boundary`` publishers (``worker.fused``). Undo with
+    ``drivable/grid`` and ``drivable/boundary`` publishers (``worker.fused``); the
+    persistent ``drivable/map`` publisher (``worker.map_pub``). Undo with
     :func:`close_cameras`."""
     in_qos = qos(params["image_qos.reliability"], params["image_qos.depth"])
     out_qos = qos(params["output_qos.reliability"], params["output_qos.depth"])
@@ -302,6 +329,7 @@ def open_cameras(node: Node, params: ParameterBridge, worker: CameraUser,
         worker.fused = FusedOutputs(
             node.create_publisher(OccupancyGrid, "drivable/grid", out_qos),
             node.create_publisher(PolygonStamped, "drivable/boundary", out_qos))
+    worker.map_pub = node.create_publisher(OccupancyGrid, "drivable/map", map_qos())
     channels: list[CameraChannel] = []
     try:
         for name in params.cameras:
@@ -327,7 +355,20 @@ def close_cameras(node: Node, worker: CameraUser, channels: list[CameraChannel])
     if worker.fused is not None:
         worker.fused.destroy(node)
         worker.fused = None
+    if worker.map_pub is not None:
+        node.destroy_publisher(worker.map_pub)
+        worker.map_pub = None
 
 
-__all__ = ["CameraChannel", "CameraUser", "Frame", "FusedOutputs", "close_cameras", "open_cameras",
-           "qos"]
+__all__ = [
+    "CameraChannel",
+    "CameraUser",
+    "Frame",
+    "FrameRef",
+    "FusedOutputs",
+    "close_cameras",
+    "frame_ref",
+    "map_qos",
+    "open_cameras",
+    "qos",
+]

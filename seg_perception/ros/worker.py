@@ -23,21 +23,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 import rclpy
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage
 
 from seg_perception.ros import tf_pose
-from seg_perception.ros.camera_io import CameraChannel, Frame, FusedOutputs
-from seg_perception.ros.conversions import KIT, compressed_to_rgb, imgmsg_to_rgb, numpy_to_imgmsg
+from seg_perception.ros.camera_io import CameraChannel, Frame, FrameRef, FusedOutputs, frame_ref
+from seg_perception.ros.conversions import compressed_to_rgb, imgmsg_to_rgb
+from seg_perception.ros.node_sink import NodeSink
 from seg_perception.ros.params import ParameterBridge
-from seg_perception.runtime import messages
-from seg_perception.runtime.geometry import CameraCalibration
+from seg_perception.runtime.geometry import CameraCalibration, Transform
 from seg_perception.runtime.image_codec import ImageDecodeError
 from seg_perception.runtime.pipeline import (
-    IMAGE_ENCODINGS,
     JUMP_BACK_S,
     FramePipeline,
     GridFusion,
@@ -45,8 +44,8 @@ from seg_perception.runtime.pipeline import (
     resolve_pose,
 )
 from seg_perception.runtime.pipeline.cycle import Cycle, CycleFrame, CycleRunner
-from seg_perception.runtime.pipeline.fusion import FusedGrid
 from seg_perception.runtime.stats import Percentiles, RateMeter, problem_kind
+from seg_perception.runtime.tf import TransformError
 
 #: Longest time (s) a frame's grid step is deferred for its camera_info after its image
 #: outputs went out (only while none stamped at or after the frame has arrived); no thread
@@ -57,20 +56,6 @@ INFO_WAIT = 0.25
 INFO_WAIT_RETRY = 2.0
 #: Cycles whose grid step waits at most; beyond, the oldest is finished without waiting more.
 DEFERRED_MAX = 32
-
-
-@dataclass
-class _Ref:
-    """The node's own part of a cycle frame: its camera's topics, its message, whether its
-    grid step waits for its camera_info."""
-
-    channel: CameraChannel
-    frame: Frame
-    waits: bool = False
-
-
-def _ref(frame: CycleFrame) -> _Ref:
-    return frame.ref
 
 
 class FrameWorker:
@@ -92,13 +77,15 @@ class FrameWorker:
         self.tf_reason = tf_reason
         self.warn = warn
         self.fused = fused
-        self.runner = CycleRunner(pipeline, self, self, GridFusion())
+        self.runner = CycleRunner(pipeline, self, NodeSink(self), GridFusion())
+        self.map_pub: Any = None  # drivable/map (open_cameras makes it)
+        self.map_published = 0
         self.channels: list[CameraChannel] = []
         self.ready = threading.Condition()
         self.done = RateMeter()
         self.latency = Percentiles()
         self.stage_ms = {k: Percentiles() for k in ("decode", "inference", "publish", "grid",
-                                                    "boundary")}
+                                                    "boundary", "map")}
         self.idle = 0
         #: cycles run, their wall time (ms, taking the frames to the last publish), their
         #: batch sizes (frames through the network at once), fused grids published
@@ -113,7 +100,7 @@ class FrameWorker:
         #: cycles (in order) whose image outputs are out and whose grid step waits for a
         #: camera_info (or for an earlier cycle that does); seg_outputs' own
         self._deferred: deque[Cycle] = deque()
-        self._lookup_builds = 0
+        self.lookup_builds = 0
         self.time_jumps = 0
 
     @property
@@ -216,7 +203,7 @@ class FrameWorker:
                     self._drain()
             except Exception as exc:  # the node must outlive any single bad cycle
                 frames = cycle.frames if cycle is not None else []
-                if not self._failed([_ref(f).channel for f in frames] or list(self.channels),
+                if not self._failed([frame_ref(f).channel for f in frames] or list(self.channels),
                                     exc):
                     return
 
@@ -249,13 +236,14 @@ class FrameWorker:
         configs = self.params.configs  # one snapshot for the whole cycle
         gconfig = self.params.config
         fused_want = self.fused.wanted() if self.fused is not None else set()
+        map_want = self.map_pub is not None and self.map_pub.get_subscription_count() > 0
         frames: list[CycleFrame] = []
         limit = self.params["max_image_pixels"]
         for channel, frame in todo:
             config = configs.get(channel.name, gconfig)
             want = channel.wanted()
-            if fused_want:
-                want.add("drivable/grid")  # the camera's grid feeds the fused one
+            if fused_want or map_want:
+                want.add("drivable/grid")  # the camera's grid feeds the fused one and the map
             if not want:
                 self.idle += 1
                 channel.idle += 1
@@ -273,8 +261,10 @@ class FrameWorker:
             frames.append(CycleFrame(
                 channel.name, rgb, int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec),
                 msg.header.frame_id, config, want, config.rectified(channel.image_topic),
-                _Ref(channel, frame)))
-        return self.runner.start(frames, gconfig, fused_want)
+                FrameRef(channel, frame)))
+        return self.runner.start(frames, gconfig, fused_want,
+                                 fuse=self.fused is not None and bool(fused_want or map_want),
+                                 map_key="" if map_want else None)
 
     def finish_cycle(self, cycle: Cycle, defer: bool = True) -> None:
         """The rest of a cycle: image outputs published, then each camera's grid and the
@@ -286,8 +276,8 @@ class FrameWorker:
         self._check_time_jumps(cycle.frames)
         now = time.monotonic()
         for f in cycle.frames:
-            _ref(f).waits = defer and f.wants_grid and self._may_wait(f, now)
-        if any(_ref(f).waits for f in cycle.frames):
+            frame_ref(f).waits = defer and f.wants_grid and self._may_wait(f, now)
+        if any(frame_ref(f).waits for f in cycle.frames):
             cycle.deadline = now + INFO_WAIT
         if cycle.deadline or self._deferred:
             self._deferred.append(cycle)  # after the cycles before it, in order
@@ -296,7 +286,7 @@ class FrameWorker:
             self._finish_grids(cycle)
         now_s = self.node.get_clock().now().nanoseconds * 1e-9
         for f in cycle.frames:
-            channel = _ref(f).channel
+            channel = frame_ref(f).channel
             channel.done.tick()
             self.done.tick()
             stamp = f.stamp_ns * 1e-9
@@ -313,7 +303,7 @@ class FrameWorker:
     def _may_wait(self, f: CycleFrame, now: float) -> bool:
         """Whether ``f``'s grid step is to wait for its camera_info: one may still come, the
         camera's camera_infos are usable and the last wait was not in vain (lately)."""
-        ch = _ref(f).channel
+        ch = frame_ref(f).channel
         if ch.info_problem is not None or now < ch.info_wait_until:
             return False
         return ch.infos.may_still_come(f.stamp_ns, f.config.camera_info_tolerance)
@@ -322,9 +312,9 @@ class FrameWorker:
         """A frame of ``cycle`` still waits for its camera_info (none came that matches or
         follows it, and its camera has not waited in vain since)."""
         now = time.monotonic()
-        return any(_ref(f).waits and now >= _ref(f).channel.info_wait_until
-                   and _ref(f).channel.info_problem is None
-                   and _ref(f).channel.infos.may_still_come(f.stamp_ns,
+        return any(frame_ref(f).waits and now >= frame_ref(f).channel.info_wait_until
+                   and frame_ref(f).channel.info_problem is None
+                   and frame_ref(f).channel.infos.may_still_come(f.stamp_ns,
                                                             f.config.camera_info_tolerance)
                    for f in cycle.frames)
 
@@ -359,7 +349,7 @@ class FrameWorker:
         vain does not wait again for a while."""
         now = time.monotonic()
         for f in cycle.frames:
-            ref = _ref(f)
+            ref = frame_ref(f)
             if not f.wants_grid:
                 continue
             if ref.channel.infos.match(f.stamp_ns, f.config.camera_info_tolerance) is not None:
@@ -378,7 +368,7 @@ class FrameWorker:
         latency statistics are dropped, with one info line."""
         bound = round(JUMP_BACK_S * 1e9)
         for f in frames:
-            ch, stamp = _ref(f).channel, f.stamp_ns
+            ch, stamp = frame_ref(f).channel, f.stamp_ns
             newest = ch.newest_stamp_ns
             if newest is None or stamp >= newest:
                 ch.newest_stamp_ns = stamp
@@ -402,7 +392,7 @@ class FrameWorker:
 
     # -- the runner's context -------------------------------------------------------------
     def calibration(self, frame: CycleFrame) -> tuple[CameraCalibration | None, str | None]:
-        ch = _ref(frame).channel
+        ch = frame_ref(frame).channel
         calibration = ch.infos.match(frame.stamp_ns, frame.config.camera_info_tolerance)
         if calibration is not None:
             return calibration, None
@@ -418,67 +408,12 @@ class FrameWorker:
         return resolve_pose(frame.config, frame.frame_id, frame.stamp_ns,
                             self.tf.lookup if self.tf is not None else None, self.tf_reason)
 
-    # -- the runner's sink: publishing ----------------------------------------------------
-    def images(self, frame: CycleFrame) -> None:
-        ref = _ref(frame)
-        header = ref.frame.msg.header
-        assert frame.result is not None
-        for name, encoding in IMAGE_ENCODINGS.items():
-            arr = frame.result.image(name)
-            if arr is not None:
-                ref.channel.pubs[name].publish(numpy_to_imgmsg(arr, encoding, header))
-
-    def grid(self, frame: CycleFrame) -> None:
-        channel, header, result = _ref(frame).channel, _ref(frame).frame.msg.header, \
-            frame.result
-        assert result is not None and frame.pose is not None
-        pose = frame.pose
-        source = f"{pose.source} ({pose.detail})" if pose.detail else pose.source
-        if pose.mounting is not None and source != channel.pose_source:
-            channel.pose_source = source
-            self.node.get_logger().info(f"{channel.image_topic}: camera pose from {source}")
-        made = result.grid is not None and result.grid_spec is not None
-        channel.note_grid(made, result.no_grid, time.monotonic())
-        if not made:
-            channel.no_grid += 1
-            reason = result.no_grid or "unknown"
-            key = "no_grid." + channel.name + "." + "".join(
-                ch for ch in reason[:40] if not ch.isdigit())
-            self.warn(key, f"{channel.image_topic}: no drivable/grid for this frame (image "
-                      f"outputs were published): {reason}")
-            return
-        if result.lookup_built:
-            self._lookup_builds += 1
-            view = frame.calibration
-            assert view is not None
-            self.warn("lookup." + channel.name,
-                      f"{channel.image_topic}: ground lookup built for a "
-                      f"{view.image_size[0]}x{view.image_size[1]} "
-                      f"{'rectified' if frame.rectified else 'raw'} camera at pose "
-                      f"{pose.mounting} ({self._lookup_builds} builds so far)", "info")
-        ghdr = messages.header(KIT, header.stamp.sec, header.stamp.nanosec, result.grid_frame)
-        if channel.grid_pub is not None and channel.grid_pub.get_subscription_count() > 0:
-            channel.grid_pub.publish(
-                messages.grid_message(KIT, result.grid, result.grid_spec, ghdr))
-        # The camera's boundary only where its own topic is subscribed.
-        if channel.boundary_pub is not None and result.boundary is not None \
-                and channel.boundary_pub.get_subscription_count() > 0:
-            channel.boundary_pub.publish(messages.polygon_message(KIT, result.boundary, ghdr))
-        for stage in ("grid", "boundary"):
-            if stage in result.timings:
-                self.stage_ms[stage].add(result.timings[stage])
-
-    def fused_grid(self, cycle: Cycle, fused: FusedGrid) -> None:
-        if fused.left_out:
-            ages = ", ".join(f"{c} {a:.2f} s" for c, a in fused.left_out.items())
-            self.warn("fusion.left_out", f"fused drivable/grid without cameras whose latest "
-                      f"grid is older than fusion.max_age = {cycle.config.fusion_max_age:g} "
-                      f"s: {ages}", "info")
-        sec, nsec = divmod(fused.stamp_ns, 1_000_000_000)
-        ghdr = messages.header(KIT, sec, nsec, fused.grid_frame)
-        assert self.fused is not None
-        if "drivable/grid" in cycle.fused_want:
-            self.fused.grid.publish(messages.grid_message(KIT, fused.grid, fused.spec, ghdr))
-        if "drivable/boundary" in cycle.fused_want and fused.boundary is not None:
-            self.fused.boundary.publish(messages.polygon_message(KIT, fused.boundary, ghdr))
-        self.fused_published += 1
+    def map_transform(self, target: str, source: str, stamp_ns: int, timeout: float
+                      ) -> tuple[Transform | None, str | None]:
+        why = f"drivable/map needs the transform {target} <- {source}"
+        if self.tf is None:
+            return None, f"{why}, and tf is off ({self.tf_reason or 'no tf'})"
+        try:
+            return self.tf.lookup(target, source, stamp_ns, timeout), None
+        except TransformError as exc:
+            return None, f"{why} at {stamp_ns * 1e-9:.3f} s: {exc}; the map is not updated"

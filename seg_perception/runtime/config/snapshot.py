@@ -9,13 +9,15 @@ one for each accepted parameter change and the worker reads one per frame.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from seg_perception.runtime.config.table import DEFAULTS, ConfigError, camera_param
 from seg_perception.runtime.config.validate import camera_values, validate_values
 from seg_perception.runtime.geometry.camera import CameraMounting
+from seg_perception.runtime.geometry.drivable_map import MapConfig
 from seg_perception.runtime.geometry.grid import MAX_CELLS, GridSpec
 
 
@@ -42,6 +44,7 @@ class PipelineConfig:
     camera_info_tolerance: float = 0.0
     fusion_max_age: float = 0.2
     sync_window: float = 0.03
+    map: MapConfig = field(default_factory=MapConfig)
 
     @classmethod
     def from_params(cls, values: Mapping[str, Any] | None = None, camera: str = ""
@@ -80,6 +83,9 @@ class PipelineConfig:
                 raise ConfigError(f"{name} = {p[name]} must be > 0 metres")
         if not p["grid_frame"].strip("/"):
             raise ConfigError("grid_frame must name a frame (e.g. base_footprint)")
+        drivable_map = MapConfig(**{f.name: p[f"map.{f.name}"] for f in fields(MapConfig)})
+        drivable_map = dataclasses.replace(drivable_map, frame=drivable_map.frame.lstrip("/"))
+        drivable_map.validate()
         return cls(
             grid=grid,
             mounting=mounting,
@@ -96,6 +102,7 @@ class PipelineConfig:
             camera_info_tolerance=p["camera_info_tolerance"],
             fusion_max_age=p["fusion.max_age"],
             sync_window=p["fusion.sync_window"],
+            map=drivable_map,
         )
 
     @property

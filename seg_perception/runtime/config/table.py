@@ -245,6 +245,34 @@ PARAMS: tuple[ParamSpec, ...] = (
               "last wait is not waited for until it sends again); process puts one frame per "
               "camera in a cycle whose header stamps are within this of the cycle's first "
               "(0: equal stamps) (s).", read_only=False, min=0.0, max=10.0),
+    ParamSpec("map.frame", "odom",
+              "Persistent map (drivable/map): the frame it accumulates in (REP 105: odom, "
+              "continuous); each cycle needs the transform map.frame <- grid_frame at its "
+              "stamp.", read_only=False),
+    ParamSpec("map.size_x", 60.0,
+              "Persistent map: window length along map.frame x, centred on the vehicle (m).",
+              read_only=False, min=0.0, max=10_000.0),
+    ParamSpec("map.size_y", 60.0,
+              "Persistent map: window length along map.frame y, centred on the vehicle (m).",
+              read_only=False, min=0.0, max=10_000.0),
+    ParamSpec("map.resolution", 0.2, "Persistent map: cell size (m).", read_only=False,
+              min=0.001, max=100.0),
+    ParamSpec("map.hit", 0.85,
+              "Persistent map: log-odds one occupied observation adds (> 0; clamped at "
+              "3.5).", read_only=False, min=0.0, max=5.5),
+    ParamSpec("map.miss", -0.4,
+              "Persistent map: log-odds one free observation adds (< 0; clamped at -2).",
+              read_only=False, min=-5.5, max=0.0),
+    ParamSpec("map.decay_s", 5.0,
+              "Persistent map: cells not observed decay toward unknown with this time "
+              "constant of stamp time (s).", read_only=False, min=0.0, max=86_400.0),
+    ParamSpec("map.free_threshold", 0.8,
+              "Persistent map: a cell reads free (0) only when its probability of being free "
+              "exceeds this ...", read_only=False, min=0.5, max=1.0),
+    ParamSpec("map.occupied_hold_s", 0.5,
+              "Persistent map: ... and no observation called it occupied for this long; a "
+              "cell the current grid sees occupied is occupied at once (s).",
+              read_only=False, min=0.0, max=3600.0),
     ParamSpec("mask.speckle_area", 9,
               "Drivable-mask blobs and gaps smaller than about this many pixels are removed "
               "before projection (0: no cleaning).", min=0, max=10000, read_only=False),

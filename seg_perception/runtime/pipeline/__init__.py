@@ -16,6 +16,7 @@ from seg_perception.runtime.pipeline.cycle import (
     CycleFrame,
     CycleRunner,
     CycleSink,
+    MapUpdate,
 )
 from seg_perception.runtime.pipeline.frames import (
     GRID_OUTPUTS,
@@ -49,6 +50,7 @@ __all__ = [
     "FrameResult",
     "FusedGrid",
     "GridFusion",
+    "MapUpdate",
     "PendingInference",
     "PoseResult",
     "TransformLookup",
