@@ -29,6 +29,7 @@ from seg_perception.runtime.geometry import (
     GridSpec,
     Transform,
 )
+from seg_perception.sim.map_eval import pose_transform
 from seg_perception.sim.rig import BASE_FRAME, SURROUND_GRID, Rig, render_rig, surround_rig
 from seg_perception.sim.scene import drive_sequence, render_scene
 
@@ -40,6 +41,8 @@ DEMO_FRAME_ID = "camera_optical_frame"
 DEMO_BODY_FRAME = "camera_link"
 DEMO_BASE_FRAME = "base_footprint"
 START_NS = 1_700_000_000 * 1_000_000_000  # bag time of the first synthetic frame
+#: The odometry frame of the synthetic drives (REP 105), the persistent map's default frame.
+ODOM_FRAME = "odom"
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,9 @@ def write_surround_drive(
 
     Per frame and camera: ``/X/image_raw`` (rgb8) and ``/X/camera_info``, all cameras with
     the same stamp (a hardware-triggered rig), ``frame_id`` the camera's optical frame; the
-    rig on ``/tf_static`` (``base_footprint -> X_camera_link -> X_camera_optical_frame``).
+    rig on ``/tf_static`` (``base_footprint -> X_camera_link -> X_camera_optical_frame``);
+    per frame the vehicle's exact odometry on ``/tf`` (``odom -> base_footprint``, odom
+    being the road frame moved to the start pose, REP 105), for the persistent map.
     With ``truth`` the generator's exact per-camera and fused grids on ``grid`` go to that
     .npz, to score a fused grid against.
     """
@@ -140,11 +145,17 @@ def write_surround_drive(
     info_topics = {c.name: f"/{c.name}/camera_info" for c in rig.cameras}
     stamps, fused, per_cam = [], [], []
     rng = np.random.default_rng(seed)
+    odom_from_road: Transform | None = None
     with BagWriter(bag) as writer:
         writer.write("/tf_static", tf_msg(rig.transforms(BASE_FRAME)), START_NS,
                      qos=tf_static_qos())
         for i, spec in enumerate(drive_sequence(frames, fps=fps, rng=rng)):
             t = START_NS + round(i * 1e9 / fps)
+            if odom_from_road is None:
+                odom_from_road = pose_transform(*spec.ego).inverse()
+            odom = odom_from_road @ pose_transform(*spec.ego)
+            writer.write("/tf", tf_msg([(ODOM_FRAME, BASE_FRAME, odom)], t // 1_000_000_000,
+                                       t % 1_000_000_000), t)
             render = render_rig(spec, rig, grid, np.random.default_rng(seed + i))
             for cam in rig.cameras:
                 header = make_header(t // 1_000_000_000, t % 1_000_000_000, cam.optical_frame)

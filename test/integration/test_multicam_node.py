@@ -55,6 +55,19 @@ def key(msg: Any) -> tuple[int, int]:
     return msg.header.stamp.sec, msg.header.stamp.nanosec
 
 
+def odom_tf(msg: Any) -> TransformStamped:
+    """A bag's (rosbags) TransformStamped as rclpy's, stamp and all."""
+    ts = TransformStamped()
+    ts.header.stamp = Time(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec)
+    ts.header.frame_id, ts.child_frame_id = msg.header.frame_id, msg.child_frame_id
+    t, q = msg.transform.translation, msg.transform.rotation
+    ts.transform.translation.x, ts.transform.translation.y, ts.transform.translation.z = (
+        t.x, t.y, t.z)
+    ts.transform.rotation.x, ts.transform.rotation.y = q.x, q.y
+    ts.transform.rotation.z, ts.transform.rotation.w = q.z, q.w
+    return ts
+
+
 def rig_tf(rig: Any) -> list[TransformStamped]:
     out = []
     for parent, child, tr in rig.transforms():
@@ -375,9 +388,10 @@ def test_node_and_process_give_the_same_fused_grids_for_the_same_bag(
     """A generated 4-camera bag (the rear camera silent from its third frame on) through
     ``process_bag`` with ``cameras``, and its frames through seg_node over DDS one cycle at a
     time: the same fused grid and boundary, stamp by stamp, the rear camera taking part
-    while within fusion.max_age and left out after, in both. ``topics``: the node as
-    without tf2_ros (a pip-only install), reading /tf_static itself: each camera its own
-    pose, the same grids."""
+    while within fusion.max_age and left out after, in both; with the drive's odometry on
+    /tf, the same persistent drivable/map bytes after every cycle. ``topics``: the node as
+    without tf2_ros (a pip-only install), reading /tf and /tf_static itself: each camera its
+    own pose, the same grids and maps."""
     pytest.importorskip("tf2_ros", reason="tf2_ros is not installed (the ROS 2 kit "
                         "of ../shared/ros2 or a full ROS 2 install provides it)")
     if tf_source == "topics":
@@ -417,15 +431,20 @@ def test_node_and_process_give_the_same_fused_grids_for_the_same_bag(
     with open_bag(tmp_path / "out") as reader:
         msgs = [(c.topic, store.deserialize_cdr(raw, c.msgtype))
                 for c, _, raw in reader.messages()
-                if c.topic in ("/drivable/grid", "/drivable/boundary")]
+                if c.topic in ("/drivable/grid", "/drivable/boundary", "/drivable/map")]
+    with open_bag(bag) as reader:  # the drive's odometry, to send with each cycle
+        odom = {key(m.transforms[0]): m.transforms[0] for c, _, raw in reader.messages()
+                if c.topic == "/tf" for m in [store.deserialize_cdr(raw, c.msgtype)]}
+    offline_maps = {key(m): m for topic, m in msgs if topic == "/drivable/map"}
     for topic, msg in msgs:
         k = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         grid, boundary = offline.get(k, (None, None))
-        offline[k] = (msg, boundary) if topic == "/drivable/grid" else (grid, msg)
+        if topic != "/drivable/map":
+            offline[k] = (msg, boundary) if topic == "/drivable/grid" else (grid, msg)
     frames: dict[tuple[int, int], list[Any]] = {}
     for f in iter_frames(bag):
         frames.setdefault((f.header.stamp.sec, f.header.stamp.nanosec), []).append(f)
-    assert sorted(frames) == sorted(offline) and len(frames) == 5
+    assert sorted(frames) == sorted(offline) == sorted(offline_maps) and len(frames) == 5
 
     ns = f"/it_bag_vs_node_{tf_source}"  # its own: the probe keeps the other run's messages
     node = NodeProcess(tmp_path / "node.log", {
@@ -437,6 +456,10 @@ def test_node_and_process_give_the_same_fused_grids_for_the_same_bag(
     for topic, typ in ((f"{ns}/drivable/grid", OccupancyGrid),
                        (f"{ns}/drivable/boundary", PolygonStamped)):
         probe.subscribe(typ, topic)
+    probe.subscribe(OccupancyGrid, f"{ns}/drivable/map")
+    import tf2_ros
+
+    odom_pub = tf2_ros.TransformBroadcaster(probe.node)
     try:
         with probe.static_tf(rig_tf(rig)):
             pubs = {c: probe.publisher(Image, f"{ns}/{c}/image") for c in CAMERAS}
@@ -446,7 +469,8 @@ def test_node_and_process_give_the_same_fused_grids_for_the_same_bag(
             for i, stamp in enumerate(sorted(frames)):
                 cycle = frames[stamp]
 
-                def tick(cycle: list[Any] = cycle) -> None:
+                def tick(cycle: list[Any] = cycle, stamp: tuple[int, int] = stamp) -> None:
+                    odom_pub.sendTransform(odom_tf(odom[stamp]))
                     for f in cycle:
                         cam = f.topic.split("/")[1]
                         hdr = Header(stamp=Time(sec=f.header.stamp.sec,
@@ -461,7 +485,8 @@ def test_node_and_process_give_the_same_fused_grids_for_the_same_bag(
 
                 def both(stamp: tuple[int, int] = stamp) -> bool:
                     return all(any(key(m) == stamp for m in probe.messages(t)) for t in (
-                        f"{ns}/drivable/grid", f"{ns}/drivable/boundary"))
+                        f"{ns}/drivable/grid", f"{ns}/drivable/boundary",
+                        f"{ns}/drivable/map"))
 
                 probe.wait_until(both, timeout=120, what=f"fused grid {i}", tick=tick, period=4.0)
                 live = next(m for m in probe.messages(f"{ns}/drivable/grid") if key(m) == stamp)
@@ -477,6 +502,13 @@ def test_node_and_process_give_the_same_fused_grids_for_the_same_bag(
                     polygon_from_message(live_b).astype(np.float32).reshape(-1, 2),
                     np.array([(p.x, p.y) for p in boundary_msg.polygon.points],
                              np.float32).reshape(-1, 2))
+                live_m = next(m for m in probe.messages(f"{ns}/drivable/map") if key(m) == stamp)
+                want_m = offline_maps[stamp]
+                assert live_m.header.frame_id == want_m.header.frame_id == "odom"
+                assert (live_m.info.origin.position.x, live_m.info.origin.position.y) == (
+                    want_m.info.origin.position.x, want_m.info.origin.position.y)
+                assert bytes(np.asarray(live_m.data, np.int8)) == bytes(
+                    np.asarray(want_m.data, np.int8)), f"drivable/map differs at cycle {i}"
             node.wait_for_log("fused drivable/grid without cameras whose latest grid is older "
                               "than fusion.max_age = 0.25 s: rear 0.30 s", timeout=30)
             assert node.alive() and "Traceback" not in node.log()

@@ -24,7 +24,10 @@ from seg_perception.offline.topics import (
 from seg_perception.offline.writer import BagWriter
 from seg_perception.runtime.config import PipelineConfig
 from seg_perception.runtime.engine import SegResult
+from seg_perception.runtime.geometry import GridSpec
+from seg_perception.runtime.geometry.drivable_map import DrivableMap
 from seg_perception.runtime.pipeline import FramePipeline, FrameResult, GridFusion
+from seg_perception.runtime.tf import TransformBuffer
 from seg_perception.sim.demo_report import write_surround_drive
 from seg_perception.sim.rig import SURROUND_GRID, surround_rig
 
@@ -274,3 +277,52 @@ def test_cycles_are_the_same_sequential_and_overlapped(tmp_path: Path, drive: Pa
             outputs.append([(c.topic, t, bytes(raw)) for c, t, raw in reader.messages()])
     assert len(outputs[0]) == len(outputs[1]) > 0
     assert outputs[0] == outputs[1]
+
+
+def test_the_persistent_map_is_written_per_cycle_in_odom(tmp_path: Path, drive: Path,
+                                                         engine: Any) -> None:
+    """The drive's odometry on /tf: one /drivable/map per cycle in ``odom``, at the fused
+    grid's stamp and log time, recorded latched; the last one equals the bag's fused grids
+    folded into a map with the bag's odom poses; its window moved with the vehicle."""
+    summary = process_bag(drive, tmp_path / "out", engine, options=_options(),
+                          progress=False)
+    assert summary.warnings == [] and summary.written["/drivable/map"] == FRAMES
+    out = read_bag(tmp_path / "out")
+    maps, grids = out["/drivable/map"], out["/drivable/grid"]
+    assert [t for t, _ in maps] == [t for t, _ in grids]
+    assert [_ns(m.header.stamp) for _, m in maps] == [_ns(m.header.stamp) for _, m in grids]
+    assert {m.header.frame_id for _, m in maps} == {"odom"}
+    with open_bag(tmp_path / "out") as reader:
+        [conn] = [c for c in reader.connections if c.topic == "/drivable/map"]
+        assert conn.ext.offered_qos_profiles[0].durability.name == "TRANSIENT_LOCAL"
+    tf = TransformBuffer.from_messages((m, False) for _, m in read_bag(drive)["/tf"])
+    again = DrivableMap(_config().map)
+    for _, g in grids:
+        again.update(_grid(g), GridSpec(g.info.resolution, g.info.origin.position.x,
+                                        g.info.origin.position.x + g.info.width
+                                        * g.info.resolution, g.info.origin.position.y,
+                                        g.info.origin.position.y + g.info.height
+                                        * g.info.resolution),
+                     tf.lookup("odom", "base_footprint", _ns(g.header.stamp)),
+                     _ns(g.header.stamp))
+    last = maps[-1][1]
+    data = np.asarray(last.data, np.int8).reshape(last.info.height, last.info.width)
+    np.testing.assert_array_equal(data, again.grid())
+    assert (data == 0).sum() > 100 and (data == 100).sum() > 100
+    assert last.info.origin.position.x - maps[0][1].info.origin.position.x >= 2.0  # 8 m/s
+
+
+def test_no_odometry_no_map_and_a_missing_pose_is_warned(tmp_path: Path, drive: Path,
+                                                        engine: Any) -> None:
+    """A recording without ``map.frame`` writes no map and says nothing more than an info
+    line; one whose odometry stops before the last cycle warns and leaves that cycle out."""
+    copy_bag(drive, tmp_path / "no_tf", drop=lambda topic, i: topic == "/tf")
+    summary = process_bag(tmp_path / "no_tf", tmp_path / "out1", engine, options=_options(),
+                          progress=False)
+    assert summary.warnings == [] and "/drivable/map" not in read_bag(tmp_path / "out1")
+    copy_bag(drive, tmp_path / "cut", drop=lambda topic, i: topic == "/tf" and i == FRAMES - 1)
+    summary = process_bag(tmp_path / "cut", tmp_path / "out2", engine, options=_options(),
+                          progress=False)
+    assert summary.written["/drivable/map"] == FRAMES - 1
+    assert len(summary.warnings) == 1 and "no transform odom <- base_footprint" in \
+        summary.warnings[0], summary.warnings

@@ -30,7 +30,7 @@ import numpy as np
 
 from seg_perception.runtime.config import PipelineConfig
 from seg_perception.runtime.geometry import CameraCalibration, GridSpec, Transform
-from seg_perception.runtime.geometry.drivable_map import DrivableMap
+from seg_perception.runtime.geometry.drivable_map import TIME_JUMP_NS, DrivableMap
 from seg_perception.runtime.pipeline.frames import GRID_OUTPUTS, CameraFrame, FrameResult
 from seg_perception.runtime.pipeline.fusion import FusedGrid, GridFusion
 from seg_perception.runtime.pipeline.pipeline import FramePipeline, PendingInference
@@ -75,7 +75,9 @@ class Cycle:
     rule, the map's); ``fused_want`` the fused outputs asked for; ``fuse`` whether the
     frames are fused at all (a rig: for ``fused_want`` or for the map); ``map_key`` names
     the persistent map this cycle's grid goes into (None: none; ``process`` keeps one per
-    output topic). ``timings`` are the cycle's stages (ms: ``inference`` is the forward
+    output topic; a grid stamped at or before the map's last update, e.g. a frame sent
+    twice, is not folded in again, unless time went back by more than 1 s, which clears
+    the map). ``timings`` are the cycle's stages (ms: ``inference`` is the forward
     pass and its postprocessing, ``images`` the sink's image outputs, ``map`` the map's
     update). ``deadline`` is the adapter's (the node's calibration wait).
     """
@@ -240,6 +242,9 @@ class CycleRunner:
         drivable_map = self.maps.get(key)
         if drivable_map is None or drivable_map.config != config:
             drivable_map = self.maps[key] = DrivableMap(config)
+        last = drivable_map.stamp_ns
+        if last is not None and last - TIME_JUMP_NS <= stamp <= last:
+            return  # this instant (or an earlier one) is in the map already: never twice
         t0 = time.perf_counter()
         transform, problem = self.context.map_transform(config.frame, grid_frame, stamp,
                                                         cycle.config.tf_timeout)

@@ -3,12 +3,14 @@ reaches the sink, in which order, and why a frame has no grid."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
 from seg_perception.runtime.config import PipelineConfig
 from seg_perception.runtime.engine import SegResult
-from seg_perception.runtime.geometry import CameraCalibration
+from seg_perception.runtime.geometry import CameraCalibration, Transform
 from seg_perception.runtime.geometry.grid import FREE, OCCUPIED
 from seg_perception.runtime.pipeline import (
     GRID_OUTPUTS,
@@ -18,6 +20,7 @@ from seg_perception.runtime.pipeline import (
     CycleRunner,
     FramePipeline,
     FusedGrid,
+    MapUpdate,
     PoseResult,
 )
 from seg_perception.sim.rig import SURROUND_GRID, render_rig, surround_rig
@@ -147,3 +150,62 @@ def test_an_empty_cycle_is_none() -> None:
     sink = Recorder()
     runner = CycleRunner(FramePipeline(TruthEngine({})), sink, sink)
     assert runner.start([], CONFIG) is None and runner.run([], CONFIG) is None
+
+
+class MapContext(Recorder):
+    """The recorder with the vehicle's odom pose by stamp (None: no transform then)."""
+
+    def __init__(self, pose: Callable[[int], Transform | None]) -> None:
+        super().__init__()
+        self.pose_at = pose
+        self.maps: list[MapUpdate] = []
+
+    def map_transform(self, target: str, source: str, stamp_ns: int, timeout: float
+                      ) -> tuple[Transform | None, str | None]:
+        pose = self.pose_at(stamp_ns)
+        return (pose, None) if pose is not None else (None, f"no {target} <- {source}")
+
+    def drivable_map(self, cycle: Cycle, update: MapUpdate) -> None:
+        self.calls.append(("map", update.frame))
+        self.maps.append(update)
+
+
+def _odom(x: float) -> Transform:
+    return Transform.from_matrix(np.eye(3), (x, 0.0, 0.0))
+
+
+def test_the_cycle_grid_goes_into_the_persistent_map_with_its_odom_pose(scene: object) -> None:
+    """Each cycle's fused grid is folded into the map at its odom pose (free after a few
+    agreeing cycles, occupied at once); a cycle without the transform leaves the map as it
+    was and says why; the window follows the vehicle in odom."""
+    engine = TruthEngine({})
+    sink = MapContext(lambda t: _odom(0.0) if t < 50_000 else None if t < 60_000
+                      else _odom(10.0))
+    runner = CycleRunner(FramePipeline(engine), sink, sink)
+    want = {"drivable/grid"}
+
+    def cycle_at(offset: int) -> Cycle:
+        frames = _frames(scene, engine, want)
+        for f in frames:
+            f.stamp_ns += offset
+        return runner.run(frames, CONFIG, set(), fuse=True, map_key="")
+
+    for k in range(5):  # 5 agreeing cycles at the same pose
+        cycle = cycle_at(10_000 * k)
+        assert cycle.fused is not None and sink.calls[-1] == ("map", "odom")
+    first = sink.maps[-1]
+    assert first.map is not None and not first.cleared and "map" in cycle.timings
+    grid0 = first.map.grid().copy()
+    assert (grid0 == FREE).any() and (grid0 == OCCUPIED).any()
+    assert first.spec.shape == grid0.shape
+    assert first.map.origin == pytest.approx((-30.0, -30.0))  # 60 m centred on the vehicle
+    calls = len(sink.calls)
+    cycle_at(40_000)  # the last cycle's frames again (a frame sent twice): not folded twice
+    assert np.array_equal(first.map.grid(), grid0) and ("map", "odom") not in sink.calls[calls:]
+    cycle_at(50_000)
+    assert sink.maps[-1].map is None and "odom <- base_footprint" in sink.maps[-1].problem
+    assert np.array_equal(first.map.grid(), grid0)  # not updated without its transform
+    cycle_at(60_000)
+    assert sink.maps[-1].map is first.map  # one map, its window moved 10 m with the vehicle
+    assert first.map.origin == pytest.approx((-20.0, -30.0))
+    assert len(runner.maps) == 1
