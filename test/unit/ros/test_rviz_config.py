@@ -21,7 +21,10 @@ DISPLAY_TYPES = {
 }
 # The node (no namespace): subscriptions and publications with their types (CONTRACT.md).
 NODE_TOPICS = {"/image": "sensor_msgs/msg/Image",
-               **{f"/{name}": msgtype for name, msgtype in OUTPUT_TYPES.items()}}
+               **{f"/{name}": msgtype for name, msgtype in OUTPUT_TYPES.items()},
+               "/drivable/map": "nav_msgs/msg/OccupancyGrid"}
+#: The one output published transient local (like a map server's map); the rest volatile.
+LATCHED = {"/drivable/map"}
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +61,11 @@ def test_every_topic_is_one_of_the_node(config: dict[str, Any]) -> None:
         assert NODE_TOPICS[name] == DISPLAY_TYPES[display["Class"]], display["Name"]
         shown[name] = topic
     assert set(shown) == {"/image", "/overlay", "/labels_color", "/drivable/grid",
-                          "/drivable/boundary"}
-    # The node publishes reliable + volatile: a transient-local subscription (rviz's Map
-    # default) would be incompatible and never connect.
-    assert all(t["Durability Policy"] == "Volatile" for t in shown.values())
+                          "/drivable/boundary", "/drivable/map"}
+    # The node publishes reliable + volatile but for the map: a transient-local subscription
+    # (rviz's Map default) to a volatile topic would be incompatible and never connect.
+    assert all(t["Durability Policy"] == ("Transient Local" if n in LATCHED else "Volatile")
+               for n, t in shown.items())
 
 
 def test_node_publishes_the_image_outputs() -> None:
@@ -78,6 +82,7 @@ SURROUND_TOPICS = {
     **{f"/{c}/{name}": msgtype for c in CAMERAS for name, msgtype in OUTPUT_TYPES.items()},
     "/drivable/grid": "nav_msgs/msg/OccupancyGrid",
     "/drivable/boundary": "geometry_msgs/msg/PolygonStamped",
+    "/drivable/map": "nav_msgs/msg/OccupancyGrid",
 }
 
 
@@ -96,8 +101,9 @@ def test_surround_config_shows_four_cameras_and_the_fused_grid() -> None:
         assert SURROUND_TOPICS[name] == DISPLAY_TYPES[display["Class"]], display["Name"]
         shown[name] = topic
     assert set(shown) == {*(f"/{c}/overlay" for c in CAMERAS), "/drivable/grid",
-                          "/drivable/boundary"}
-    assert all(t["Durability Policy"] == "Volatile" for t in shown.values())
+                          "/drivable/boundary", "/drivable/map"}
+    assert all(t["Durability Policy"] == ("Transient Local" if n in LATCHED else "Volatile")
+               for n, t in shown.items())
     assert any(d["Class"] == "rviz_default_plugins/TF" for d in displays(manager["Displays"]))
 
 
