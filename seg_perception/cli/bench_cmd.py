@@ -182,6 +182,13 @@ def run(args: argparse.Namespace) -> int:
             want_confidence=args.confidence)
         report["machine"] = machine_info(engine.device)
         print(format_multicam(report))
+        from seg_perception.tools.map_bench import bench_map
+
+        report["map_update"] = bench_map(cycles=200)  # per cycle, on the fused grid
+        m = report["map_update"]
+        print(f"drivable/map update per cycle (map.* defaults, one core): "
+              f"{m['map_update']:.2f} ms median, {m['map_update_p95']:.2f} ms p95 "
+              f"({int(m['cells'])} cells)")
     else:
         report.update(run_bench(engine, args.frames, args.warmup, args.camera, flops_model,
                                 args.peak_size, want_confidence=args.confidence, image=image))

@@ -194,3 +194,14 @@ def test_bench_nonsense_sizes_print_one_line_and_exit_2(args: list[str]) -> None
     lines = (done.stdout + done.stderr).strip().splitlines()
     assert len(lines) == 1 and "error: argument" in lines[0], lines
     assert "Traceback" not in done.stderr
+
+
+def test_bench_of_a_rig_reports_the_map_update(tmp_path: Path) -> None:
+    """``bench --cameras``: the batched rig figures and the persistent map's per-cycle cost
+    (``map_update``, the map.* defaults) in the JSON; the cost is a figure, not a test."""
+    path = tmp_path / "rig.json"
+    assert main(["bench", "--model", "tiny_seg", "--device", "cpu", "--cameras", "1,2",
+                 "--frames", "2", "--warmup", "1", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    assert report["map_update"]["cells"] == 300 * 300
+    assert report["map_update"]["map_update"] > 0 and report["map_update"]["cycles"] > 0
