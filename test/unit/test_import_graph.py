@@ -52,6 +52,16 @@ def import_graph() -> dict[str, set[str]]:
                     sub = f"{base}.{a.name}"
                     targets.append(sub if sub in modules else base)
             graph[name].update(t for t in targets if t in modules and t != name)
+            # importing a.b.c runs package a.b's __init__ first: an edge to it, unless it is
+            # a package the importer itself lives in (its __init__ importing its own
+            # submodules is the usual package layout, not a cycle)
+            for t in targets:
+                parts = t.split(".")
+                for k in range(2, len(parts)):
+                    parent = ".".join(parts[:k])
+                    if parent in modules and not (name == parent
+                                                  or name.startswith(parent + ".")):
+                        graph[name].add(parent)
     return graph
 
 
@@ -100,6 +110,16 @@ def test_no_import_cycles() -> None:
     assert "seg_perception.runtime.engine.onnx_backend" in graph[
         "seg_perception.runtime.engine.build"]
     assert cycles(graph) == []
+
+
+def test_a_cycle_through_a_package_init_is_seen() -> None:
+    """``from a.b.c import x`` runs ``a/b/__init__`` first; a cycle through it breaks the
+    import of whichever module comes first, though no module names the other directly."""
+    graph = import_graph()
+    assert "seg_perception.runtime.config" in graph[
+        "seg_perception.runtime.pipeline.cycle"]  # imports runtime.config (the package)
+    assert "seg_perception.runtime.geometry" in graph[
+        "seg_perception.runtime.config.snapshot"]  # imports runtime.geometry.camera
 
 
 def test_cycle_finder_finds_a_cycle() -> None:

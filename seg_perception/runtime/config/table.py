@@ -20,6 +20,7 @@ from seg_perception.runtime.engine_options import (
     PRECISION_CHOICES,
     is_device_choice,
 )
+from seg_perception.runtime.errors import ConfigError
 from seg_perception.runtime.image_codec import DEFAULT_MAX_PIXELS
 
 #: ``image_type`` values: how camera_info is read for the grid (image_geometry semantics).
@@ -35,10 +36,6 @@ MAX_CAMERAS = 16
 #: ``front.input_transport``, ``rear.camera.yaw``); they default to the global value.
 CAMERA_PARAMS = ("input_transport", "image_type", "camera.x", "camera.y", "camera.z",
                  "camera.roll", "camera.pitch", "camera.yaw")
-
-
-class ConfigError(ValueError):
-    """A parameter value, or a combination of values, that cannot be used (says which)."""
 
 
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a double", str: "a string",

@@ -35,7 +35,7 @@ from dataclasses import dataclass, fields
 import cv2
 import numpy as np
 
-from seg_perception.runtime.config.table import ConfigError
+from seg_perception.runtime.errors import ConfigError
 from seg_perception.runtime.geometry.grid import FREE, OCCUPIED, UNKNOWN, GridSpec
 from seg_perception.runtime.geometry.transform import Transform
 
