@@ -142,6 +142,23 @@ def export_onnx(
     return path
 
 
+def exported_input_size(name: str, default: tuple[int, int],
+                        fixed_size: tuple[int, int] | None,
+                        requested: tuple[int, int] | None,
+                        error: type[Exception] = ExportError) -> tuple[int, int]:
+    """The size frames of exported file ``name`` are resized to: ``requested`` (any size for
+    a dynamic export, only ``fixed_size`` for a fixed one: ``error`` otherwise) or, when
+    None, ``default``."""
+    if requested is None:
+        return default
+    requested = (int(requested[0]), int(requested[1]))
+    if fixed_size is not None and requested != fixed_size:
+        raise error(f"{name} was exported for input {fixed_size[0]}x{fixed_size[1]}, not "
+                    f"{requested[0]}x{requested[1]}; re-export with --width/--height (or "
+                    "--dynamic)")
+    return requested
+
+
 @dataclass
 class OnnxFileInfo:
     """What an exported ``.onnx`` file says about itself (see :func:`export_onnx`)."""
@@ -158,16 +175,8 @@ class OnnxFileInfo:
 
     def resolve_input_size(self, requested: tuple[int, int] | None) -> tuple[int, int]:
         """The size frames are resized to: the exported one, or any for dynamic exports."""
-        if requested is None:
-            return tuple(self.meta.input_size)
-        requested = (int(requested[0]), int(requested[1]))
-        if self.fixed_size is not None and requested != self.fixed_size:
-            raise ExportError(
-                f"{self.path.name} was exported for input {self.fixed_size[0]}x"
-                f"{self.fixed_size[1]}, not {requested[0]}x{requested[1]}; re-export with "
-                "--width/--height (or --dynamic)"
-            )
-        return requested
+        return exported_input_size(self.path.name, tuple(self.meta.input_size),
+                                   self.fixed_size, requested, ExportError)
 
 
 def read_onnx_info(path: str | Path) -> OnnxFileInfo:

@@ -341,21 +341,3 @@ def camera_specs(cameras: Iterable[str], defaults: Mapping[str, Any] | None = No
     return {spec.name: spec for cam in cameras if cam
             for spec in (camera_spec(cam, n, defaults.get(n)) for n in CAMERA_PARAMS)}
 
-
-__all__ = [
-    "CAMERA_PARAMS",
-    "DEFAULTS",
-    "IMAGE_TYPES",
-    "MAX_CAMERAS",
-    "NODE_NAME",
-    "PARAMS",
-    "PARAMS_BY_NAME",
-    "ROS_PARAMETERS",
-    "SINGLE_CAMERA",
-    "ConfigError",
-    "ParamSpec",
-    "camera_names_problem",
-    "camera_param",
-    "camera_spec",
-    "camera_specs",
-]

@@ -23,6 +23,7 @@ from seg_perception.runtime.export import (
     PRECISION_KEY,
     TRAINED_KEY,
     WEIGHTS_KEY,
+    exported_input_size,
     model_outputs,
 )
 from seg_perception.runtime.models.checkpoint import META_KEY, MODEL_KEY
@@ -145,16 +146,8 @@ class OnnxBackend:
 
     def resolve_input_size(self, requested: tuple[int, int] | None) -> tuple[int, int]:
         """The size frames are resized to: the exported one, or any for dynamic exports."""
-        if requested is None:
-            return tuple(self.meta.input_size)
-        requested = (int(requested[0]), int(requested[1]))
-        if self.fixed_size is not None and requested != self.fixed_size:
-            raise EngineConfigError(
-                f"{self.path.name} was exported for input {self.fixed_size[0]}x"
-                f"{self.fixed_size[1]}, not {requested[0]}x{requested[1]}; re-export with "
-                "--width/--height (or --dynamic)"
-            )
-        return requested
+        return exported_input_size(self.path.name, tuple(self.meta.input_size),
+                                   self.fixed_size, requested, EngineConfigError)
 
     def _check_shape(self, x: torch.Tensor) -> None:
         if self.fixed_size is not None and (x.shape[3], x.shape[2]) != self.fixed_size:

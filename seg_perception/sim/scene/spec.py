@@ -191,22 +191,3 @@ class SceneRender:
     grid_world: np.ndarray | None = None  # (height, width) int8 world layout, no -1
     visibility: CellVisibility | None = field(default=None, repr=False)
 
-
-__all__ = [
-    "BICYCLIST",
-    "BUILDING",
-    "CAR",
-    "FENCE",
-    "PAVEMENT",
-    "PEDESTRIAN",
-    "POLE",
-    "ROAD",
-    "SIGN",
-    "SKY",
-    "STRAIGHT",
-    "TREE",
-    "BoxObstacle",
-    "RoadGeometry",
-    "SceneRender",
-    "SceneSpec",
-]
