@@ -257,7 +257,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("map.hit", 0.85,
               "Persistent map: log-odds one occupied observation adds (> 0; clamped at "
               "3.5).", read_only=False, min=0.0, max=5.5),
-    ParamSpec("map.miss", -0.4,
+    ParamSpec("map.miss", -0.7,
               "Persistent map: log-odds one free observation adds (< 0; clamped at -2).",
               read_only=False, min=-5.5, max=0.0),
     ParamSpec("map.decay_s", 5.0,
@@ -266,7 +266,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("map.free_threshold", 0.8,
               "Persistent map: a cell reads free (0) only when its probability of being free "
               "exceeds this ...", read_only=False, min=0.5, max=1.0),
-    ParamSpec("map.occupied_hold_s", 0.5,
+    ParamSpec("map.occupied_hold_s", 0.2,
               "Persistent map: ... and no observation called it occupied for this long; a "
               "cell the current grid sees occupied is occupied at once (s).",
               read_only=False, min=0.0, max=3600.0),

@@ -122,7 +122,7 @@ def test_occupied_at_once_even_on_a_confident_free_cell():
 
 
 def test_free_only_after_the_threshold_and_the_hold():
-    m = DrivableMap(MapConfig(size_x=20.0, size_y=20.0, occupied_hold_s=2.0))
+    m = DrivableMap(MapConfig(size_x=20.0, size_y=20.0, miss=-0.4, occupied_hold_s=2.0))
     values = []
     for k in range(4):
         m.update(grid_with(), SPEC, pose(), k * DT)
@@ -143,7 +143,7 @@ def test_free_only_after_the_threshold_and_the_hold():
 
 
 def test_log_odds_are_clamped():
-    m = DrivableMap(MapConfig(size_x=20.0, size_y=20.0, occupied_hold_s=0.0))
+    m = DrivableMap(MapConfig(size_x=20.0, size_y=20.0, miss=-0.4, occupied_hold_s=0.0))
     occ = grid_with(occupied=((1.1, 1.1),))
     for k in range(50):
         m.update(occ, SPEC, pose(), k * DT)
