@@ -7,7 +7,6 @@ from __future__ import annotations
 import struct
 import subprocess
 import sys
-import time
 import tracemalloc
 import zlib
 
@@ -52,15 +51,13 @@ def test_png_bomb_is_refused_from_its_header_without_decoding() -> None:
     header = compressed_header(bomb)
     assert (header.codec, header.width, header.height) == ("png", 16000, 16000)
     tracemalloc.start()
-    t0 = time.perf_counter()
     with pytest.raises(ImageDecodeError, match=r"16000x16000 = 256\.0 M pixels exceeds the "
                        r"limit of 40\.0 M pixels") as info:
         decode_compressed("rgb8; png compressed bgr8", bomb)
-    elapsed = time.perf_counter() - t0
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert info.value.kind == "size.too_large"
-    assert peak < 20_000_000 and elapsed < 1.0, (peak, elapsed)
+    assert peak < 20_000_000, peak  # 768 MB had it been decoded
 
 
 def test_jpeg_size_comes_from_its_frame_header() -> None:
