@@ -17,12 +17,12 @@ from geometry_msgs.msg import PolygonStamped, TransformStamped
 from nav_msgs.msg import OccupancyGrid
 from rclpy.parameter import Parameter
 from ros_harness import NodeProcess, Probe
+from ros_msgs import image, info, key, transforms
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from seg_perception.runtime.geometry import CameraModel
+from seg_perception.runtime.geometry import Transform
 from seg_perception.runtime.geometry.fusion import fuse_grids
-from seg_perception.runtime.image_codec import encode_raw
 from seg_perception.runtime.messages import grid_from_message, polygon_from_message
 from seg_perception.sim.demo_report import agreement
 from seg_perception.sim.rig import SURROUND_GRID, render_rig, surround_rig
@@ -37,48 +37,16 @@ GRID = {"grid.resolution": SURROUND_GRID.resolution, "grid.x_min": SURROUND_GRID
 T0 = 1_700_000_000
 
 
-def image(rgb: np.ndarray, hdr: Header) -> Image:
-    data, step = encode_raw(rgb, "rgb8")
-    return Image(header=hdr, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8",
-                 step=step, data=bytes(data))
-
-
-def info(hdr: Header, model: CameraModel) -> CameraInfo:
-    p = np.zeros(12)
-    p[[0, 1, 2, 4, 5, 6, 10]] = np.asarray(model.K)[[0, 1, 2, 3, 4, 5, 8]]
-    return CameraInfo(header=hdr, width=model.width, height=model.height, k=list(model.K),
-                      d=list(model.D), distortion_model="plumb_bob", r=list(np.eye(3).ravel()),
-                      p=list(p))
-
-
-def key(msg: Any) -> tuple[int, int]:
-    return msg.header.stamp.sec, msg.header.stamp.nanosec
-
-
 def odom_tf(msg: Any) -> TransformStamped:
     """A bag's (rosbags) TransformStamped as rclpy's, stamp and all."""
-    ts = TransformStamped()
-    ts.header.stamp = Time(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec)
-    ts.header.frame_id, ts.child_frame_id = msg.header.frame_id, msg.child_frame_id
     t, q = msg.transform.translation, msg.transform.rotation
-    ts.transform.translation.x, ts.transform.translation.y, ts.transform.translation.z = (
-        t.x, t.y, t.z)
-    ts.transform.rotation.x, ts.transform.rotation.y = q.x, q.y
-    ts.transform.rotation.z, ts.transform.rotation.w = q.z, q.w
-    return ts
+    tr = Transform.from_quaternion((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+    return transforms([(msg.header.frame_id, msg.child_frame_id, tr)],
+                      Time(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec))[0]
 
 
 def rig_tf(rig: Any) -> list[TransformStamped]:
-    out = []
-    for parent, child, tr in rig.transforms():
-        ts = TransformStamped()
-        ts.header.frame_id, ts.child_frame_id = parent, child
-        (ts.transform.translation.x, ts.transform.translation.y,
-         ts.transform.translation.z) = tr.translation
-        (ts.transform.rotation.x, ts.transform.rotation.y, ts.transform.rotation.z,
-         ts.transform.rotation.w) = tr.quaternion
-        out.append(ts)
-    return out
+    return transforms(list(rig.transforms()))
 
 
 # --- in process: one model, topics, parameters ----------------------------------------------

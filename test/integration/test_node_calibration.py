@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import rclpy
 from builtin_interfaces.msg import Time
@@ -17,11 +16,12 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from nav_msgs.msg import OccupancyGrid
 from rclpy.parameter import Parameter
 from ros_harness import NodeProcess, Probe, spinning
+from ros_msgs import image, key
+from ros_msgs import info as camera_info
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from seg_perception.runtime.geometry import CameraModel, CameraMounting
-from seg_perception.runtime.image_codec import encode_raw
 from seg_perception.sim.scene import SceneSpec, render_scene
 
 CAM = CameraModel.from_fov(160, 120, 80.0)
@@ -38,23 +38,11 @@ def header(i: int) -> Header:
     return Header(stamp=Time(sec=sec, nanosec=nsec), frame_id="cam_optical")
 
 
-def image(rgb: np.ndarray, hdr: Header) -> Image:
-    data, step = encode_raw(rgb, "rgb8")
-    return Image(header=hdr, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8",
-                 step=step, data=bytes(data))
-
-
 def info(hdr: Header, model: CameraModel = CAM, zero_k: bool = False) -> CameraInfo:
-    k = [0.0] * 9 if zero_k else list(model.K)
-    p = np.zeros(12)
-    p[[0, 1, 2, 4, 5, 6, 10]] = np.asarray(k)[[0, 1, 2, 3, 4, 5, 8]]
-    return CameraInfo(header=hdr, width=model.width, height=model.height, k=k,
-                      d=list(model.D), distortion_model="plumb_bob",
-                      r=list(np.eye(3).ravel()), p=list(p))
-
-
-def key(msg: Any) -> tuple[int, int]:
-    return msg.header.stamp.sec, msg.header.stamp.nanosec
+    msg = camera_info(hdr, model)
+    if zero_k:  # an uncalibrated camera
+        msg.k, msg.p = [0.0] * 9, [0.0] * 12
+    return msg
 
 
 def kh(hdr: Header) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from rclpy.parameter import Parameter
 from ros_harness import spinning
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
+from waiting import wait_until
 
 from seg_perception.runtime.geometry import CameraModel
 from seg_perception.runtime.image_codec import encode_raw
@@ -93,13 +94,13 @@ def test_the_map_needs_odom_and_clears_when_time_goes_back() -> None:
 
         try:
             send(T0)  # no odom yet: no map, a warning naming both frames
-            deadline_wait(lambda: warned_of("map.transform"), "the missing odom warning")
+            wait_until(lambda: warned_of("map.transform"), "the missing odom warning")
             assert fake.sent == []
             message = next(m for k, m in warned if k == "map.transform")
             assert "odom <- base_footprint" in message
             _odom(node, T0 + 1, 0.0)
             send(T0 + 1)
-            deadline_wait(lambda: len(fake.sent) == 1, "the first map")
+            wait_until(lambda: len(fake.sent) == 1, "the first map")
             first = fake.sent[0]
             assert first.header.frame_id == "odom" and first.header.stamp.sec == T0 + 1
             assert (first.info.width, first.info.height) == (300, 300)
@@ -107,18 +108,10 @@ def test_the_map_needs_odom_and_clears_when_time_goes_back() -> None:
             node.tf.buffer.clear()  # what tf2 does itself when /clock goes back
             _odom(node, T0 - 10, 5.0)
             send(T0 - 10)  # a bag played again: time went back by 11 s
-            deadline_wait(lambda: warned_of("map.cleared"), "the map cleared")
-            deadline_wait(lambda: len(fake.sent) == 2, "the map after the jump")
+            wait_until(lambda: warned_of("map.cleared"), "the map cleared")
+            wait_until(lambda: len(fake.sent) == 2, "the map after the jump")
             assert fake.sent[1].info.origin.position.x == pytest.approx(-25.0)
         finally:
             worker.map_pub = real_pub
             worker.warn = real_warn
 
-
-def deadline_wait(cond: Any, what: str, timeout: float = 120.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)

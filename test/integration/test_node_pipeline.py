@@ -21,6 +21,7 @@ from nav_msgs.msg import OccupancyGrid
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from ros_harness import NodeProcess, Probe
+from ros_msgs import image, info, key, transforms
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
@@ -31,7 +32,6 @@ from seg_perception.runtime.geometry import (
     GridSpec,
     Transform,
 )
-from seg_perception.runtime.image_codec import encode_raw
 from seg_perception.sim.scene import SceneSpec, render_scene
 
 pytestmark = pytest.mark.integration
@@ -51,41 +51,13 @@ def header(i: int, frame_id: str = "cam_optical") -> Header:
     return Header(stamp=Time(sec=T0 + i, nanosec=500 + i), frame_id=frame_id)
 
 
-def image(rgb: np.ndarray, hdr: Header) -> Image:
-    data, step = encode_raw(rgb, "rgb8")
-    return Image(header=hdr, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8",
-                 step=step, data=bytes(data))
-
-
-def info(hdr: Header, model: CameraModel = CAM) -> CameraInfo:
-    p = np.zeros(12)
-    p[[0, 1, 2, 4, 5, 6, 10]] = np.asarray(model.K)[[0, 1, 2, 3, 4, 5, 8]]
-    return CameraInfo(header=hdr, width=model.width, height=model.height, k=list(model.K),
-                      d=list(model.D), distortion_model="plumb_bob", r=list(np.eye(3).ravel()),
-                      p=list(p))
-
-
-def key(msg: Any) -> tuple[int, int]:
-    return msg.header.stamp.sec, msg.header.stamp.nanosec
-
-
 def tf_chain(mounting: CameraMounting, optical: str = "cam_optical") -> list[TransformStamped]:
     """base_footprint -> camera_link (the mounting) -> the optical frame (REP 103), as a
     robot_state_publisher sends them on /tf_static."""
-    out = []
-    for parent, child, tr in (
-            ("base_footprint", "camera_link",
-             Transform.from_matrix(mounting.rotation_body, mounting.position)),
-            ("camera_link", optical, Transform.from_matrix(BODY_FROM_OPTICAL, (0, 0, 0)))):
-        ts = TransformStamped()
-        ts.header.frame_id, ts.child_frame_id = parent, child
-        ts.transform.translation.x, ts.transform.translation.y, \
-            ts.transform.translation.z = tr.translation
-        q = tr.quaternion
-        ts.transform.rotation.x, ts.transform.rotation.y, ts.transform.rotation.z, \
-            ts.transform.rotation.w = q
-        out.append(ts)
-    return out
+    return transforms([
+        ("base_footprint", "camera_link",
+         Transform.from_matrix(mounting.rotation_body, mounting.position)),
+        ("camera_link", optical, Transform.from_matrix(BODY_FROM_OPTICAL, (0, 0, 0)))])
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +188,7 @@ def test_grid_is_consistent_while_parameters_change(tmp_path: Path, probe: Probe
             done(probe, c.set_parameters_atomically([
                 Parameter("grid.resolution", value=res), Parameter("grid.x_max", value=x_max)]))
             hdr = header(1000 + i)
-            info_pub.publish(info(hdr))
+            info_pub.publish(info(hdr, CAM))
             pub.publish(image(rgb, hdr))
 
         for _ in range(30):
@@ -250,7 +222,7 @@ def _grid_for(probe: Probe, ns: str, pub: Any, info_pub: Any, rgb: np.ndarray, i
     k = (hdr.stamp.sec, hdr.stamp.nanosec)
 
     def tick() -> None:
-        info_pub.publish(info(hdr))
+        info_pub.publish(info(hdr, CAM))
         pub.publish(image(rgb, hdr))
 
     probe.wait_until(lambda: any(key(m) == k for m in probe.messages(f"{ns}/drivable/grid")),
@@ -277,7 +249,8 @@ def test_grid_follows_the_static_transform(tmp_path: Path, probe: Probe) -> None
         k = (hdr.stamp.sec, hdr.stamp.nanosec)
         probe.wait_until(lambda: any(key(m) == k for m in probe.messages(f"{ns}/labels")),
                          timeout=60, what="labels without tf",
-                         tick=lambda: (info_pub.publish(info(hdr)), pub.publish(image(rgb, hdr))),
+                         tick=lambda: (info_pub.publish(info(hdr, CAM)),
+                                       pub.publish(image(rgb, hdr))),
                          period=1.0)
         node.wait_for_log("no transform from cam_optical to base_footprint", timeout=120)
         assert not any(key(m) == k for m in probe.messages(f"{ns}/drivable/grid"))

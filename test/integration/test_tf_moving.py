@@ -18,6 +18,7 @@ from geometry_msgs.msg import TransformStamped
 from nav_msgs.msg import OccupancyGrid
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_harness import NodeProcess, Probe
+from ros_msgs import transforms
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
@@ -37,15 +38,7 @@ LEAD_NS = 50_000_000  # image stamps lead the clock by 50 ms (a half tf period)
 
 
 def _ts(parent: str, child: str, tr: Transform, stamp: Any = None) -> TransformStamped:
-    ts = TransformStamped()
-    ts.header.frame_id, ts.child_frame_id = parent, child
-    if stamp is not None:
-        ts.header.stamp = stamp
-    (ts.transform.translation.x, ts.transform.translation.y,
-     ts.transform.translation.z) = tr.translation
-    (ts.transform.rotation.x, ts.transform.rotation.y, ts.transform.rotation.z,
-     ts.transform.rotation.w) = tr.quaternion
-    return ts
+    return transforms([(parent, child, tr)], stamp)[0]
 
 
 def _info(hdr: Header) -> CameraInfo:

@@ -25,7 +25,6 @@ from builtin_interfaces.msg import Time
 from ros2_tools import (
     RosLaunch,
     missing_modules,
-    pid_alive,
     process_env,
     ros2_executable,
     ros_env,
@@ -91,20 +90,6 @@ def param_get(node: str, name: str) -> str:
     out = run_ros2(["param", "get", "--no-daemon", "--timeout", "30", node, name])
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout.strip()
-
-
-def stop_cleanly(launch: RosLaunch) -> None:
-    """Ctrl-C: `ros2 launch` and the node end without error or traceback, nothing left."""
-    pids = launch.pids()
-    code = launch.interrupt()
-    log = launch.log()
-    assert code == 0, log
-    assert re.search(r"\[seg_node-\d+\]: process has finished cleanly", log), log
-    assert "Traceback" not in log, log
-    deadline = time.monotonic() + 60
-    while any(pid_alive(p) for p in pids.values()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not [n for n, p in pids.items() if pid_alive(p)], log
 
 
 def hz(topic: str, publish: object, log: Path, seconds: float = 90.0) -> float:
@@ -188,7 +173,7 @@ def test_ros2_launch_namespace_remaps_params_file_and_cli(
         assert out.returncode == 0, out.stdout + out.stderr
         assert "class_name: Road" in out.stdout and "threshold: 0.0" in out.stdout
 
-    stop_cleanly(launch)
+    launch.stop_cleanly("seg_node")
 
 
 def test_ros2_launch_bag_plays_after_the_node_is_ready(
@@ -220,7 +205,7 @@ def test_ros2_launch_bag_plays_after_the_node_is_ready(
     got = {key(m) for m in probe.messages("/labels")}
     assert got <= stamps  # outputs carry the recorded stamps
     assert param_get("/seg_node", "use_sim_time") == "Boolean value is: True"
-    stop_cleanly(launch)
+    launch.stop_cleanly("seg_node")
 
 
 def test_including_launch_keeps_its_environment(
@@ -256,7 +241,7 @@ def test_including_launch_keeps_its_environment(
     profile = install / "seg_perception" / "share" / "seg_perception" / "config"
     assert process_env(node_pid)[PROFILE_ENV] == str(profile / "fastdds_shm.xml")
     assert param_get("/seg_node", "use_sim_time") == "Boolean value is: False"
-    stop_cleanly(launch)
+    launch.stop_cleanly("seg_node")
 
 
 def test_ros2_bag_player_without_rosbag2_is_refused(tmp_path: Path, install: Path,

@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bags import IMAGE_OUTPUTS, read_bag, start_process
+from waiting import wait_until
 
 from seg_perception.runtime.signals import STOP_SIGNALS, hold_stop_signals, stop_signals
 
@@ -102,24 +102,16 @@ def test_repeated_signals_while_finishing_still_finish_the_bag(tmp_path: Path, f
     _assert_finished_bag(tmp_path / "out", n)
 
 
-def _wait_for(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    """Poll ``cond`` (a signal's Python handler runs in the main thread, between two polls)
-    until it holds; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
 
 def test_stop_signals_restores_handlers_and_holds_back_repeats() -> None:
     before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     with stop_signals() as state:
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGTERM)
-            _wait_for(lambda: state.count > 0, "the SIGTERM")  # the handler raises here
+            wait_until(lambda: state.count > 0, "the SIGTERM")  # the handler raises here
         os.kill(os.getpid(), signal.SIGINT)  # ignored now: finishing
         os.kill(os.getpid(), signal.SIGTERM)
-        _wait_for(lambda: state.count >= 3, "the two later signals")
+        wait_until(lambda: state.count >= 3, "the two later signals")
     assert state.name == "SIGTERM" and state.count == 3
     # Stopping: later signals stay ignored so none cuts the exit short ...
     assert all(signal.getsignal(s) == signal.SIG_IGN for s in STOP_SIGNALS)
@@ -141,7 +133,7 @@ def test_stop_signals_restores_handlers_and_holds_back_repeats() -> None:
 
                 signal.signal(signal.SIGTERM, seen)
                 os.kill(os.getpid(), signal.SIGTERM)
-                _wait_for(lambda: bool(caught), "the held-back SIGTERM")
+                wait_until(lambda: bool(caught), "the held-back SIGTERM")
                 order.append("block done")
             order.append("not reached")
     finally:
