@@ -33,6 +33,7 @@ class Probe:
             rclpy.init()
         self.node = Node(name)
         self.received: dict[str, list[Any]] = defaultdict(list)
+        self._clients: dict[tuple[Any, str], Any] = {}
         self._lock = threading.Lock()
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
@@ -58,6 +59,14 @@ class Probe:
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE if reliable
                          else ReliabilityPolicy.BEST_EFFORT)
         return self.node.create_publisher(msg_type, topic, qos)
+
+    def client(self, srv_type: Any, name: str) -> Any:
+        """The probe's client of service ``name``, created once: a client made afresh for each
+        call must be matched afresh, and its first response can be lost meanwhile."""
+        key = (srv_type, name)
+        if key not in self._clients:
+            self._clients[key] = self.node.create_client(srv_type, name)
+        return self._clients[key]
 
     def messages(self, topic: str) -> list[Any]:
         with self._lock:
