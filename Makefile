@@ -5,6 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test worker processes (pytest-xdist): most of a test waits on DDS discovery, a node's start-up
+# or a subprocess, so 4 workers keep 2 cores busy (make test in 9.4 min instead of 19 here).
+TEST_WORKERS ?= 4
 # The ROS 2 pieces no registry has (ros2 CLI, launch, launch_testing, tf2_ros, vision_msgs),
 # built into the venv by ../shared/ros2/install.sh where that exists (CI); see docs/development.md.
 ROS2_KIT_SCRIPT := $(wildcard ../shared/ros2/install.sh)
@@ -43,7 +46,7 @@ ifeq ($(ROS2_KIT),)
 endif
 
 test: $(STAMP) $(ROS2_KIT)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check seg_perception test launch

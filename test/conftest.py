@@ -22,11 +22,19 @@ from shared_data import (  # noqa: F401 - re-exported
     require,
 )
 
+# Fast DDS maps a domain to UDP ports 7400 + 250 * id: ids above 232 overflow the port range.
+MAX_DOMAIN_ID = 232
+
 # Every node this run starts (in-process or as a subprocess) gets a DDS domain of its own and
 # discovery limited to this machine. Set before anything initialises rclpy.
-# SEG_TEST_ROS_DOMAIN_ID pins it (several test runs side by side on one machine).
-os.environ["ROS_DOMAIN_ID"] = os.environ.get("SEG_TEST_ROS_DOMAIN_ID") or str(
-    random.SystemRandom().randint(1, 100))
+# SEG_TEST_ROS_DOMAIN_ID pins it (several test runs side by side on one machine). Under
+# pytest-xdist the controller draws the base once and its workers inherit it; worker gwN
+# takes base + N, so the workers' nodes never see each other either.
+os.environ.setdefault("SEG_TEST_ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+os.environ["ROS_DOMAIN_ID"] = str(
+    1 + (int(os.environ["SEG_TEST_ROS_DOMAIN_ID"]) - 1 + int(_WORKER.removeprefix("gw")))
+    % MAX_DOMAIN_ID)
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.pop("ROS_LOCALHOST_ONLY", None)
 # Large images over UDP lose fragments; the shipped profile uses shared memory (as launch does).
@@ -52,3 +60,18 @@ def camvid_frame() -> np.ndarray:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+# `make test` runs `pytest -n N --dist loadgroup` (pytest-xdist): tests go one by one to the
+# workers, except those of one xdist_group, which share one worker. A module whose
+# module-scoped fixture is expensive (nodes, a Ray instance) marks itself with a group; the
+# tests of every module that uses the colcon install share one build.
+SHARED_FIXTURE_GROUPS = {"install": "colcon"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        group = next((g for f, g in SHARED_FIXTURE_GROUPS.items() if f in item.fixturenames),
+                     None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

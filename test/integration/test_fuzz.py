@@ -29,7 +29,8 @@ from std_msgs.msg import Header
 
 from seg_perception.runtime.image_codec import SUPPORTED_ENCODINGS, encode_compressed, encode_raw
 
-pytestmark = pytest.mark.integration
+# One worker under pytest-xdist: the module's two nodes start once.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("fuzz")]
 
 SEED = 14
 W, H = 160, 120

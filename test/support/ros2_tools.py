@@ -191,6 +191,20 @@ class RosLaunch:
         self.proc.send_signal(signal.SIGINT)
         return self.wait_exit(timeout)
 
+    def stop_cleanly(self, executable: str) -> None:
+        """Ctrl-C: `ros2 launch` and ``executable`` (e.g. seg_node) end without error or
+        traceback, and no process it started is left."""
+        pids = self.pids()
+        code = self.interrupt()
+        log = self.log()
+        assert code == 0, log
+        assert re.search(rf"\[{executable}-\d+\]: process has finished cleanly", log), log
+        assert "Traceback" not in log, log
+        deadline = time.monotonic() + 60
+        while any(pid_alive(p) for p in pids.values()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [n for n, p in pids.items() if pid_alive(p)], log
+
     def close(self) -> None:
         """Stop `ros2 launch` and every process it reported, whatever state the test left."""
         pids = self.pids()

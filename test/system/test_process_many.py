@@ -144,9 +144,11 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "drive_c": bags / "2024-05-01" / "drive_c", "drive_d": bags / "drive_d.mcap"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ray_local() -> Iterator[Any]:
-    """One local Ray for the module: 2 CPUs, loopback, bounded start, nothing left after."""
+    """A local Ray for the test: 2 CPUs, loopback, bounded start, nothing left after. One per
+    test, not per module: the Ray tests then run side by side under pytest-xdist (each local
+    Ray takes free ports)."""
     os.environ.setdefault(LOOPBACK_ENV, "0")
     ray = pytest.importorskip("ray", reason="Ray is absent (pip install 'seg_perception[fleet]')")
     marker = uuid.uuid4().hex
@@ -554,7 +556,8 @@ def test_interrupt_leaves_a_consistent_manifest_and_resumes(
     make_bag(bags / "c_small", {"/cam/image_raw": "raw"}, generated_frames(3),
              camera_info=False)
     out = tmp_path / "out"
-    args = many(bags, "--out", out, "--checkpoint", checkpoint, "--no-grid", "--workers", 1)
+    args = many(bags, "--out", out, "--checkpoint", checkpoint, "--no-grid", "--workers", 1,
+                "--threads-per-worker", 1)
     bar_args = [a for a in args if a != "--no-progress"]  # the bar shows workers' progress
     marker = uuid.uuid4().hex
     ray_tmp = tempfile.mkdtemp(prefix="sp-ray-", dir="/tmp")
