@@ -24,6 +24,7 @@ VERBS: dict[str, str] = {
     "play": "play_cmd",
     "eval": "eval_cmd",
     "train": "train_cmd",
+    "distill-cache": "distill_cache_cmd",
     "bench": "bench_cmd",
     "export": "export_cmd",
     "models": "models_cmd",

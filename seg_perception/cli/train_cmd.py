@@ -86,6 +86,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--export", default=None, metavar="FILE",
                    help="also write the best weights here (atomically) whenever val improves")
     p.add_argument("--limit", type=int, default=None, help="use only the first N frames")
+    p.add_argument("--distill", metavar="DIR", default=None,
+                   help="add a distillation term towards a teacher's soft labels cached in DIR "
+                   "by `seg-perception distill-cache` (warped with each crop's own "
+                   "scale/crop/flip; every training frame must have an entry)")
+    p.add_argument("--distill-weight", type=float, default=1.0,
+                   help="weight of the distillation term (default: %(default)s)")
+    p.add_argument("--distill-temperature", type=float, default=1.0,
+                   help="softmax temperature of teacher and student in that term "
+                   "(default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -108,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, eval_every=args.eval_every, resume=args.resume,
         init_from=args.init_from, time_budget_min=args.time_budget, export=args.export,
         limit=args.limit, amp=not args.no_amp, progress=not args.no_progress,
-        select=args.select,
+        select=args.select, distill=args.distill, distill_weight=args.distill_weight,
+        distill_temperature=args.distill_temperature,
         extra={"command": "seg-perception " + shlex.join(sys.argv[1:])},
     )
     try:

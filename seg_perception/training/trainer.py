@@ -29,18 +29,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from seg_perception.runtime.hw import cpu_bf16_unit
-from seg_perception.runtime.models.checkpoint import (
-    load_state_into,
-    read_checkpoint,
-    save_checkpoint,
-    strip_prefixes,
-)
+from seg_perception.runtime.models.checkpoint import save_checkpoint
 from seg_perception.runtime.models.meta import ModelMeta
-from seg_perception.runtime.models.registry import create_model, get_entry, key_filter
+from seg_perception.runtime.models.registry import create_model, get_entry
 from seg_perception.training.datasets import SegDataset, open_dataset
 from seg_perception.training.evaluate import evaluate
-from seg_perception.training.losses import build_loss
+from seg_perception.training.init_weights import init_from
+from seg_perception.training.losses import DistillationLoss, build_loss
 from seg_perception.training.metrics import plot_confusion
+from seg_perception.training.soft_labels import SoftLabelCache
 from seg_perception.training.transforms import TrainAugment, to_tensor
 
 log = logging.getLogger(__name__)
@@ -83,6 +80,9 @@ class TrainConfig:
     amp: bool = True  # mixed precision: fp16 on CUDA, bf16 on CPUs with a bf16 unit
     select: str = "best"  # best: weights of the best validation; final: the last epoch's
     progress: bool = True
+    distill: str | None = None  # a soft-label cache folder (seg-perception distill-cache)
+    distill_weight: float = 1.0
+    distill_temperature: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -105,19 +105,31 @@ def resolve_device(name: str) -> torch.device:
 
 
 class _AugmentedSet(Dataset):
-    """Torch view of a :class:`SegDataset` with per-(seed, epoch, index) augmentation."""
+    """Torch view of a :class:`SegDataset` with per-(seed, epoch, index) augmentation.
 
-    def __init__(self, data: SegDataset, aug: TrainAugment, meta: ModelMeta, seed: int) -> None:
+    With a soft-label cache (and the frames' keys in it), items also carry the teacher's
+    soft map warped like the crop and its valid mask.
+    """
+
+    def __init__(self, data: SegDataset, aug: TrainAugment, meta: ModelMeta, seed: int,
+                 soft: SoftLabelCache | None = None, keys: list[str] | None = None) -> None:
         self.data, self.aug, self.meta, self.seed = data, aug, meta, seed
+        self.soft, self.keys = soft, keys
         self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        img, lab = self.aug(*self.data.load(index), rng)
-        return to_tensor(img, self.meta.mean, self.meta.std), torch.from_numpy(lab).long()
+        img, lab = self.data.load(index)
+        if self.soft is None or self.keys is None:
+            img, lab = self.aug(img, lab, rng)
+            return to_tensor(img, self.meta.mean, self.meta.std), torch.from_numpy(lab).long()
+        entry = self.soft.load(self.keys[index])
+        img, lab, soft, valid = self.aug.with_soft(img, lab, entry, rng, self.soft.stride)
+        return (to_tensor(img, self.meta.mean, self.meta.std), torch.from_numpy(lab).long(),
+                torch.from_numpy(soft), torch.from_numpy(valid))
 
 
 def _atomic_replace(write: Any, path: Path) -> None:
@@ -156,43 +168,6 @@ def _meta_for(model_name: str, data: SegDataset) -> ModelMeta:
 
 # Frames whose statistics start the BNs of a backbone converted from tflite (ImageNet weights).
 BN_CALIBRATION_FRAMES = 16
-
-
-def init_from(model: nn.Module, path: str) -> None:
-    """Start from existing weights.
-
-    A ``.tflite`` file fills a student's MobileNet backbone strictly
-    (:func:`..models.mobilenet.load_tflite_backbone`). Models registered with ``strict_init``
-    (e.g. ``espnetv2_camvid``) pass checkpoints through their
-    checkpoint layout's key filter (which maps a Cityscapes classifier onto CamVid's classes)
-    and load strictly; for the others, tensors whose shape differs (a new classifier) keep
-    their random initialisation.
-    """
-    if str(path).lower().endswith(".tflite"):
-        # An ImageNet MobileNet (the students' backbone): strict for the backbone, the decoder
-        # keeps its random initialisation; train() then calibrates the backbone's BNs.
-        from seg_perception.runtime.models.mobilenet import load_tflite_backbone
-
-        load_tflite_backbone(model, path)
-        return
-    entry = get_entry(getattr(model, "model_name", ""))
-    raw = read_checkpoint(path).state
-    if entry.strict_init:
-        fn = key_filter(entry.checkpoint_format)
-        state = fn(raw) if fn else strip_prefixes(raw)
-        load_state_into(model, state, str(path))
-        log.info("initialised all %d tensors from %s (%s layout)", len(state), path,
-                 entry.checkpoint_format)
-        return
-    state = strip_prefixes(raw)
-    own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    skipped = sorted(set(own) - set(usable))
-    own.update(usable)
-    model.load_state_dict(own)
-    log.info("initialised %d/%d tensors from %s", len(usable), len(own), path)
-    if skipped:
-        log.warning("kept random initialisation for: %s", ", ".join(skipped[:10]))
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -243,6 +218,11 @@ def plot_curves(log_path: Path, out_dir: Path) -> None:
     curve([v[0] for v in val], [v[1] for v in val], "val mIoU", "mIoU (%)", "miou.png", "o")
 
 
+def _kd_note(kd_losses: list[float]) -> str:
+    """`` (distillation term x.xxx)`` for the epoch's log line, empty without distillation."""
+    return f" (distillation term {np.mean(kd_losses):.5f})" if kd_losses else ""
+
+
 def _poly_lr(cfg: TrainConfig, it: int, total: int, elapsed: float) -> tuple[float, float]:
     """Learning rate and schedule progress in [0, 1] (by iterations or by the time budget)."""
     progress = it / max(total, 1)
@@ -275,6 +255,20 @@ def train(cfg: TrainConfig) -> TrainResult:
                              cfg.limit)
     val_set = open_dataset(cfg.dataset, cfg.data_root, cfg.val_split, cfg.ignore_index,
                            cfg.limit)
+    soft, soft_keys, distiller, distill_info = None, None, None, {}
+    if cfg.distill:
+        # Checked before anything is built: a cache that cannot serve the run fails now.
+        soft = SoftLabelCache.open(cfg.distill)
+        soft_keys = soft.check(train_set, cfg.data_root)
+        distiller = DistillationLoss(cfg.distill_weight, cfg.distill_temperature).to(device)
+        distill_info = {"distill": {
+            "cache": str(cfg.distill), "teacher": soft.manifest.get("teacher"),
+            "teacher_weights_sha256": soft.manifest.get("weights_sha256"),
+            "stride": soft.stride, "weight": cfg.distill_weight,
+            "temperature": cfg.distill_temperature}}
+        log.info("distillation from %s (teacher %s, stride %d): weight %g, temperature %g",
+                 cfg.distill, soft.manifest.get("teacher"), soft.stride, cfg.distill_weight,
+                 cfg.distill_temperature)
     meta = _meta_for(cfg.model, train_set)
     model = create_model(cfg.model, meta=meta)
     if cfg.init_from:
@@ -300,7 +294,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     aug = TrainAugment(meta.input_size, tuple(cfg.crop), tuple(cfg.scale_range),
                        ignore_index=train_set.info.ignore_index)
-    train_view = _AugmentedSet(train_set, aug, meta, cfg.seed)
+    train_view = _AugmentedSet(train_set, aug, meta, cfg.seed, soft, soft_keys)
     if cfg.init_from and str(cfg.init_from).lower().endswith(".tflite"):
         from seg_perception.runtime.models.mobilenet import calibrate_batchnorm
 
@@ -343,6 +337,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         t0 = time.perf_counter()
         elapsed_before = elapsed
         losses: list[float] = []
+        kd_losses: list[float] = []
         lr = cfg.lr
         batches = loader
         if cfg.progress:
@@ -350,7 +345,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
             batches = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
                            leave=False, mininterval=1.0 if sys.stderr.isatty() else 60.0)
-        for images, labels in batches:
+        for images, labels, *teacher in batches:
             lr, progress = _poly_lr(cfg, iteration, total_iters,
                                     elapsed + time.perf_counter() - t0)
             for group in optimizer.param_groups:
@@ -358,10 +353,15 @@ def train(cfg: TrainConfig) -> TrainResult:
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp or cpu_bf16):
-                logits = model(images)
-                logits = F.interpolate(logits, size=labels.shape[1:], mode="bilinear",
+                raw = model(images)
+                logits = F.interpolate(raw, size=labels.shape[1:], mode="bilinear",
                                        align_corners=False)
                 loss = criterion(logits.float(), labels)
+                if distiller is not None:
+                    soft_map, valid = (t.to(device, non_blocking=True) for t in teacher)
+                    kd = distiller(raw.float(), soft_map, valid)
+                    kd_losses.append(float(kd.detach()))
+                    loss = loss + kd
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -394,12 +394,12 @@ def train(cfg: TrainConfig) -> TrainResult:
             miou = cm.miou()
             row["val_miou"] = f"{miou:.5f}"
             row["val_pixel_accuracy"] = f"{cm.pixel_accuracy():.5f}"
-            log.info("epoch %d: loss %s, val mIoU %.2f%%, pixel acc %.2f%% (%.0f s eval)",
-                     epoch, row["train_loss"], miou * 100, cm.pixel_accuracy() * 100,
-                     result.seconds)
+            log.info("epoch %d: loss %s%s, val mIoU %.2f%%, pixel acc %.2f%% (%.0f s eval)",
+                     epoch, row["train_loss"], _kd_note(kd_losses), miou * 100,
+                     cm.pixel_accuracy() * 100, result.seconds)
             epoch_meta = meta.replace(extra={
-                **cfg.extra, "val_miou": round(miou, 5), "val_split": cfg.val_split,
-                "epoch": epoch, "epochs": cfg.epochs, "seed": cfg.seed,
+                **cfg.extra, **distill_info, "val_miou": round(miou, 5),
+                "val_split": cfg.val_split, "epoch": epoch, "epochs": cfg.epochs, "seed": cfg.seed,
                 "train_split": cfg.train_split, "selection": cfg.select,
             })
             write = functools.partial(_save_weights, model, epoch_meta)
@@ -420,7 +420,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                                f"{cfg.val_split} epoch {epoch}: mIoU {miou * 100:.1f}%")
                 log.info("new best val mIoU %.2f%% -> %s", miou * 100, best_path)
         else:
-            log.info("epoch %d: loss %s (%.0f s)", epoch, row["train_loss"], epoch_seconds)
+            log.info("epoch %d: loss %s%s (%.0f s)", epoch, row["train_loss"],
+                     _kd_note(kd_losses), epoch_seconds)
         # The budget is wall-clock: evaluation, plots and saving count too.
         elapsed = elapsed_before + time.perf_counter() - t0
         row["elapsed_seconds"] = f"{elapsed:.1f}"
