@@ -46,6 +46,15 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": local Ray on 127.0.0.
 
 # --- helpers ---------------------------------------------------------------------------------
 
+def cmdline(pid: int) -> bytes:
+    """A process's command line (Ray workers rewrite theirs: ``ray::BagWorker``); b"" once
+    it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def ray_processes(temp_dir: str, marker: str) -> list[int]:
     """PIDs of live processes of the Ray whose temp folder is ``temp_dir``.
 
@@ -161,7 +170,8 @@ def ray_local() -> Iterator[Any]:
     try:
         ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False,
                  _node_ip_address="127.0.0.1", _temp_dir=temp,
-                 object_store_memory=100 * 2**20, logging_level="WARNING")
+                 object_store_memory=100 * 2**20, logging_level="WARNING",
+                 _system_config={"worker_niceness": 0})  # as process-many's own Ray
     finally:
         done.set()
         timer.cancel()
@@ -582,6 +592,10 @@ def test_interrupt_leaves_a_consistent_manifest_and_resumes(
                 time.sleep(0.1)
             assert proc.poll() is None, log_path.read_text()
             assert state["a_small"]["status"] == "done", (state, log_path.read_text())
+            # The worker busy with b_big runs at the default priority, not Ray's nice 15.
+            workers = [p for p in ray_processes(ray_tmp, marker)
+                       if b"BagWorker" in cmdline(p)]
+            assert workers and all(os.getpriority(os.PRIO_PROCESS, p) == 0 for p in workers)
             proc.send_signal(signum)
             code = proc.wait(timeout=180)
         finally:
