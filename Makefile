@@ -6,8 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # Test worker processes (pytest-xdist): most of a test waits on DDS discovery, a node's start-up
-# or a subprocess, so 4 workers keep 2 cores busy (make test in 9.4 min instead of 19 here).
-TEST_WORKERS ?= 4
+# or a subprocess, so 3 workers keep 2 cores busy (make test in ~10 min instead of 19 here).
+TEST_WORKERS ?= 3
 # The ROS 2 pieces no registry has (ros2 CLI, launch, launch_testing, tf2_ros, vision_msgs),
 # built into the venv by ../shared/ros2/install.sh where that exists (CI); see docs/development.md.
 ROS2_KIT_SCRIPT := $(wildcard ../shared/ros2/install.sh)

@@ -69,6 +69,7 @@ def rng() -> np.random.Generator:
 SHARED_FIXTURE_GROUPS = {"install": "colcon"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         group = next((g for f, g in SHARED_FIXTURE_GROUPS.items() if f in item.fixturenames),
