@@ -19,7 +19,6 @@ stride or classes is refused, never mixed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from seg_perception.runtime.models.checkpoint import file_sha256
 from seg_perception.training.datasets import SegDataset
 from seg_perception.training.losses import resize_logits
 from seg_perception.training.transforms import resize_to_input, to_tensor
@@ -44,14 +44,6 @@ IDENTITY = ("format", "teacher", "weights_sha256", "input_size", "stride", "clas
 
 class SoftLabelError(ValueError):
     """A cache that cannot serve this run (other teacher or classes, missing frames)."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def entry_key(image_path: Path, data_root: str | Path) -> str:
@@ -180,7 +172,7 @@ def build_cache(
     wanted = {
         "format": FORMAT,
         "teacher": teacher or getattr(model, "model_name", type(model).__name__),
-        "weights": str(weights), "weights_sha256": sha256_file(weights),
+        "weights": str(weights), "weights_sha256": file_sha256(weights),
         "input_size": list(meta.input_size), "stride": stride, "soft_size": list(size),
         "classes": list(data.info.class_names), "dataset": data.info.name,
         "layout": "float16 (2, H, W, C): [0] the frame, [1] the teacher on its mirror image",
@@ -218,7 +210,6 @@ __all__ = [
     "SoftLabelError",
     "build_cache",
     "entry_key",
-    "sha256_file",
     "soft_size",
     "teacher_logits",
 ]

@@ -16,16 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from seg_perception.runtime.models.checkpoint import file_sha256
+
 if TYPE_CHECKING:
     from seg_perception.offline.job import ProcessOptions
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 RANDOM_INIT_SEED = 0  # workers seed torch with it before building an untrained network
 

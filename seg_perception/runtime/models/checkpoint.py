@@ -6,6 +6,7 @@ safetensors), is strict about keys, and says which keys are missing or unexpecte
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -203,10 +204,20 @@ def checkpoint_summary(path: str | Path) -> str:
     return f"{path}: {len(raw.state)} tensors, {n / 1e6:.2f} M values{extra}"
 
 
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks (a weights file's identity)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 __all__ = [
     "CheckpointError",
     "LoadedModel",
     "checkpoint_summary",
+    "file_sha256",
     "load_checkpoint",
     "load_model",
     "read_checkpoint",

@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from seg_perception.runtime.models.checkpoint import load_model, read_checkpoint, save_checkpoint
+from seg_perception.runtime.models.checkpoint import (
+    file_sha256,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
 from seg_perception.training import soft_labels
 from seg_perception.training.datasets import open_dataset
 from seg_perception.training.losses import DistillationLoss
@@ -191,7 +196,7 @@ def test_cache_round_trip_resume_and_mismatch(
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk["teacher"] == "tiny_seg" and on_disk["stride"] == 4
     assert on_disk["input_size"] == [96, 64] and len(on_disk["classes"]) == NUM_CLASSES
-    assert on_disk["weights_sha256"] == soft_labels.sha256_file(tiny_teacher)
+    assert on_disk["weights_sha256"] == file_sha256(tiny_teacher)
     assert on_disk["splits"] == {"train": 3}
 
     cache = SoftLabelCache.open(out)
