@@ -61,18 +61,6 @@ def camvid_frame() -> np.ndarray:
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
-
 # `make test` runs `pytest -n N --dist loadgroup` (pytest-xdist): tests go one by one to the
 # workers, except those of one xdist_group, which share one worker. A module whose
-# module-scoped fixture is expensive (nodes, a Ray instance) marks itself with a group; the
-# tests of every module that uses the colcon install share one build.
-SHARED_FIXTURE_GROUPS = {"install": "colcon"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        group = next((g for f, g in SHARED_FIXTURE_GROUPS.items() if f in item.fixturenames),
-                     None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+# module-scoped fixture is expensive (nodes, the colcon install) marks itself with a group.

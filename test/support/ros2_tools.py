@@ -149,7 +149,8 @@ class RosLaunch:
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in close()
         env = dict(env or ros_env())
         env.setdefault("ROS_LOG_DIR", str(log_path.parent / "ros_log"))  # not in ~/.ros
-        self.proc = subprocess.Popen(["bash", "-c", script], stdout=self._log,
+        self.proc = subprocess.Popen(["bash", "-c", script], stdin=subprocess.DEVNULL,
+                                     stdout=self._log,
                                      stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
         self._seen_pids: dict[str, int] = {}

@@ -38,7 +38,8 @@ from std_msgs.msg import Header
 from seg_perception.ros.params import PARAMS_BY_NAME
 from seg_perception.tools.node_process import interrupt
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# One worker under pytest-xdist, with test_lifecycle: see there.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("launch")]
 
 PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 W, H = 160, 120
