@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # Test worker processes (pytest-xdist): most of a test waits on DDS discovery, a node's start-up
 # or a subprocess, so 3 workers keep 2 cores busy (make test in ~10 min instead of 19 here).
+# loadscope: a module's tests share one worker (its module-scoped nodes or bags are made once).
 TEST_WORKERS ?= 3
 # The ROS 2 pieces no registry has (ros2 CLI, launch, launch_testing, tf2_ros, vision_msgs),
 # built into the venv by ../shared/ros2/install.sh where that exists (CI); see docs/development.md.
@@ -46,7 +47,7 @@ ifeq ($(ROS2_KIT),)
 endif
 
 test: $(STAMP) $(ROS2_KIT)
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check seg_perception test launch

@@ -60,7 +60,3 @@ def camvid_frame() -> np.ndarray:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
-
-# `make test` runs `pytest -n N --dist loadgroup` (pytest-xdist): tests go one by one to the
-# workers, except those of one xdist_group, which share one worker. A module whose
-# module-scoped fixture is expensive (nodes, the colcon install) marks itself with a group.

@@ -29,8 +29,7 @@ from std_msgs.msg import Header
 
 from seg_perception.runtime.image_codec import SUPPORTED_ENCODINGS, encode_compressed, encode_raw
 
-# One worker under pytest-xdist: the module's two nodes start once.
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("fuzz")]
+pytestmark = pytest.mark.integration
 
 SEED = 14
 W, H = 160, 120

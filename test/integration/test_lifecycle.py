@@ -58,9 +58,7 @@ from seg_perception.runtime.models.zoo import DEFAULT_MODEL
 from seg_perception.sim.rig import SURROUND_GRID, render_rig, surround_rig
 from seg_perception.sim.scene import SceneSpec
 
-# One worker under pytest-xdist for this module and test_launch: one colcon build, and the
-# `ros2 launch` runs one at a time (side by side, one did not end on Ctrl-C in 60 s).
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("launch")]
+pytestmark = pytest.mark.integration
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE

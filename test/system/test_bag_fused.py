@@ -31,9 +31,6 @@ from seg_perception.runtime.tf import TransformBuffer
 from seg_perception.sim.demo_report import write_surround_drive
 from seg_perception.sim.rig import SURROUND_GRID, surround_rig
 
-# One worker under pytest-xdist: the surround drive bag is made once.
-pytestmark = pytest.mark.xdist_group("bag_fused")
-
 W, H = 160, 120
 FPS = 10.0
 FRAMES = 6

@@ -38,8 +38,7 @@ from std_msgs.msg import Header
 from seg_perception.ros.params import PARAMS_BY_NAME
 from seg_perception.tools.node_process import interrupt
 
-# One worker under pytest-xdist, with test_lifecycle: see there.
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("launch")]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 W, H = 160, 120

@@ -20,9 +20,6 @@ from seg_perception.sim.map_eval import (
 )
 from seg_perception.sim.scene import BoxObstacle, SceneSpec
 
-# One worker under pytest-xdist: the seeded drive is evaluated once.
-pytestmark = pytest.mark.xdist_group("map_eval")
-
 GRID = GridSpec(0.4, -20.0, 30.0, -15.0, 15.0)
 CONFIG = MapConfig(resolution=0.4, decay_s=2.0)
 
