@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from seg_perception.cli import arg_types
+
 # The engine's choices (seg_perception.runtime.engine; a test keeps them equal), spelled out
 # so that `seg-perception --help` does not import torch.
 PRECISION_CHOICES = ("auto", "fp32", "fp16", "bf16", "int8")
@@ -18,19 +20,7 @@ UPSAMPLE_CHOICES = ("auto", "edges", "labels", "logits")
 log = logging.getLogger(__name__)
 
 
-MAX_SIDE = 16384  # pixels: beyond 8K twice over, where a frame would not fit in memory
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from exc
-    if w <= 0 or h <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    if w > MAX_SIDE or h > MAX_SIDE:
-        raise argparse.ArgumentTypeError(f"size {text!r} exceeds {MAX_SIDE} pixels a side")
-    return w, h
+MAX_SIDE = arg_types.MAX_SIDE
 
 
 def _int_in(lo: int, hi: int) -> Callable[[str], int]:
@@ -82,7 +72,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="network input width (default: the model's)")
     p.add_argument("--height", type=_int_in(1, MAX_SIDE), default=None,
                    help="network input height (default: the model's)")
-    p.add_argument("--camera", type=_size, default=None, metavar="WxH",
+    p.add_argument("--camera", type=arg_types.size, default=None, metavar="WxH",
                    help="camera frame size fed to the engine (default: the input size)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,

@@ -5,31 +5,33 @@ from __future__ import annotations
 import argparse
 import logging
 
-from seg_perception.cli.eval_cmd import _size
+from seg_perception.cli import arg_types
 
 log = logging.getLogger(__name__)
+
+DESCRIPTION = (
+    "Run a teacher once over every frame of a split and store its logits, on the frame and on "
+    "its mirror image, on a grid STRIDE times coarser than its input, as float16: one "
+    "OUT/<image path under the data root>.npy per frame plus OUT/manifest.json (teacher, "
+    "sha256 of its weights, input size, stride, classes). Frames already cached are skipped, "
+    "so an interrupted run continues; a folder built with another teacher, weights, size, "
+    "stride or classes is refused.")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "distill-cache",
         help="cache a teacher's soft labels (frame and mirror image) for train --distill",
-        description="Run a teacher once over every frame of a split and store its logits, "
-        "on the frame and on its mirror image, on a grid STRIDE times coarser than its input, "
-        "as float16: one OUT/<image path under the data root>.npy per frame plus "
-        "OUT/manifest.json (teacher, sha256 of its weights, input size, stride, classes). "
-        "Frames already cached are skipped, so an interrupted run continues; a folder built "
-        "with another teacher, weights, size, stride or classes is refused.",
+        description=DESCRIPTION,
     )
     p.add_argument("--model", required=True, help="registered teacher model")
     p.add_argument("--checkpoint", default=None,
                    help="teacher weights (default: the weights shipped with the model)")
-    p.add_argument("--dataset", choices=("camvid", "cityscapes"), default="camvid")
-    p.add_argument("--data-root", required=True, help="dataset folder")
+    arg_types.add_dataset(p)
     p.add_argument("--split", default="train",
                    help="as train's --train-split, e.g. train+val:-0006R0 "
                    "(default: %(default)s)")
-    p.add_argument("--input-size", type=_size, default=None, metavar="WxH",
+    p.add_argument("--input-size", type=arg_types.size, default=None, metavar="WxH",
                    help="teacher input size (default: the model's own)")
     p.add_argument("--stride", type=int, default=4,
                    help="the cache's grid is the input size / STRIDE (default: %(default)s)")

@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from seg_perception.cli import arg_types
+
 log = logging.getLogger(__name__)
 
 
@@ -29,14 +31,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="registered model or an exported .onnx file (default: %(default)s)")
     p.add_argument("--checkpoint", default=None,
                    help="weights file (default: the weights shipped with the model)")
-    p.add_argument("--dataset", choices=("camvid", "cityscapes"), default="camvid")
-    p.add_argument("--data-root", required=True, help="dataset folder")
+    arg_types.add_dataset(p)
     p.add_argument("--split", default="val",
                    help="CamVid: lists joined by + with an optional sequence filter, e.g. "
                    "train:0006R0 (default: %(default)s)")
     p.add_argument("--ignore-index", type=int, default=None,
                    help="label id excluded from the metrics (default: the dataset's)")
-    p.add_argument("--input-size", type=_size, default=None, metavar="WxH",
+    p.add_argument("--input-size", type=arg_types.size, default=None, metavar="WxH",
                    help="network input size (default: the model's own)")
     p.add_argument("--path", choices=("engine", "logits"), default="engine",
                    help="engine: the node's path (default); logits: the trainer's validation")
@@ -54,18 +55,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="write results.json and confusion.png here")
     p.set_defaults(func=run)
-
-
-def _size(text: str) -> tuple[int, int]:
-    """``WxH``, both positive."""
-    w, _, h = text.lower().partition("x")
-    try:
-        size = int(w), int(h)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WxH, got {text!r}") from None
-    if min(size) <= 0:
-        raise argparse.ArgumentTypeError(f"expected WxH > 0, got {text!r}")
-    return size
 
 
 def _evaluate(args: argparse.Namespace, data: Any) -> tuple[Any, dict[str, Any]]:

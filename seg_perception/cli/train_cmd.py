@@ -7,20 +7,9 @@ import logging
 import shlex
 import sys
 
+from seg_perception.cli import arg_types
+
 log = logging.getLogger(__name__)
-
-
-def _size(text: str) -> tuple[int, int]:
-    """``352`` or ``480x352`` (width x height)."""
-    parts = text.lower().split("x")
-    try:
-        if len(parts) == 1:
-            return int(parts[0]), int(parts[0])
-        if len(parts) == 2:
-            return int(parts[0]), int(parts[1])
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(f"expected N or WxH, got {text!r}")
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -42,9 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", default="default",
                    help="registered model name (default: %(default)s)")
-    p.add_argument("--dataset", choices=("camvid", "cityscapes"), default="camvid")
-    p.add_argument("--data-root", required=True, help="dataset folder (CamVid SegNet layout "
-                   "with <split>.txt, or Cityscapes with leftImg8bit/ and gtFine/)")
+    arg_types.add_dataset(p)
     p.add_argument("--train-split", default="train",
                    help="CamVid: list names joined by + with an optional sequence filter, "
                    "e.g. train+val:-0006R0 (all but drive 0006R0) or train:0006R0")
@@ -54,7 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "Cityscapes 255)")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--crop", type=_size, default=(352, 352), help="crop N or WxH (pixels)")
+    p.add_argument("--crop", type=arg_types.size_or_square, default=(352, 352),
+                   help="crop N or WxH (pixels)")
     p.add_argument("--scale", type=_range, default=(0.5, 2.0),
                    help="random scale range relative to the model input size (MIN,MAX)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")

@@ -327,7 +327,8 @@ class SegNode(LifecycleNode):
             # A slow frame may outlast stop()'s wait; the channel's publishers must outlive
             # it and a later start() must not run beside it.
             while not worker.join(timeout=0.0):
-                self.get_logger().info("waiting for the frame in progress to finish")
+                self.get_logger().info("waiting for the frame in progress to finish: "
+                                       + worker.busy_where())
                 worker.join(timeout=5.0)
         if self.cameras:
             if worker is not None:

@@ -19,8 +19,10 @@ its frames' grids made at once or not at all.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -139,6 +141,19 @@ class FrameWorker:
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
+
+    def busy_where(self) -> str:
+        """Where each thread still running is (its innermost calls), for a stop that waits."""
+        frames = sys._current_frames()
+        out = []
+        for thread in self._threads:
+            frame = frames.get(thread.ident or -1)
+            if thread.is_alive() and frame is not None:
+                calls = traceback.extract_stack(frame)[-4:]
+                out.append(f"{thread.name} in " + " <- ".join(
+                    f"{c.name} ({c.filename.rsplit('/', 1)[-1]}:{c.lineno})"
+                    for c in reversed(calls)))
+        return "; ".join(out)
 
     def _gather(self) -> list[tuple[CameraChannel, Frame]]:
         """The frames of one cycle (call with ``ready`` held, a frame waiting): with several

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from shared_data import REPO
+from waiting import python_stacks
 
 VENV_BIN = Path(sys.executable).parent
 KIT_HINT = ("run `make test` with ../shared beside the checkout (it builds ../shared/ros2 into "
@@ -183,8 +184,8 @@ class RosLaunch:
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired as exc:
-            raise AssertionError(f"ros2 launch did not exit in {timeout} s:\n{self.log()}") \
-                from exc
+            raise AssertionError(f"ros2 launch did not exit in {timeout} s:\n{self.log()}\n"
+                                 + python_stacks(self.proc.pid)) from exc
 
     def interrupt(self, timeout: float = 60.0) -> int:
         """Ctrl-C: SIGINT to `ros2 launch`, which forwards it to what it started."""
