@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,16 @@ os.environ["ROS_DOMAIN_ID"] = str(
     % MAX_DOMAIN_ID)
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.pop("ROS_LOCALHOST_ONLY", None)
+# A run started in the background (`make test &`, nohup, some CI runners) inherits SIGINT
+# ignored, and an ignored signal stays ignored across exec: every process a test starts would
+# ignore the Ctrl-C it sends (`ros2 launch` only handles SIGINT through Python's default
+# handler, which Python does not install when SIGINT is ignored at start-up). Tests send
+# Ctrl-C as a user's terminal does, so this run takes SIGINT and SIGTERM back (before
+# pytest-xdist starts its workers, which then inherit it); its children start with defaults.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 # Large images over UDP lose fragments; the shipped profile uses shared memory (as launch does).
 os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_shm.xml"))
 

@@ -443,12 +443,15 @@ def probe() -> Iterator[Probe]:
 
 def ros2_lifecycle(*args: str, timeout: float = 180.0) -> str:
     """`ros2 lifecycle VERB ...` (no daemon); retried while discovery has not found the node
-    yet (a loaded machine can take longer than one --spin-time). Its stdout and stderr."""
+    yet (a loaded machine can take longer than one --spin-time). Its stdout and stderr, and
+    its exit status where it said nothing."""
     deadline = time.monotonic() + timeout
     while True:
         out = run_ros2(["lifecycle", args[0], "--no-daemon", "--spin-time", "2", *args[1:]],
                        timeout=timeout)
         text = out.stdout + out.stderr
+        if not text.strip():
+            text = f"(`ros2 lifecycle {' '.join(args)}` said nothing; exit {out.returncode})"
         if "Node not found" not in text or time.monotonic() > deadline:
             return text
         time.sleep(0.5)
