@@ -109,6 +109,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="a camera frame (PNG/JPEG) to time on, resized to the camera size "
                    "(default: uniform noise, the worst case for upsample edges: label edges "
                    "everywhere)")
+    p.add_argument("--against", default=None, metavar="MODEL",
+                   help="also time this registered model (or .onnx file) with the same "
+                   "device, precision, backend, threads and camera frame, in alternating "
+                   "rounds, and print the ratio of their end-to-end medians (e.g. a new "
+                   "model against lightfpn)")
+    p.add_argument("--against-checkpoint", default=None, metavar="FILE",
+                   help="weights for --against (default: its shipped ones)")
     p.add_argument("--json", default=None, metavar="FILE", help="write all figures as JSON")
     _one_line_errors(p)
     p.set_defaults(func=run)
@@ -132,6 +139,9 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 1 or args.warmup < 0:
         log.error("--frames must be >= 1 and --warmup >= 0")
         return 2
+    if args.against and args.cameras:
+        log.error("--against times one camera: it does not go with --cameras")
+        return 2
     size = (args.width, args.height) if args.width and args.height else None
     image = None
     if args.image:
@@ -142,11 +152,14 @@ def run(args: argparse.Namespace) -> int:
             log.error("--image %s: not a readable image file", args.image)
             return 2
         image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    def build(model: str, checkpoint: str | None) -> tuple[object, object]:
+        return build_engine(model, None if is_onnx_path(model) else checkpoint, args.device,
+                            args.precision, size, threads=args.threads, backend=args.backend,
+                            upsample=args.upsample)
+
     try:
-        engine, info = build_engine(args.model, None if is_onnx_path(args.model) else
-                                    args.checkpoint, args.device, args.precision, size,
-                                    threads=args.threads, backend=args.backend,
-                                    upsample=args.upsample)
+        engine, info = build(args.model, args.checkpoint)
+        other = build(args.against, args.against_checkpoint) if args.against else None
     except (EngineConfigError, CheckpointError, FileNotFoundError, ValueError,
             KeyError) as exc:
         log.error("%s", exc.args[0] if isinstance(exc, KeyError) else exc)
@@ -184,6 +197,23 @@ def run(args: argparse.Namespace) -> int:
                                 args.peak_size, want_confidence=args.confidence, image=image))
         report["frame_source"] = args.image
         print(format_report(report))
+        if other is not None:
+            from seg_perception.tools.bench import (
+                camera_frame,
+                format_side_by_side,
+                time_side_by_side,
+            )
+
+            other_engine, other_info = other
+            names = (info.model, other_info.model if other_info.model != info.model
+                     else f"{other_info.model} (--against)")
+            frame = camera_frame(args.camera or engine.input_size, image)
+            report["side_by_side"] = time_side_by_side(
+                dict(zip(names, (engine, other_engine), strict=True)), frame, args.frames,
+                args.warmup, want_confidence=args.confidence)
+            report["side_by_side"]["weights"] = {names[0]: info.weights,
+                                                 names[1]: other_info.weights}
+            print(format_side_by_side(report["side_by_side"]))
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,10 @@ the median inference time), ``achieved_gflops_per_s_end_to_end``, ``peak`` (``si
 ``dtype``, ``gflops_per_s``, ``source``, ``by_library``), ``peak_fraction``,
 ``postprocess_fraction`` (median postprocess / median inference), ``machine``.
 
+``bench --against MODEL`` adds ``side_by_side`` (:func:`time_side_by_side`): both engines on
+the same camera frame, timed in alternating rounds so that a change in the machine's load
+lands on both, and the ratio of their median end-to-end times.
+
 The hardware side (the peak rate, the machine's description) lives in :mod:`.peak`; the
 several-camera bench (``bench --cameras``) in :mod:`.multicam_bench`.
 """
@@ -102,11 +106,7 @@ def run_bench(
     edges (noise has them everywhere, a road scene at about 10% of the pixels).
     """
     w, h = frame_size or engine.input_size
-    if image is None:
-        frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    else:
-        frame = np.ascontiguousarray(image if image.shape[:2] == (h, w) else cv2.resize(
-            image, (w, h), interpolation=cv2.INTER_AREA))
+    frame = camera_frame((w, h), image)
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     times = time_engine(engine, frame, frames, warmup, want_confidence)
     stages = {s: stage_stats(v) for s, v in times.items()}
@@ -151,6 +151,67 @@ def run_bench(
         "postprocess_fraction": stages["postprocess"]["median"] / stages["inference"]["median"],
         "machine": machine,
     }
+
+
+def time_side_by_side(
+    engines: dict[str, SegEngine], frame: np.ndarray, frames: int, warmup: int,
+    want_confidence: bool = True, rounds: int = 10,
+) -> dict[str, Any]:
+    """End-to-end times of several engines on one ``frame``, in alternating rounds.
+
+    Timing one engine after the other lets a change in the machine's load (another job, a
+    frequency step) fall on one of them only; here each round gives every engine
+    ``frames / rounds`` frames in turn, after ``warmup`` untimed frames each. ``ratio`` is
+    each engine's median over the first engine's.
+    """
+    if frames < 1 or not engines:
+        raise ValueError("frames must be at least 1, with at least one engine")
+    rounds = max(1, min(rounds, frames))
+    totals: dict[str, list[float]] = {name: [] for name in engines}
+    for engine in engines.values():
+        for _ in range(max(0, warmup)):
+            engine(frame, want_confidence)
+    for r in range(rounds):
+        n = frames // rounds + (1 if r < frames % rounds else 0)
+        for name, engine in engines.items():
+            totals[name] += time_engine(engine, frame, n, 0, want_confidence)["total"]
+    stats = {name: stage_stats(v) for name, v in totals.items()}
+    first = stats[next(iter(engines))]["median"]
+    return {
+        "frame_size": [frame.shape[1], frame.shape[0]],
+        "frames": frames, "rounds": rounds, "warmup": warmup,
+        "engines": {name: {"total_ms": stats[name],
+                           "fps": 1e3 * len(totals[name]) / sum(totals[name]),
+                           "input_size": list(engine.input_size),
+                           "backend": engine.backend_name, "precision": engine.precision,
+                           "ratio": stats[name]["median"] / first}
+                    for name, engine in engines.items()},
+    }
+
+
+def format_side_by_side(result: dict[str, Any]) -> str:
+    """The side-by-side table printed by ``bench --against``."""
+    fw, fh = result["frame_size"]
+    lines = [f"side by side on {fw}x{fh} frames, {result['frames']} frames each in "
+             f"{result['rounds']} alternating rounds:",
+             f"{'model':<34}{'input':>10}{'median ms':>11}{'p95 ms':>9}{'frames/s':>10}"
+             f"{'ratio':>8}"]
+    for name, e in result["engines"].items():
+        iw, ih = e["input_size"]
+        t = e["total_ms"]
+        lines.append(f"{name:<34}{f'{iw}x{ih}':>10}{t['median']:>11.2f}{t['p95']:>9.2f}"
+                     f"{e['fps']:>10.1f}{e['ratio']:>8.2f}")
+    return "\n".join(lines)
+
+
+def camera_frame(size: tuple[int, int], image: np.ndarray | None = None) -> np.ndarray:
+    """The frame a bench times: ``image`` resized to ``size`` (width, height), or uniform
+    noise (the worst case for ``upsample`` edges: label edges everywhere)."""
+    w, h = size
+    if image is None:
+        return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return np.ascontiguousarray(image if image.shape[:2] == (h, w) else cv2.resize(
+        image, (w, h), interpolation=cv2.INTER_AREA))
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -199,9 +260,12 @@ def format_report(report: dict[str, Any]) -> str:
 __all__ = [
     "STAGES",
     "STAGE_LABELS",
+    "camera_frame",
     "count_flops",
     "format_report",
+    "format_side_by_side",
     "run_bench",
     "stage_stats",
     "time_engine",
+    "time_side_by_side",
 ]

@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -205,3 +206,41 @@ def test_bench_of_a_rig_reports_the_map_update(tmp_path: Path) -> None:
     report = json.loads(path.read_text())
     assert report["map_update"]["cells"] == 300 * 300
     assert report["map_update"]["map_update"] > 0 and report["map_update"]["cycles"] > 0
+
+
+def test_bench_against_times_two_models_in_alternating_rounds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``bench --against``: both engines on the same frame, round by round, and the ratio."""
+    import seg_perception.tools.bench as bench
+
+    order: list[tuple[int, int]] = []
+    real = bench.time_engine
+
+    def spy(engine: Any, frame: np.ndarray, frames: int, *a: Any, **k: Any) -> Any:
+        order.append((id(engine), frames))
+        return real(engine, frame, frames, *a, **k)
+
+    monkeypatch.setattr(bench, "time_engine", spy)
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--model", "tiny_seg", "--against", "tiny_seg", "--width", "64",
+                 "--height", "48", "--device", "cpu", "--precision", "fp32", "--frames", "7",
+                 "--warmup", "1", "--camera", "80x60", "--peak-size", "64",
+                 "--json", str(path)]) == 0
+    side = json.loads(path.read_text())["side_by_side"]
+    assert list(side["engines"]) == ["tiny_seg", "tiny_seg (--against)"]
+    assert side["frame_size"] == [80, 60] and side["frames"] == 7 and side["rounds"] == 7
+    first, other = side["engines"].values()
+    assert first["ratio"] == 1.0 and other["ratio"] > 0 and other["fps"] > 0
+    assert 0 < other["total_ms"]["median"] <= other["total_ms"]["p95"]
+    rounds = order[1:]  # the first call is run_bench's own timing of --model
+    assert [n for _, n in rounds] == [1] * 14  # 7 rounds of one frame each, in turn
+    assert len({e for e, _ in rounds[0::2]}) == 1 and len({e for e, _ in rounds[1::2]}) == 1
+    assert rounds[0][0] != rounds[1][0]
+    assert "side by side on 80x60 frames" in capsys.readouterr().out
+
+
+def test_bench_against_refuses_cameras_in_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    assert main(["bench", "--model", "tiny_seg", "--against", "tiny_seg", "--cameras", "2",
+                 "--device", "cpu"]) == 2
+    assert "does not go with --cameras" in caplog.text
