@@ -6,11 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # Test worker processes (pytest-xdist; loadscope keeps a module's tests on one worker). Most of
-# a test waits on DDS, a node's start-up or a subprocess: TEST_WORKERS=3 runs the suite in
-# ~12 min instead of ~19 here. Default 0 (one process) until two flakes that 3 workers expose
-# are fixed: a node that waits forever for "the frame in progress" after Ctrl-C, and
-# `ros2 launch` signalling a player that already ended (2 of 3 CI-style runs at 3 failed).
-TEST_WORKERS ?= 0
+# a test waits on DDS, a node's start-up or a subprocess, so 3 workers keep 2 cores busy: the
+# suite takes ~10 min instead of ~19 here. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 3
 # The ROS 2 pieces no registry has (ros2 CLI, launch, launch_testing, tf2_ros, vision_msgs),
 # built into the venv by ../shared/ros2/install.sh where that exists (CI); see docs/development.md.
 ROS2_KIT_SCRIPT := $(wildcard ../shared/ros2/install.sh)
