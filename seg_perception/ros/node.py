@@ -79,6 +79,11 @@ ERROR = TransitionCallbackReturn.ERROR
 #: How long the process keeps spinning after it is finalized, so the response to the
 #: shutdown request (and the transition event) reaches the caller before the node goes.
 FINALIZED_GRACE_S = 1.0
+#: At the process's exit, the longest wait (s) for a frame in progress (a transition waits
+#: as long as it takes): longer than any sane frame, and the process still exits on its own
+#: before `ros2 launch` kills it (SIGKILL 15 s after Ctrl-C; its SIGTERM at 5 s only shuts
+#: rclpy down, which the exit is doing anyway).
+EXIT_WAIT_S = 10.0
 #: Start-up parameters that stay read-only in the lifecycle node too.
 FIXED_AT_START = frozenset({"cameras"})
 FIXED_WHILE_CONFIGURED = (" Fixed once configured: set it while the node is unconfigured; it "
@@ -316,19 +321,29 @@ class SegNode(LifecycleNode):
         return SUCCESS
 
     # -- releasing ------------------------------------------------------------------------
-    def _stop_processing(self) -> None:
-        """Undo activate (idempotent): no timer, no worker thread, no camera topics."""
+    def _stop_processing(self, give_up_s: float | None = None) -> None:
+        """Undo activate (idempotent): no timer, no worker thread, no camera topics.
+
+        A slow frame may outlast the worker's stop; its publishers must outlive it and a later
+        activate must not run beside it, so a transition waits for it, saying where it is.
+        Only the process's exit (``give_up_s``) stops waiting after that long: the threads
+        are daemons, and a Ctrl-C that never ends the process is worse than a lost frame.
+        """
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
         worker = self.worker
         if worker is not None:
             worker.stop()
-            # A slow frame may outlast stop()'s wait; the channel's publishers must outlive
-            # it and a later start() must not run beside it.
+            deadline = None if give_up_s is None else time.monotonic() + give_up_s
             while not worker.join(timeout=0.0):
-                self.get_logger().info("waiting for the frame in progress to finish: "
-                                       + worker.busy_where())
+                where = worker.busy_where()
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.get_logger().warning(
+                        f"the frame in progress did not finish in {give_up_s:g} s ({where}): "
+                        "exiting without it")
+                    break
+                self.get_logger().info(f"waiting for the frame in progress to finish: {where}")
                 worker.join(timeout=5.0)
         if self.cameras:
             if worker is not None:
@@ -340,9 +355,10 @@ class SegNode(LifecycleNode):
         if self.stage == "active":
             self.stage = "inactive"
 
-    def _release(self) -> None:
-        """Undo activate and configure (idempotent): back to what the constructor made."""
-        self._stop_processing()
+    def _release(self, give_up_s: float | None = None) -> None:
+        """Undo activate and configure (idempotent): back to what the constructor made
+        (``give_up_s``: see :meth:`_stop_processing`)."""
+        self._stop_processing(give_up_s)
         for pub in (self.diag_pub, self.label_info_pub):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
@@ -371,7 +387,7 @@ class SegNode(LifecycleNode):
         """Before destroy_node (process exit): release everything, stop routing the core's
         logging."""
         try:
-            self._release()
+            self._release(give_up_s=EXIT_WAIT_S)
         finally:
             log_bridge.unroute(self._log_handler)
 
