@@ -20,9 +20,6 @@ UPSAMPLE_CHOICES = ("auto", "edges", "labels", "logits")
 log = logging.getLogger(__name__)
 
 
-MAX_SIDE = arg_types.MAX_SIDE
-
-
 def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     """An argparse type: a whole number from ``lo`` to ``hi``."""
     def parse(text: str) -> int:
@@ -68,9 +65,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="registered model or exported .onnx file (default: %(default)s)")
     p.add_argument("--checkpoint", default=None,
                    help="weights file (default: the weights shipped with the model)")
-    p.add_argument("--width", type=_int_in(1, MAX_SIDE), default=None,
+    p.add_argument("--width", type=_int_in(1, arg_types.MAX_SIDE), default=None,
                    help="network input width (default: the model's)")
-    p.add_argument("--height", type=_int_in(1, MAX_SIDE), default=None,
+    p.add_argument("--height", type=_int_in(1, arg_types.MAX_SIDE), default=None,
                    help="network input height (default: the model's)")
     p.add_argument("--camera", type=arg_types.size, default=None, metavar="WxH",
                    help="camera frame size fed to the engine (default: the input size)")
@@ -152,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             log.error("--image %s: not a readable image file", args.image)
             return 2
         image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
     def build(model: str, checkpoint: str | None) -> tuple[object, object]:
         return build_engine(model, None if is_onnx_path(model) else checkpoint, args.device,
                             args.precision, size, threads=args.threads, backend=args.backend,

@@ -334,17 +334,19 @@ class SegNode(LifecycleNode):
             self._diag_timer = None
         worker = self.worker
         if worker is not None:
-            worker.stop()
+            # the bound counts from here: worker.stop() itself waits for the threads
             deadline = None if give_up_s is None else time.monotonic() + give_up_s
+            worker.stop(timeout=5.0 if give_up_s is None else min(5.0, give_up_s))
             while not worker.join(timeout=0.0):
                 where = worker.busy_where()
-                if deadline is not None and time.monotonic() >= deadline:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
                     self.get_logger().warning(
                         f"the frame in progress did not finish in {give_up_s:g} s ({where}): "
                         "exiting without it")
                     break
                 self.get_logger().info(f"waiting for the frame in progress to finish: {where}")
-                worker.join(timeout=5.0)
+                worker.join(timeout=5.0 if left is None else min(5.0, left))
         if self.cameras:
             if worker is not None:
                 close_cameras(self, worker, self.cameras)
