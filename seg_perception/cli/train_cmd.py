@@ -43,6 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=arg_types.size_or_square, default=(352, 352),
                    help="crop N or WxH (pixels)")
+    p.add_argument("--input-size", type=arg_types.size, default=None, metavar="WxH",
+                   help="network input size the weights are trained for and carry in their "
+                   "metadata (default: the model's own); --scale is relative to it")
     p.add_argument("--scale", type=_range, default=(0.5, 2.0),
                    help="random scale range relative to the model input size (MIN,MAX)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
@@ -99,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         model=model, data_root=args.data_root, out=args.out, dataset=args.dataset,
         train_split=args.train_split, val_split=args.val_split, ignore_index=args.ignore_index,
-        epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, scale_range=args.scale,
+        epochs=args.epochs, batch_size=args.batch_size, crop=args.crop,
+        input_size=args.input_size, scale_range=args.scale,
         lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer, loss=args.loss,
         warmup_iters=args.warmup_iters, workers=args.workers, device=args.device,
         seed=args.seed, eval_every=args.eval_every, resume=args.resume,

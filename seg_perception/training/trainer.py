@@ -62,6 +62,7 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 8
     crop: tuple[int, int] = (352, 352)  # (width, height)
+    input_size: tuple[int, int] | None = None  # (width, height); None: the registry's
     scale_range: tuple[float, float] = (0.5, 2.0)
     lr: float = 2e-3
     weight_decay: float = 0.01
@@ -153,10 +154,17 @@ def _torch_save(obj: Any, path: Path) -> None:
     torch.save(obj, path)
 
 
-def _meta_for(model_name: str, data: SegDataset) -> ModelMeta:
-    """Registry metadata with the dataset's classes (so e.g. Cityscapes gets 19 classes)."""
+def _meta_for(model_name: str, data: SegDataset,
+              input_size: tuple[int, int] | None = None) -> ModelMeta:
+    """Registry metadata with the dataset's classes (so e.g. Cityscapes gets 19 classes).
+
+    ``input_size`` replaces the registry's: the weights then carry it, so the engine runs
+    them at the size they were trained for.
+    """
     info = data.info
-    return get_entry(model_name).meta.replace(
+    meta = get_entry(model_name).meta
+    return meta.replace(
+        input_size=tuple(input_size) if input_size else meta.input_size,
         num_classes=info.num_classes,
         class_names=info.class_names,
         palette=info.palette,
@@ -269,7 +277,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         log.info("distillation from %s (teacher %s, stride %d): weight %g, temperature %g",
                  cfg.distill, soft.manifest.get("teacher"), soft.stride, cfg.distill_weight,
                  cfg.distill_temperature)
-    meta = _meta_for(cfg.model, train_set)
+    meta = _meta_for(cfg.model, train_set, cfg.input_size)
     model = create_model(cfg.model, meta=meta)
     if cfg.init_from:
         init_from(model, cfg.init_from)

@@ -166,6 +166,22 @@ def test_train_on_cityscapes_layout_with_init_from(tmp_path: Path) -> None:
     assert loaded.meta.drivable_classes == (0,)
 
 
+def test_input_size_travels_with_the_weights(tmp_path: Path) -> None:
+    """--input-size: trained at another size than the registry's, the weights say so."""
+    from seg_perception.runtime.models import get_entry
+
+    data = tmp_path / "cs"
+    write_synthetic_cityscapes(data, "train")
+    write_synthetic_cityscapes(data, "val")
+    assert get_entry("tiny_seg").meta.input_size != (96, 64)
+    cfg = TrainConfig(model="tiny_seg", data_root=str(data), out=str(tmp_path / "run"),
+                      dataset="cityscapes", epochs=1, batch_size=2, crop=(32, 32),
+                      input_size=(96, 64), progress=False, device="cpu")
+    result = train(cfg)
+    assert read_checkpoint(result.best_path).meta.input_size == (96, 64)
+    assert load_model("tiny_seg", result.best_path).meta.input_size == (96, 64)
+
+
 def test_split_expressions_select_whole_sequences(tmp_path: Path) -> None:
     from seg_perception.training.datasets import camvid_sequence, parse_split
 
