@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "safetensors")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,13 +24,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "FILE.onnx` works in the node, predict and bench without further options. The graph "
         "takes `input` (N,3,H,W) float32 normalised and returns `scores` (and "
         "`drivable_scores` for multi-task networks). A fixed-size export must be fed its "
-        "size; the engine resizes camera frames to it.",
+        "size; the engine resizes camera frames to it. `--format safetensors` writes our own "
+        "checkpoint instead, the same weights with their metadata, at --width/--height: how a "
+        "model trained at one input size ships to run at another.",
     )
     p.add_argument("--model", default="default", help="registered model (default: %(default)s)")
     p.add_argument("--checkpoint", default=None,
                    help="weights file (default: the weights shipped with the model)")
     p.add_argument("--format", choices=FORMATS, default="onnx",
-                   help="output format (only onnx for now)")
+                   help="onnx (default), or safetensors: our checkpoint with the input size "
+                   "in its metadata set to --width/--height")
     p.add_argument("--output", "-o", default=None, metavar="FILE",
                    help="output file (default: <model>_<W>x<H>.onnx in the current folder)")
     p.add_argument("--width", type=int, default=None,
@@ -66,6 +69,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _run_safetensors(args: argparse.Namespace, loaded: LoadedModel, w: int, h: int) -> int:
+    """The weights unchanged, the metadata's input size set: the engine then runs them there."""
+    from seg_perception.runtime.models.checkpoint import save_checkpoint
+
+    if args.int8 or args.dynamic:
+        log.error("--format safetensors takes neither --int8 nor --dynamic")
+        return 2
+    divisor = int(loaded.meta.extra.get("input_divisor", 1))
+    if w <= 0 or h <= 0 or w % divisor or h % divisor:
+        log.error("input %dx%d: width and height must be positive multiples of %d for %s",
+                  w, h, divisor, loaded.name)
+        return 2
+    output = Path(args.output or f"{loaded.name}_{w}x{h}.safetensors")
+    meta = loaded.meta.replace(input_size=(w, h))
+    save_checkpoint(loaded.model, output, meta)
+    log.info("%s at input %dx%d (trained for %dx%d) -> %s", loaded.name, w, h,
+             *loaded.meta.input_size, output)
+    print(output)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from seg_perception.runtime.engine.onnx_backend import max_abs_difference
     from seg_perception.runtime.engine_options import EngineConfigError
@@ -89,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     h = args.height or loaded.meta.input_size[1]
     if args.int8:
         return _run_int8(args, loaded, w, h)
+    if args.format == "safetensors":
+        return _run_safetensors(args, loaded, w, h)
     output = Path(args.output or f"{loaded.name}_{w}x{h}.onnx")
     try:
         export_onnx(loaded.model, loaded.meta, output, w, h, args.opset, args.dynamic,

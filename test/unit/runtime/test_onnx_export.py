@@ -174,6 +174,27 @@ def test_export_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "tensorrt" in err and "onnx" in err
 
 
+def test_export_safetensors_sets_the_input_size(tmp_path: Path) -> None:
+    """Same weights, the metadata's input size changed: the engine then runs that size."""
+    from seg_perception.runtime.models.checkpoint import read_checkpoint, save_checkpoint
+
+    net = load_model("tiny_seg").model
+    src = save_checkpoint(net, tmp_path / "src.safetensors")
+    out = tmp_path / "small.safetensors"
+    assert main(["export", "--model", "tiny_seg", "--checkpoint", str(src), "--format",
+                 "safetensors", "--width", "96", "--height", "64", "-o", str(out)]) == 0
+    raw, orig = read_checkpoint(out), read_checkpoint(src)
+    assert raw.meta is not None and orig.meta is not None
+    assert raw.meta.input_size == (96, 64) and orig.meta.input_size != (96, 64)
+    assert raw.meta.replace(input_size=orig.meta.input_size) == orig.meta
+    assert raw.state.keys() == orig.state.keys()
+    assert all(torch.equal(raw.state[k], orig.state[k]) for k in orig.state)
+    engine, _ = build_engine("tiny_seg", str(out), "cpu", "fp32", backend="torch")
+    assert tuple(engine.input_size) == (96, 64)
+    assert main(["export", "--model", "tiny_seg", "--format", "safetensors", "--int8",
+                 "-o", str(tmp_path / "x.safetensors")]) == 2
+
+
 def test_export_cli_unknown_model(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert main(["export", "--model", "no_such_net", "-o", str(tmp_path / "x.onnx")]) == 2
     assert "no_such_net" in caplog.text
