@@ -398,7 +398,8 @@ ESPNETV2_CAMVID_META = camvid_meta("espnetv2_camvid", (704, 528), output_stride=
 @register_model("espnetv2_camvid", ESPNETV2_CAMVID_META,
                 "ESPNetv2 s=2.0, Cityscapes classifier grouped into CamVid's 11 classes "
                 "(logsumexp); --init-from the Cityscapes weights starts at the zero-shot score",
-                checkpoint_format="espnetv2_camvid", strict_init=True)
+                checkpoint_format="espnetv2_camvid", strict_init=True,
+                shipped_weights="espnetv2_camvid.safetensors")
 def espnetv2_camvid(num_classes: int = 11) -> nn.Module:
     if num_classes != len(CAMVID_CLASSES):
         raise ValueError(f"espnetv2_camvid groups Cityscapes outputs into CamVid's "

@@ -122,7 +122,7 @@ LIGHTFPN_CAMVID_META = camvid_meta("lightfpn", (480, 352), output_stride=4)
     "lightfpn",
     LIGHTFPN_CAMVID_META,
     "LightFPN: residual encoder + FPN decoder, 1.6 M params, CamVid 11 classes, CPU real-time",
-    shipped_weights="camvid_default.safetensors",
+    shipped_weights="lightfpn.safetensors",
     aliases=("lightfpn_camvid",),
 )
 def lightfpn(num_classes: int = 11, **kwargs: object) -> nn.Module:

@@ -3,5 +3,8 @@
 from . import ddrnet, espnetv2, lightfpn, mobilenet, pidnet, tiny, twinlitenet  # noqa: F401
 
 # The model the node and CLI use when asked for "default".
-# LightFPN: CPU real-time, trained on CamVid (weights shipped as camvid_default.safetensors).
-DEFAULT_MODEL = "lightfpn"
+# mnv1_fpn_050: an ImageNet MobileNetV1-0.5 + FPN decoder distilled from the fine-tuned
+# Cityscapes ESPNetv2 (espnetv2_camvid) on CamVid; weights/mnv1_fpn_050.json is its record.
+# It replaced LightFPN (from scratch on CamVid), which scored 42.9 % on the held-out drive
+# 0006R0 where this recipe scores more, within 1.5x LightFPN's time.
+DEFAULT_MODEL = "mnv1_fpn_050"
