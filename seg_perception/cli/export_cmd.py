@@ -111,10 +111,10 @@ def run(args: argparse.Namespace) -> int:
                     "labels; pass --checkpoint", loaded.name)
     w = args.width or loaded.meta.input_size[0]
     h = args.height or loaded.meta.input_size[1]
+    if args.format == "safetensors":  # first: it refuses --int8 rather than quantising
+        return _run_safetensors(args, loaded, w, h)
     if args.int8:
         return _run_int8(args, loaded, w, h)
-    if args.format == "safetensors":
-        return _run_safetensors(args, loaded, w, h)
     output = Path(args.output or f"{loaded.name}_{w}x{h}.onnx")
     try:
         export_onnx(loaded.model, loaded.meta, output, w, h, args.opset, args.dynamic,

@@ -5,6 +5,6 @@ from . import ddrnet, espnetv2, lightfpn, mobilenet, pidnet, tiny, twinlitenet  
 # The model the node and CLI use when asked for "default".
 # mnv1_fpn_050: an ImageNet MobileNetV1-0.5 + FPN decoder distilled from the fine-tuned
 # Cityscapes ESPNetv2 (espnetv2_camvid) on CamVid; weights/mnv1_fpn_050.json is its record.
-# It replaced LightFPN (from scratch on CamVid), which scored 42.9 % on the held-out drive
-# 0006R0 where this recipe scores more, within 1.5x LightFPN's time.
+# It replaced LightFPN (from scratch on CamVid): on the held-out drive 0006R0, under the same
+# protocol, LightFPN scored 42.2 % and this recipe 47.3 %, at 1.28x LightFPN's time.
 DEFAULT_MODEL = "mnv1_fpn_050"

@@ -174,7 +174,8 @@ def test_export_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "tensorrt" in err and "onnx" in err
 
 
-def test_export_safetensors_sets_the_input_size(tmp_path: Path) -> None:
+def test_export_safetensors_sets_the_input_size(tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
     """Same weights, the metadata's input size changed: the engine then runs that size."""
     from seg_perception.runtime.models.checkpoint import read_checkpoint, save_checkpoint
 
@@ -193,6 +194,8 @@ def test_export_safetensors_sets_the_input_size(tmp_path: Path) -> None:
     assert tuple(engine.input_size) == (96, 64)
     assert main(["export", "--model", "tiny_seg", "--format", "safetensors", "--int8",
                  "-o", str(tmp_path / "x.safetensors")]) == 2
+    assert "takes neither --int8 nor --dynamic" in caplog.text
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_export_cli_unknown_model(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
